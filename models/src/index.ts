@@ -1,0 +1,15 @@
+export { type Affine, umeyama, warpAffine } from "./inference/align.ts";
+export type { DetectedFace } from "./inference/blazeface.ts";
+export { decodeImage, type RawImage } from "./inference/image.ts";
+export { defaultModelsDir, loadManifest } from "./inference/manifest.ts";
+export {
+  cosine,
+  DEFAULT_DETECTOR,
+  DEFAULT_EMBEDDER,
+  type EmbeddedFace,
+  FacePipeline,
+  type FacePipelineOptions,
+} from "./inference/pipeline.ts";
+export { DEFAULT_QUALITY_LIMITS, type FaceQuality, type QualityLimits } from "./inference/quality.ts";
+export { type BuildOptions, type BuildResult, buildModels } from "./build.ts";
+export { recipes } from "./recipes.ts";
