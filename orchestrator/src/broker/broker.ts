@@ -1,0 +1,110 @@
+import { createServer, type Server } from "node:net";
+import { type Identity, mayPublish, maySubscribe } from "@glance/shared";
+import { Aedes, type AuthenticateError, type Client } from "aedes";
+import type { Logger } from "pino";
+
+/** The orchestrator's own MQTT username; `$` cannot appear in a node id, so it never collides with one. */
+export const ORCHESTRATOR_USERNAME = "$orchestrator";
+
+export interface BrokerOptions {
+  host: string;
+  port: number;
+  /** in-memory secret of the orchestrator's own client, fresh at every start */
+  orchestratorSecret: string;
+  /** true when `password` is the current MQTT secret of a registered, non-revoked node */
+  verifyNode(nodeId: string, password: string): Promise<boolean>;
+  logger: Logger;
+}
+
+export interface Broker {
+  aedes: Aedes;
+  url: string;
+  close(): Promise<void>;
+}
+
+function refused(message: string): AuthenticateError {
+  // 4 = bad user name or password (MQTT 3.1.1 CONNACK return code)
+  return Object.assign(new Error(message), { returnCode: 4 }) as AuthenticateError;
+}
+
+/**
+ * Embedded aedes on plain TCP, bound to loopback until mTLS lands. Every client is authenticated and then held to
+ * the ACL derived from the shared contract (`mayPublish` / `maySubscribe`).
+ */
+export async function startBroker(opts: BrokerOptions): Promise<Broker> {
+  const log = opts.logger;
+  const identities = new WeakMap<Client, Identity>();
+
+  const aedes = await Aedes.createBroker({
+    authenticate(client, username, password, done) {
+      const secret = password?.toString("utf8") ?? "";
+      if (username === ORCHESTRATOR_USERNAME) {
+        if (secret.length > 0 && secret === opts.orchestratorSecret) {
+          identities.set(client, { role: "orchestrator" });
+          done(null, true);
+        } else {
+          log.warn({ clientId: client.id }, "orchestrator credentials refused");
+          done(refused("bad credentials"), false);
+        }
+        return;
+      }
+      if (!username || secret.length === 0) {
+        log.warn({ clientId: client.id }, "connection without credentials refused");
+        done(refused("credentials required"), false);
+        return;
+      }
+      opts.verifyNode(username, secret).then(
+        (ok) => {
+          if (ok) {
+            identities.set(client, { role: "node", nodeId: username });
+            done(null, true);
+          } else {
+            log.warn({ nodeId: username }, "node credentials refused");
+            done(refused("bad credentials"), false);
+          }
+        },
+        (error: unknown) => {
+          log.error({ err: error }, "node credential lookup failed");
+          done(refused("credential lookup failed"), false);
+        },
+      );
+    },
+    authorizePublish(client, packet, callback) {
+      // client is null for messages the broker itself publishes (retained state, will messages of other clients)
+      if (!client) return callback(null);
+      const who = identities.get(client);
+      if (who && mayPublish(who, packet.topic)) return callback(null);
+      log.warn({ who, topic: packet.topic }, "publish refused by ACL");
+      callback(new Error("not authorised to publish on this topic"));
+    },
+    authorizeSubscribe(client, subscription, callback) {
+      const who = identities.get(client);
+      if (who && maySubscribe(who, subscription.topic)) return callback(null, subscription);
+      log.warn({ who, topic: subscription.topic }, "subscription refused by ACL");
+      // null grants nothing (SUBACK 0x80) without dropping the connection
+      callback(null, null);
+    },
+  });
+
+  const server: Server = createServer(aedes.handle);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : opts.port;
+  const url = `mqtt://${opts.host}:${port}`;
+  log.info({ url }, "mqtt broker listening");
+
+  return {
+    aedes,
+    url,
+    async close() {
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
