@@ -1,0 +1,136 @@
+import { createHash } from "node:crypto";
+import { decodeImage, type FacePipeline } from "@glance/models";
+import { decodeEmbedding, type ErrorCode, encodeEmbedding, GlanceError, isGlanceError } from "@glance/shared";
+import type { Db } from "../db/client.ts";
+import { consents, people, templates } from "../db/schema.ts";
+import type { Gallery } from "../gallery/gallery.ts";
+import { newId } from "../http/ids.ts";
+
+export interface Photo {
+  name: string;
+  bytes: Uint8Array;
+}
+
+export interface EnrolRequest {
+  displayName: string;
+  consent: { source: string; evidenceRef: string | null; purpose: string; scope: string; expiresAt: Date | null };
+  photos: Photo[];
+}
+
+/** Per-photo answer, so the person at the counter knows which photo to retake and why. */
+export interface PhotoFeedback {
+  photo: string;
+  accepted: boolean;
+  code?: ErrorCode;
+  message: string;
+  quality?: { score: number; sizePx: number; reasons: string[] };
+}
+
+export interface Enrolment {
+  personId: string;
+  templates: { id: string; space: string; quality: number; sourceSha256: string }[];
+  feedback: PhotoFeedback[];
+}
+
+/**
+ * Consent first, then one template per photo that shows exactly one face. The photo itself is dropped as soon as
+ * it is embedded; only its sha256 is kept, as evidence of which photo a template came from.
+ */
+export async function enrolPerson(
+  deps: { db: Db; faces: FacePipeline; gallery: Gallery },
+  req: EnrolRequest,
+): Promise<Enrolment> {
+  const feedback: PhotoFeedback[] = [];
+  const accepted: { embedding: Float32Array; quality: number; sourceSha256: string }[] = [];
+
+  for (const photo of req.photos) {
+    const sourceSha256 = createHash("sha256").update(photo.bytes).digest("hex");
+    let faces: Awaited<ReturnType<FacePipeline["process"]>>;
+    try {
+      faces = await deps.faces.process(await decodeImage(Buffer.from(photo.bytes)));
+    } catch (error) {
+      const code: ErrorCode = isGlanceError(error) ? error.code : "IMAGE_UNREADABLE";
+      feedback.push({
+        photo: photo.name,
+        accepted: false,
+        code,
+        message: "The photo could not be read; send a JPEG or PNG.",
+      });
+      continue;
+    }
+    if (faces.length === 0) {
+      feedback.push({
+        photo: photo.name,
+        accepted: false,
+        code: "NO_FACE_FOUND",
+        message: "No face found; retake facing the camera, well lit.",
+      });
+      continue;
+    }
+    if (faces.length > 1) {
+      feedback.push({
+        photo: photo.name,
+        accepted: false,
+        code: "MULTIPLE_FACES",
+        message: `${faces.length} faces found; retake with only the person being enrolled in frame.`,
+      });
+      continue;
+    }
+    const face = faces[0] as (typeof faces)[number];
+    const quality = { score: face.quality.score, sizePx: face.quality.sizePx, reasons: [...face.quality.reasons] };
+    accepted.push({ embedding: face.embedding, quality: quality.score, sourceSha256 });
+    feedback.push({
+      photo: photo.name,
+      accepted: true,
+      message:
+        quality.reasons.length > 0 ? `Accepted, but consider retaking: ${quality.reasons.join(", ")}.` : "Accepted.",
+      quality,
+    });
+  }
+
+  if (accepted.length === 0) {
+    const first = feedback.find((f) => f.code)?.code ?? "NO_FACE_FOUND";
+    throw new GlanceError(first, "No photo could be enrolled; see details.feedback for each photo.", { feedback });
+  }
+
+  const personId = newId();
+  const space = deps.faces.space;
+  const rows = accepted.map((a) => ({
+    id: newId(),
+    personId,
+    space,
+    embedding: encodeEmbedding(a.embedding),
+    quality: a.quality,
+    sourceSha256: a.sourceSha256,
+  }));
+  await deps.db.transaction(async (tx) => {
+    await tx.insert(people).values({ id: personId, displayName: req.displayName });
+    await tx.insert(consents).values({
+      id: newId(),
+      personId,
+      purpose: req.consent.purpose,
+      scope: req.consent.scope,
+      source: req.consent.source,
+      evidenceRef: req.consent.evidenceRef,
+      grantedAt: new Date(),
+      expiresAt: req.consent.expiresAt,
+    });
+    await tx.insert(templates).values(rows);
+  });
+  deps.gallery.add(
+    {
+      personId,
+      displayName: req.displayName,
+      consentScope: req.consent.scope,
+      consentExpiresAt: req.consent.expiresAt,
+    },
+    // index what a restart would load: the stored, quantised form
+    rows.map((r) => decodeEmbedding(r.embedding)),
+  );
+
+  return {
+    personId,
+    templates: rows.map((r) => ({ id: r.id, space: r.space, quality: r.quality, sourceSha256: r.sourceSha256 })),
+    feedback,
+  };
+}

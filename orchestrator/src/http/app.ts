@@ -1,0 +1,48 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import type { Services } from "../services.ts";
+import { signagePage } from "../signage/page.ts";
+import { assertScreenAccess, type Env, requireRole } from "./auth.ts";
+import { errorResponse } from "./errors.ts";
+import { nodesRouter } from "./routes/nodes.ts";
+import { peopleRouter } from "./routes/people.ts";
+import { promotionsRouter } from "./routes/promotions.ts";
+import { findScreen, screensRouter } from "./routes/screens.ts";
+import { storesRouter } from "./routes/stores.ts";
+import { tokensRouter } from "./routes/tokens.ts";
+import { visitsRouter } from "./routes/visits.ts";
+import { valid } from "./validate.ts";
+
+/** Every route, mounted in one place. */
+export function createApp(s: Services) {
+  const app = new Hono<Env>();
+  app.onError(errorResponse(s.logger));
+  app.notFound((c) => c.json({ code: "NOT_FOUND", message: `No route ${c.req.method} ${c.req.path}.` }, 404));
+
+  app.get("/api/health", (c) => c.json({ ok: true, space: s.gallery.space, gallery: s.gallery.size }));
+  app.get("/api/metrics", requireRole(s.db, ["hq-admin", "auditor", "technician"]), (c) =>
+    c.json({ ingest: s.metrics(), gallery: s.gallery.size }),
+  );
+  app.route("/api/stores", storesRouter(s));
+  app.route("/api/screens", screensRouter(s));
+  app.route("/api/nodes", nodesRouter(s));
+  app.route("/api/people", peopleRouter(s));
+  app.route("/api/promotions", promotionsRouter(s));
+  app.route("/api/visits", visitsRouter(s));
+  app.route("/api/tokens", tokensRouter(s));
+
+  app.get(
+    "/signage/:screenId",
+    requireRole(s.db, ["signage-screen"], { allowQueryToken: true }),
+    valid("param", z.object({ screenId: z.string().min(1).max(64) })),
+    async (c) => {
+      const { screenId } = c.req.valid("param");
+      assertScreenAccess(c.get("principal"), screenId);
+      const screen = await findScreen(s.db, screenId);
+      c.header("Cache-Control", "no-store");
+      c.header("Referrer-Policy", "no-referrer");
+      return c.html(signagePage(screen));
+    },
+  );
+  return app;
+}

@@ -1,0 +1,73 @@
+import { createPublicKey } from "node:crypto";
+import { GlanceError } from "@glance/shared";
+import { eq } from "drizzle-orm";
+import { Hono } from "hono";
+import { z } from "zod";
+import { hashSecret, newSecret } from "../../auth/secrets.ts";
+import { nodes, stores } from "../../db/schema.ts";
+import type { Services } from "../../services.ts";
+import { type Env, requireRole } from "../auth.ts";
+import { Id } from "../ids.ts";
+import { valid } from "../validate.ts";
+
+function isEd25519PublicKey(x: string): boolean {
+  try {
+    createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const RegisterNode = z.object({
+  nodeId: Id,
+  storeId: z.string().min(1),
+  cameraId: Id,
+  signingPublicKey: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{43}$/, "base64url raw 32-byte Ed25519 public key")
+    .refine(isEd25519PublicKey, "not a valid Ed25519 public key"),
+});
+export type RegisterNode = z.infer<typeof RegisterNode>;
+
+/**
+ * A technician registers a node with its signing key and receives its MQTT credentials (password shown once).
+ * The node's desired state is then waiting for it, retained, on its desired topic.
+ */
+export function nodesRouter(s: Services) {
+  return new Hono<Env>()
+    .post("/", requireRole(s.db, ["technician", "hq-admin"]), valid("json", RegisterNode), async (c) => {
+      const body = c.req.valid("json");
+      const store = await s.db.select({ id: stores.id }).from(stores).where(eq(stores.id, body.storeId));
+      if (store.length === 0)
+        throw new GlanceError("NOT_FOUND", `Store ${body.storeId} does not exist; create it first.`);
+      const existing = await s.db.select({ id: nodes.id }).from(nodes).where(eq(nodes.id, body.nodeId));
+      if (existing.length > 0) throw new GlanceError("CONFLICT", `Node ${body.nodeId} is already registered.`);
+      const password = newSecret();
+      await s.db.insert(nodes).values({
+        id: body.nodeId,
+        storeId: body.storeId,
+        cameraId: body.cameraId,
+        signingPublicKey: body.signingPublicKey,
+        mqttPasswordHash: hashSecret(password),
+      });
+      const desired = await s.publishDesired(body.nodeId);
+      s.logger.info({ nodeId: body.nodeId, storeId: body.storeId }, "node registered");
+      return c.json({ nodeId: body.nodeId, mqtt: { url: s.mqttUrl, username: body.nodeId, password }, desired }, 201);
+    })
+    .get("/", requireRole(s.db, ["hq-admin", "technician", "auditor", "store-manager"]), async (c) => {
+      const p = c.get("principal");
+      const rows = await s.db
+        .select({
+          id: nodes.id,
+          storeId: nodes.storeId,
+          cameraId: nodes.cameraId,
+          lastSeq: nodes.lastSeq,
+          createdAt: nodes.createdAt,
+          revokedAt: nodes.revokedAt,
+        })
+        .from(nodes)
+        .orderBy(nodes.id);
+      return c.json(rows.filter((r) => p.role !== "store-manager" || r.storeId === p.storeId));
+    });
+}

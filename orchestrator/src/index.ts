@@ -1,0 +1,228 @@
+import { EventEmitter } from "node:events";
+import { mkdir } from "node:fs/promises";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { FacePipeline } from "@glance/models";
+import { type DesiredState, encodeMessage, topicFor } from "@glance/shared";
+import { serve } from "@hono/node-server";
+import type { Aedes } from "aedes";
+import { and, eq, isNull } from "drizzle-orm";
+import mqtt from "mqtt";
+import { type Logger, pino } from "pino";
+import {
+  hashSecret,
+  loadOrCreateSealingKey,
+  newSecret,
+  readAdminTokenFile,
+  secretMatches,
+  writeAdminTokenFile,
+} from "./auth/secrets.ts";
+import { ORCHESTRATOR_USERNAME, startBroker } from "./broker/broker.ts";
+import { type Db, openDatabase } from "./db/client.ts";
+import { apiTokens, nodes } from "./db/schema.ts";
+import { Gallery } from "./gallery/gallery.ts";
+import { createApp } from "./http/app.ts";
+import { newId } from "./http/ids.ts";
+import { startIngest } from "./ingest/ingest.ts";
+import { createRecognizer } from "./recognition/recognize.ts";
+import type { Services } from "./services.ts";
+import { ScreenHub } from "./signage/hub.ts";
+
+export type { Rejection } from "./ingest/ingest.ts";
+export type { Recognition } from "./recognition/recognize.ts";
+export type { PromotionEvent } from "./signage/hub.ts";
+
+export interface OrchestratorOptions {
+  /** PGlite data dir, sealing key, admin token file */
+  dataDir: string;
+  /** when set: a real Postgres (postgres-js) instead of PGlite */
+  databaseUrl?: string;
+  /** default 127.0.0.1 */
+  host?: string;
+  /** default 1883; 0 = ephemeral */
+  mqttPort?: number;
+  /** default 8080; 0 = ephemeral */
+  httpPort?: number;
+  /** ONNX models and manifests; models/dist by default */
+  modelsDir?: string;
+  logger?: Logger;
+  /** one visit per person per store within this window; default 10 minutes */
+  visitDedupeMs?: number;
+  /** SSE keep-alive interval; default 15 s */
+  pingIntervalMs?: number;
+}
+
+export interface Orchestrator {
+  mqttUrl: string;
+  httpUrl: string;
+  /** created at first start, stored hashed; plaintext kept in dataDir/admin-token (mode 0600) */
+  adminToken: string;
+  sealingKey: { kid: string; publicKey: string };
+  /** tests tap raw publishes via broker.on("publish") */
+  broker: Aedes;
+  /** "recognition" (Recognition) and "rejection" (Rejection) */
+  events: EventEmitter;
+  metrics(): { accepted: number; rejected: Record<string, number> };
+  stop(): Promise<void>;
+}
+
+const DESIRED_DEFAULTS = { privacyMode: "visitor", templateIntervalMs: 5000, minFaceSizePx: 40 } as const;
+
+/** The admin token survives restarts through its file; a fresh database (e.g. a new Postgres) gets its hash again. */
+async function ensureAdminToken(db: Db, dataDir: string, log: Logger): Promise<string> {
+  let token = await readAdminTokenFile(dataDir);
+  if (!token) {
+    token = newSecret("gl_");
+    await writeAdminTokenFile(dataDir, token);
+    log.info({ file: `${dataDir}/admin-token` }, "admin token created");
+  }
+  const hash = hashSecret(token);
+  const existing = await db.select({ id: apiTokens.id }).from(apiTokens).where(eq(apiTokens.tokenHash, hash));
+  if (existing.length === 0) {
+    await db.insert(apiTokens).values({ id: newId(), tokenHash: hash, role: "hq-admin", label: "bootstrap admin" });
+  }
+  return token;
+}
+
+export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orchestrator> {
+  const host = opts.host ?? "127.0.0.1";
+  const log = opts.logger ?? pino({ name: "orchestrator" });
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+
+  const database = await openDatabase({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
+  const { db } = database;
+  const cleanups: (() => Promise<unknown>)[] = [() => database.close()];
+  const stopAll = async () => {
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        await cleanup();
+      } catch (error) {
+        log.warn({ err: error }, "shutdown step failed");
+      }
+    }
+    cleanups.length = 0;
+  };
+
+  try {
+    const sealingKey = await loadOrCreateSealingKey(opts.dataDir);
+    const adminToken = await ensureAdminToken(db, opts.dataDir, log);
+
+    const faces = await FacePipeline.load(opts.modelsDir ? { modelsDir: opts.modelsDir } : {});
+    const gallery = await Gallery.load(db, faces.space, faces.threshold("1e-3"));
+    log.info({ space: gallery.space, threshold: gallery.threshold, ...gallery.size }, "gallery loaded");
+
+    const orchestratorSecret = newSecret();
+    const broker = await startBroker({
+      host,
+      port: opts.mqttPort ?? 1883,
+      orchestratorSecret,
+      logger: log.child({ component: "broker" }),
+      async verifyNode(nodeId, password) {
+        const [node] = await db
+          .select({ hash: nodes.mqttPasswordHash })
+          .from(nodes)
+          .where(and(eq(nodes.id, nodeId), isNull(nodes.revokedAt)));
+        return !!node && secretMatches(password, node.hash);
+      },
+    });
+    cleanups.push(() => broker.close());
+
+    const client = await mqtt.connectAsync(broker.url, {
+      clientId: `orchestrator-${newId()}`,
+      username: ORCHESTRATOR_USERNAME,
+      password: orchestratorSecret,
+      protocolVersion: 4,
+      reconnectPeriod: 1000,
+    });
+    cleanups.push(() => client.endAsync());
+
+    const publishDesired = async (nodeId: string): Promise<DesiredState> => {
+      const [node] = await db.select().from(nodes).where(eq(nodes.id, nodeId));
+      if (!node) throw new Error(`node ${nodeId} vanished`);
+      const desired: DesiredState = {
+        version: node.desiredVersion,
+        storeId: node.storeId,
+        sealingKey: { kid: sealingKey.kid, publicKey: sealingKey.publicKey },
+        ...DESIRED_DEFAULTS,
+      };
+      await client.publishAsync(topicFor("desired", nodeId), encodeMessage("desired", desired), {
+        qos: 1,
+        retain: true,
+      });
+      return desired;
+    };
+    // the broker keeps retained messages in memory only: restate every node's desired state after a restart
+    for (const node of await db.select({ id: nodes.id }).from(nodes).where(isNull(nodes.revokedAt))) {
+      await publishDesired(node.id);
+    }
+
+    const events = new EventEmitter();
+    const hub = new ScreenHub();
+    const recognize = createRecognizer({
+      db,
+      gallery,
+      hub,
+      events,
+      logger: log.child({ component: "recognition" }),
+      visitDedupeMs: opts.visitDedupeMs ?? 10 * 60_000,
+    });
+    const ingest = await startIngest({
+      client,
+      deps: { db, sealingKey, space: gallery.space },
+      events,
+      logger: log.child({ component: "ingest" }),
+      onAccepted: async (t) => {
+        await recognize(t);
+      },
+    });
+    cleanups.push(() => ingest.stop());
+
+    const metrics = () => ({
+      accepted: ingest.metrics.accepted,
+      rejected: { ...ingest.metrics.rejected } as Record<string, number>,
+    });
+    const services: Services = {
+      db,
+      hub,
+      gallery,
+      faces,
+      sealingKey: { kid: sealingKey.kid, publicKey: sealingKey.publicKey },
+      mqttUrl: broker.url,
+      publishDesired,
+      metrics,
+      logger: log.child({ component: "http" }),
+      pingIntervalMs: opts.pingIntervalMs ?? 15_000,
+    };
+    const app = createApp(services);
+    const server = await new Promise<Server>((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, port: opts.httpPort ?? 8080, hostname: host }, () =>
+        resolve(s as Server),
+      ) as Server;
+      s.once("error", reject);
+    });
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          // open SSE streams would otherwise hold the server forever
+          server.closeAllConnections();
+        }),
+    );
+    const httpUrl = `http://${host}:${(server.address() as AddressInfo).port}`;
+    log.info({ httpUrl, mqttUrl: broker.url }, "orchestrator started");
+
+    return {
+      mqttUrl: broker.url,
+      httpUrl,
+      adminToken,
+      sealingKey: services.sealingKey,
+      broker: broker.aedes,
+      events,
+      metrics,
+      stop: stopAll,
+    };
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}

@@ -1,0 +1,23 @@
+import type { FacePipeline } from "@glance/models";
+import type { DesiredState } from "@glance/shared";
+import type { Logger } from "pino";
+import type { Db } from "./db/client.ts";
+import type { Gallery } from "./gallery/gallery.ts";
+import type { IngestMetrics } from "./ingest/ingest.ts";
+import type { ScreenHub } from "./signage/hub.ts";
+
+/** What the HTTP routers need from the running orchestrator; built once in index.ts. */
+export interface Services {
+  db: Db;
+  hub: ScreenHub;
+  gallery: Gallery;
+  faces: FacePipeline;
+  sealingKey: { kid: string; publicKey: string };
+  mqttUrl: string;
+  /** publishes (retained) and returns the desired state of a registered node */
+  publishDesired(nodeId: string): Promise<DesiredState>;
+  metrics(): IngestMetrics;
+  logger: Logger;
+  /** SSE keep-alive interval */
+  pingIntervalMs: number;
+}
