@@ -1,0 +1,624 @@
+/**
+ * TF op → ONNX opset 13 mappings, one function per TF op. Each takes the TF node and its input values and returns
+ * its output values (index k is the TF tensor "name:k").
+ */
+import { floatAttr, intAttr, intsAttr, stringAttr } from "../onnx/proto.ts";
+import {
+  type ConversionContext,
+  dataTypeOf,
+  type ElemType,
+  nchwAxis,
+  perm,
+  TO_NCHW,
+  tfDtype,
+  transposeConst,
+  type Value,
+} from "./context.ts";
+import {
+  attrBool,
+  attrFloat,
+  attrInt,
+  attrInts,
+  attrString,
+  attrStrings,
+  attrType,
+  type ConstTensor,
+  type TfNode,
+} from "./tfjs-model.ts";
+
+export type OpConverter = (ctx: ConversionContext, node: TfNode, ins: Value[]) => Value[];
+
+const BIG = Number.MAX_SAFE_INTEGER;
+
+function arg(ins: Value[], i: number, node: TfNode): Value {
+  const v = ins[i];
+  if (!v) throw new Error(`${node.op} ${node.name}: missing input ${i}`);
+  return v;
+}
+
+function constOf(v: Value, node: TfNode, what: string): ConstTensor {
+  if (!v.constant) throw new Error(`${node.op} ${node.name}: ${what} must be a constant`);
+  return v.constant;
+}
+
+function constInts(v: Value, node: TfNode, what: string): number[] {
+  return Array.from(constOf(v, node, what).data, Number);
+}
+
+function val(name: string, layout: Value["layout"], rank: number | undefined, dtype: ElemType = "float32"): Value {
+  return { name, layout, rank, dtype };
+}
+
+function isIncreasing(xs: readonly number[]): boolean {
+  return xs.every((x, i) => i === 0 || x > (xs[i - 1] ?? -1));
+}
+
+function requireNhwc(node: TfNode): void {
+  const f = attrString(node, "data_format");
+  if (f && f !== "NHWC") throw new Error(`${node.op} ${node.name}: data_format ${f} is not supported`);
+}
+
+/** TF padding → ONNX conv/pool attributes (TF "SAME" puts the odd pixel at the end, as ONNX SAME_UPPER does). */
+function paddingAttrs(node: TfNode) {
+  const padding = attrString(node, "padding");
+  if (padding === "SAME") return [stringAttr("auto_pad", "SAME_UPPER")];
+  if (padding === "VALID") return [intsAttr("pads", [0, 0, 0, 0])];
+  if (padding === "EXPLICIT") {
+    const p = attrInts(node, "explicit_paddings") ?? [];
+    return [intsAttr("pads", [p[2] ?? 0, p[4] ?? 0, p[3] ?? 0, p[5] ?? 0])];
+  }
+  throw new Error(`${node.op} ${node.name}: padding ${padding} is not supported`);
+}
+
+function spatial(node: TfNode, key: string): number[] {
+  const v = attrInts(node, key) ?? [1, 1, 1, 1];
+  return [v[1] ?? 1, v[2] ?? 1];
+}
+
+/** The activation part of a fused op (`fused_ops` after BiasAdd), applied to an NCHW or TF-layout value. */
+function activation(
+  ctx: ConversionContext,
+  node: TfNode,
+  act: string | undefined,
+  x: Value,
+  extra: Value | undefined,
+  stem: string,
+): Value {
+  const src = x.name as string;
+  const out = (name: string): Value => ({ ...x, name, tfName: undefined, nchwName: undefined });
+  switch (act) {
+    case undefined:
+      return x;
+    case "Relu":
+      return out(ctx.add1("Relu", [src], stem));
+    case "Relu6":
+      return out(ctx.add1("Clip", [src, ctx.float([0], [], "zero"), ctx.float([6], [], "six")], stem));
+    case "Elu":
+      return out(ctx.add1("Elu", [src], stem));
+    case "Sigmoid":
+      return out(ctx.add1("Sigmoid", [src], stem));
+    case "Tanh":
+      return out(ctx.add1("Tanh", [src], stem));
+    case "LeakyRelu":
+      return out(ctx.add1("LeakyRelu", [src], stem, [floatAttr("alpha", attrFloat(node, "leakyrelu_alpha", 0.2))]));
+    case "Prelu": {
+      if (!extra) throw new Error(`${node.name}: Prelu without alpha`);
+      const alpha = x.layout === "nchw" ? ctx.nchwOperand(extra, `${stem}/alpha`) : ctx.tf(extra, `${stem}/alpha`);
+      return out(ctx.add1("PRelu", [src, alpha], stem));
+    }
+    default:
+      throw new Error(`${node.op} ${node.name}: fused activation ${act} is not supported`);
+  }
+}
+
+function fusedParts(node: TfNode): { bias: boolean; act: string | undefined } {
+  const ops = attrStrings(node, "fused_ops");
+  if (ops.length === 0) return { bias: false, act: undefined };
+  if (ops[0] !== "BiasAdd") throw new Error(`${node.op} ${node.name}: fused ops [${ops}] are not supported`);
+  if (ops.length > 2) throw new Error(`${node.op} ${node.name}: fused ops [${ops}] are not supported`);
+  return { bias: true, act: ops[1] };
+}
+
+function conv(depthwise: boolean): OpConverter {
+  return (ctx, node, ins) => {
+    requireNhwc(node);
+    const x = arg(ins, 0, node);
+    const k = constOf(arg(ins, 1, node), node, "filter");
+    const [kh, kw, cin, m] = k.shape as [number, number, number, number];
+    let weights: ConstTensor;
+    let group = 1;
+    if (depthwise) {
+      // [H,W,C,M] → [C*M,1,H,W]: output channel c*M+m convolves input channel c, as in TF
+      const t = transposeConst(k, [2, 3, 0, 1]);
+      weights = { ...t, shape: [cin * m, 1, kh, kw] };
+      group = cin;
+    } else {
+      weights = transposeConst(k, [3, 2, 0, 1]); // HWIO → OIHW
+    }
+    const inputs = [ctx.nchw(x, `${node.name}/input`), ctx.initializer(weights, `${node.name}/weights`)];
+    const { bias, act } = fusedParts(node);
+    if (bias) inputs.push(ctx.tf(arg(ins, 2, node), `${node.name}/bias`));
+    const attrs = [
+      intsAttr("kernel_shape", [kh, kw]),
+      intsAttr("strides", spatial(node, "strides")),
+      intsAttr("dilations", spatial(node, "dilations")),
+      intAttr("group", group),
+      ...paddingAttrs(node),
+    ];
+    const y = val(ctx.add1("Conv", inputs, act ? `${node.name}/conv` : node.name, attrs), "nchw", 4);
+    return [activation(ctx, node, act, y, ins[3], node.name)];
+  };
+}
+
+function matmul(fused: boolean): OpConverter {
+  return (ctx, node, ins) => {
+    const a = arg(ins, 0, node);
+    const b = arg(ins, 1, node);
+    let an = ctx.tf(a, `${node.name}/a`);
+    if (attrBool(node, "transpose_a", false)) an = ctx.add1("Transpose", [an], `${node.name}/aT`, [perm([1, 0])]);
+    let bn: string;
+    if (attrBool(node, "transpose_b", false)) {
+      bn = b.constant
+        ? ctx.initializer(transposeConst(b.constant, [1, 0]), `${node.name}/bT`)
+        : ctx.add1("Transpose", [ctx.tf(b)], `${node.name}/bT`, [perm([1, 0])]);
+    } else bn = ctx.tf(b, `${node.name}/b`);
+    const { bias, act } = fused ? fusedParts(node) : { bias: false, act: undefined };
+    let y = ctx.add1("MatMul", [an, bn], bias || act ? `${node.name}/matmul` : node.name);
+    if (bias)
+      y = ctx.add1(
+        "Add",
+        [y, ctx.tf(arg(ins, 2, node), `${node.name}/bias`)],
+        act ? `${node.name}/bias_add` : node.name,
+      );
+    return [activation(ctx, node, act, val(y, "tf", 2), ins[3], node.name)];
+  };
+}
+
+/** Element-wise op over any number of inputs with numpy broadcasting, kept channels-first where possible. */
+function elementwise(op: string): OpConverter {
+  return (ctx, node, ins) => {
+    const ranks = ins.map((v) => v.rank ?? v.constant?.shape.length);
+    const rank = ranks.every((r) => r !== undefined) ? Math.max(...(ranks as number[])) : undefined;
+    const anyNchw = ins.some((v) => v.layout === "nchw");
+    const nchwOk = ins.every(
+      (v) => v.layout === "nchw" || v.rank === 4 || (v.constant && v.constant.shape.length <= 4),
+    );
+    const dtype = ins.find((v) => !v.constant)?.dtype ?? arg(ins, 0, node).dtype;
+    if (anyNchw && nchwOk) {
+      const names = ins.map((v, i) => ctx.nchwOperand(v, `${node.name}/${i}`));
+      return [val(ctx.add1(op, names, node.name), "nchw", 4, dtype)];
+    }
+    const names = ins.map((v, i) => ctx.tf(v, `${node.name}/${i}`));
+    return [val(ctx.add1(op, names, node.name), "tf", rank, dtype)];
+  };
+}
+
+function unary(op: string, attrs: (node: TfNode) => ReturnType<typeof floatAttr>[] = () => []): OpConverter {
+  return (ctx, node, ins) => {
+    const x = arg(ins, 0, node);
+    const src = x.layout === "nchw" ? (x.name as string) : ctx.tf(x, `${node.name}/x`);
+    return [
+      {
+        ...x,
+        name: ctx.add1(op, [src], node.name, attrs(node)),
+        constant: undefined,
+        tfName: undefined,
+        nchwName: undefined,
+      },
+    ];
+  };
+}
+
+function sameLayout(x: Value, name: string): Value {
+  return { name, layout: x.layout, rank: x.rank, dtype: x.dtype };
+}
+
+function xName(ctx: ConversionContext, x: Value, node: TfNode): string {
+  return x.layout === "nchw" ? (x.name as string) : ctx.tf(x, `${node.name}/x`);
+}
+
+const rsqrt: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const s = ctx.add1("Sqrt", [xName(ctx, x, node)], `${node.name}/sqrt`);
+  return [sameLayout(x, ctx.add1("Reciprocal", [s], node.name))];
+};
+
+const square: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const n = xName(ctx, x, node);
+  return [sameLayout(x, ctx.add1("Mul", [n, n], node.name))];
+};
+
+const relu6: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  return [
+    sameLayout(
+      x,
+      ctx.add1("Clip", [xName(ctx, x, node), ctx.float([0], [], "zero"), ctx.float([6], [], "six")], node.name),
+    ),
+  ];
+};
+
+const prelu: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const alpha = arg(ins, 1, node);
+  if (x.layout === "nchw") {
+    return [
+      val(ctx.add1("PRelu", [x.name as string, ctx.nchwOperand(alpha, `${node.name}/alpha`)], node.name), "nchw", 4),
+    ];
+  }
+  return [val(ctx.add1("PRelu", [ctx.tf(x), ctx.tf(alpha, `${node.name}/alpha`)], node.name), "tf", x.rank)];
+};
+
+function pool(op: "MaxPool" | "AveragePool"): OpConverter {
+  return (ctx, node, ins) => {
+    requireNhwc(node);
+    const x = arg(ins, 0, node);
+    const attrs = [intsAttr("kernel_shape", spatial(node, "ksize")), intsAttr("strides", spatial(node, "strides"))];
+    const padding = attrString(node, "padding");
+    if (padding === "SAME") attrs.push(stringAttr("auto_pad", "SAME_UPPER"));
+    else if (padding !== "VALID") throw new Error(`${node.op} ${node.name}: padding ${padding} is not supported`);
+    // TF's SAME average pool divides by the in-image count: ONNX's default count_include_pad=0
+    return [val(ctx.add1(op, [ctx.nchw(x, `${node.name}/x`)], node.name, attrs), "nchw", 4)];
+  };
+}
+
+function reduce(op: string): OpConverter {
+  return (ctx, node, ins) => {
+    const x = arg(ins, 0, node);
+    const rawAxes = constInts(arg(ins, 1, node), node, "reduction axes");
+    const keep = attrBool(node, "keep_dims", false);
+    if (rawAxes.length === 0) return [x];
+    let layout: Value["layout"] = "tf";
+    let src: string;
+    let axes = rawAxes;
+    if (x.layout === "nchw") {
+      const tfAxes = rawAxes.map((a) => ((a % 4) + 4) % 4);
+      const kept = TO_NCHW.filter((d) => !tfAxes.includes(d));
+      if (keep || isIncreasing(kept)) {
+        axes = tfAxes.map(nchwAxis);
+        src = x.name as string;
+        layout = keep ? "nchw" : "tf";
+      } else src = ctx.tf(x);
+    } else src = ctx.tf(x, `${node.name}/x`);
+    const rank =
+      x.rank === undefined
+        ? undefined
+        : keep
+          ? x.rank
+          : x.rank - new Set(rawAxes.map((a) => (a + (x.rank ?? 0)) % (x.rank ?? 1))).size;
+    const name =
+      op === "ReduceSum"
+        ? ctx.add1(op, [src, ctx.int64(axes)], node.name, [intAttr("keepdims", keep ? 1 : 0)])
+        : ctx.add1(op, [src], node.name, [intsAttr("axes", axes), intAttr("keepdims", keep ? 1 : 0)]);
+    return [val(name, layout, rank, x.dtype)];
+  };
+}
+
+const pad: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const p = constInts(arg(ins, 1, node), node, "paddings");
+  const r = p.length / 2;
+  const pairs = Array.from({ length: r }, (_, i) => [p[2 * i] ?? 0, p[2 * i + 1] ?? 0] as const);
+  const nchw = x.layout === "nchw" && r === 4;
+  const ordered = nchw ? TO_NCHW.map((d) => pairs[d] ?? ([0, 0] as const)) : pairs;
+  const pads = [...ordered.map((q) => q[0]), ...ordered.map((q) => q[1])];
+  const inputs = [nchw ? (x.name as string) : ctx.tf(x, `${node.name}/x`), ctx.int64(pads)];
+  const attrs = [];
+  if (node.op === "PadV2") inputs.push(ctx.tf(arg(ins, 2, node), `${node.name}/value`));
+  if (node.op === "MirrorPad") {
+    const mode = attrString(node, "mode");
+    if (mode !== "REFLECT") throw new Error(`MirrorPad ${node.name}: mode ${mode} has no ONNX equivalent`);
+    attrs.push(stringAttr("mode", "reflect"));
+  }
+  return [val(ctx.add1("Pad", inputs, node.name, attrs), nchw ? "nchw" : "tf", x.rank ?? r, x.dtype)];
+};
+
+/** Static length of a 1-D value (a shape), when known. */
+function length1d(v: Value): number | undefined {
+  if (v.constant) return v.constant.data.length;
+  return v.len;
+}
+
+const reshape: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const s = arg(ins, 1, node);
+  const shape = s.constant
+    ? ctx.int64(Array.from(s.constant.data, Number))
+    : ctx.add1("Cast", [ctx.tf(s)], `${node.name}/shape`, [intAttr("to", dataTypeOf("int64"))]);
+  return [val(ctx.add1("Reshape", [ctx.tf(x, `${node.name}/x`), shape], node.name), "tf", length1d(s), x.dtype)];
+};
+
+const squeeze: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const axes = attrInts(node, "squeeze_dims") ?? attrInts(node, "axis") ?? [];
+  if (axes.length === 0) return [val(ctx.add1("Squeeze", [ctx.tf(x)], node.name), "tf", undefined, x.dtype)];
+  const rank = x.rank === undefined ? undefined : x.rank - axes.length;
+  if (x.layout === "nchw") {
+    const tfAxes = axes.map((a) => ((a % 4) + 4) % 4);
+    if (isIncreasing(TO_NCHW.filter((d) => !tfAxes.includes(d)))) {
+      return [
+        val(ctx.add1("Squeeze", [x.name as string, ctx.int64(tfAxes.map(nchwAxis))], node.name), "tf", rank, x.dtype),
+      ];
+    }
+  }
+  return [val(ctx.add1("Squeeze", [ctx.tf(x), ctx.int64(axes)], node.name), "tf", rank, x.dtype)];
+};
+
+const expandDims: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const axis = constInts(arg(ins, 1, node), node, "axis");
+  const rank = x.rank ?? x.constant?.shape.length;
+  return [
+    val(
+      ctx.add1("Unsqueeze", [ctx.tf(x, `${node.name}/x`), ctx.int64(axis)], node.name),
+      "tf",
+      rank === undefined ? undefined : rank + 1,
+      x.dtype,
+    ),
+  ];
+};
+
+const concat: OpConverter = (ctx, node, ins) => {
+  const values = ins.slice(0, -1);
+  const axis = constInts(arg(ins, ins.length - 1, node), node, "axis")[0] ?? 0;
+  const dtype = values.find((v) => !v.constant)?.dtype ?? arg(values, 0, node).dtype;
+  const rank = values.map((v) => v.rank ?? v.constant?.shape.length).find((r) => r !== undefined);
+  const toNchw =
+    values.some((v) => v.layout === "nchw") &&
+    values.every((v) => v.layout === "nchw" || v.rank === 4 || v.constant?.shape.length === 4);
+  if (toNchw) {
+    const names = values.map((v, i) => ctx.nchw(v, `${node.name}/${i}`));
+    return [val(ctx.add1("Concat", names, node.name, [intAttr("axis", nchwAxis(axis))]), "nchw", 4, dtype)];
+  }
+  const names = values.map((v, i) => ctx.tf(v, `${node.name}/${i}`));
+  return [val(ctx.add1("Concat", names, node.name, [intAttr("axis", axis)]), "tf", rank, dtype)];
+};
+
+const pack: OpConverter = (ctx, node, ins) => {
+  const axis = attrInt(node, "axis", 0);
+  const first = arg(ins, 0, node);
+  if (axis === 0 && ins.every((v) => v.constant && v.constant.shape.length === 0)) {
+    const data = ins.map((v) => v.constant?.data[0] ?? 0);
+    const dtype = first.constant?.dtype ?? "float32";
+    const constant: ConstTensor = {
+      dtype,
+      shape: [ins.length],
+      data:
+        dtype === "float32"
+          ? Float32Array.from(data)
+          : dtype === "int32"
+            ? Int32Array.from(data)
+            : Uint8Array.from(data),
+    };
+    return [{ layout: "tf", rank: 1, dtype: first.dtype, constant, len: ins.length }];
+  }
+  const parts = ins.map((v, i) =>
+    ctx.add1("Unsqueeze", [ctx.tf(v, `${node.name}/${i}`), ctx.int64([axis])], `${node.name}/${i}`),
+  );
+  const rank = first.rank ?? first.constant?.shape.length;
+  const dtype = ins.find((v) => !v.constant)?.dtype ?? first.dtype;
+  const out = val(
+    ctx.add1("Concat", parts, node.name, [intAttr("axis", axis)]),
+    "tf",
+    rank === undefined ? undefined : rank + 1,
+    dtype,
+  );
+  if (rank === 0) out.len = ins.length;
+  return [out];
+};
+
+const shape: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const to = tfDtype(attrType(node, "out_type") ?? "DT_INT32");
+  let s: string;
+  if (x.layout === "nchw") {
+    // the TF shape of a channels-first value: gather its dims back into NHWC order
+    const raw = ctx.add1("Shape", [x.name as string], `${node.name}/nchw`);
+    s = ctx.add1("Gather", [raw, ctx.int64([0, 2, 3, 1])], `${node.name}/nhwc`, [intAttr("axis", 0)]);
+  } else s = ctx.add1("Shape", [ctx.tf(x, `${node.name}/x`)], `${node.name}/i64`);
+  const out = val(ctx.add1("Cast", [s], node.name, [intAttr("to", dataTypeOf(to))]), "tf", 1, to);
+  out.len = x.rank;
+  return [out];
+};
+
+const stridedSlice: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const begin = constInts(arg(ins, 1, node), node, "begin");
+  const end = constInts(arg(ins, 2, node), node, "end");
+  const strides = constInts(arg(ins, 3, node), node, "strides");
+  const [bm, em, ellipsis, newAxis, shrink] = [
+    "begin_mask",
+    "end_mask",
+    "ellipsis_mask",
+    "new_axis_mask",
+    "shrink_axis_mask",
+  ].map((k) => attrInt(node, k, 0)) as [number, number, number, number, number];
+  if (ellipsis) throw new Error(`StridedSlice ${node.name}: ellipsis_mask is not supported`);
+  const starts: number[] = [];
+  const ends: number[] = [];
+  const axes: number[] = [];
+  const steps: number[] = [];
+  const shrinkAxes: number[] = [];
+  const newAxes: number[] = [];
+  let ax = 0;
+  let outPos = 0;
+  for (let i = 0; i < begin.length; i++) {
+    const bit = 1 << i;
+    if (newAxis & bit) {
+      newAxes.push(outPos++);
+      continue;
+    }
+    const s = strides[i] ?? 1;
+    const b = begin[i] ?? 0;
+    if (shrink & bit) {
+      starts.push(b);
+      ends.push(b === -1 ? BIG : b + 1);
+      steps.push(1);
+      axes.push(ax);
+      shrinkAxes.push(ax++);
+      continue;
+    }
+    starts.push(bm & bit ? (s > 0 ? 0 : BIG) : b);
+    ends.push(em & bit ? (s > 0 ? BIG : -BIG) : (end[i] ?? 0));
+    steps.push(s);
+    axes.push(ax++);
+    outPos++;
+  }
+  let y = ctx.add1(
+    "Slice",
+    [ctx.tf(x, `${node.name}/x`), ctx.int64(starts), ctx.int64(ends), ctx.int64(axes), ctx.int64(steps)],
+    shrinkAxes.length || newAxes.length ? `${node.name}/slice` : node.name,
+  );
+  if (shrinkAxes.length)
+    y = ctx.add1("Squeeze", [y, ctx.int64(shrinkAxes)], newAxes.length ? `${node.name}/squeeze` : node.name);
+  if (newAxes.length) y = ctx.add1("Unsqueeze", [y, ctx.int64(newAxes)], node.name);
+  const rank = x.rank === undefined ? undefined : x.rank - shrinkAxes.length + newAxes.length;
+  return [val(y, "tf", rank, x.dtype)];
+};
+
+const softmax: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  if (x.layout === "nchw")
+    return [val(ctx.add1("Softmax", [x.name as string], node.name, [intAttr("axis", 1)]), "nchw", 4)];
+  return [val(ctx.add1("Softmax", [ctx.tf(x, `${node.name}/x`)], node.name, [intAttr("axis", -1)]), "tf", x.rank)];
+};
+
+const cast: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const to = tfDtype(attrType(node, "DstT"));
+  if (x.constant && to !== "int64") {
+    const d = x.constant.data;
+    const data =
+      to === "float32"
+        ? Float32Array.from(d)
+        : to === "int32"
+          ? Int32Array.from(d, Math.trunc)
+          : Uint8Array.from(d, (v) => (v ? 1 : 0));
+    return [
+      {
+        layout: "tf",
+        rank: x.constant.shape.length,
+        dtype: to,
+        constant: { dtype: to, shape: x.constant.shape, data },
+      },
+    ];
+  }
+  return [
+    {
+      ...sameLayout(x, ctx.add1("Cast", [xName(ctx, x, node)], node.name, [intAttr("to", dataTypeOf(to))])),
+      dtype: to,
+      len: x.len,
+    },
+  ];
+};
+
+const depthToSpace: OpConverter = (ctx, node, ins) => {
+  requireNhwc(node);
+  const x = arg(ins, 0, node);
+  // TF's NHWC depth order (block row, block column, channel) is ONNX's DCR mode
+  const attrs = [intAttr("blocksize", attrInt(node, "block_size", 2)), stringAttr("mode", "DCR")];
+  return [val(ctx.add1("DepthToSpace", [ctx.nchw(x, `${node.name}/x`)], node.name, attrs), "nchw", 4)];
+};
+
+function resize(mode: "linear" | "nearest"): OpConverter {
+  return (ctx, node, ins) => {
+    const x = arg(ins, 0, node);
+    const size = arg(ins, 1, node);
+    const xn = ctx.nchw(x, `${node.name}/x`);
+    const alignCorners = attrBool(node, "align_corners", false);
+    const halfPixel = attrBool(node, "half_pixel_centers", false);
+    const nc = ctx.add1(
+      "Slice",
+      [ctx.add1("Shape", [xn], `${node.name}/shape`), ctx.int64([0]), ctx.int64([2])],
+      `${node.name}/nc`,
+    );
+    const hw = size.constant
+      ? ctx.int64(Array.from(size.constant.data, Number))
+      : ctx.add1("Cast", [ctx.tf(size)], `${node.name}/hw`, [intAttr("to", dataTypeOf("int64"))]);
+    const sizes = ctx.add1("Concat", [nc, hw], `${node.name}/sizes`, [intAttr("axis", 0)]);
+    const attrs = [stringAttr("mode", mode)];
+    if (mode === "linear") {
+      attrs.push(
+        stringAttr(
+          "coordinate_transformation_mode",
+          alignCorners ? "align_corners" : halfPixel ? "half_pixel" : "asymmetric",
+        ),
+      );
+    } else {
+      attrs.push(
+        stringAttr(
+          "coordinate_transformation_mode",
+          alignCorners ? "align_corners" : halfPixel ? "tf_half_pixel_for_nn" : "asymmetric",
+        ),
+      );
+      attrs.push(stringAttr("nearest_mode", alignCorners ? "round_prefer_ceil" : "floor"));
+    }
+    return [val(ctx.add1("Resize", [xn, "", "", sizes], node.name, attrs), "nchw", 4)];
+  };
+}
+
+const identity: OpConverter = (_ctx, node, ins) => [arg(ins, 0, node)];
+
+export const converters: Record<string, OpConverter> = {
+  Conv2D: conv(false),
+  _FusedConv2D: conv(false),
+  DepthwiseConv2dNative: conv(true),
+  FusedDepthwiseConv2dNative: conv(true),
+  MatMul: matmul(false),
+  _FusedMatMul: matmul(true),
+  Add: elementwise("Add"),
+  AddV2: elementwise("Add"),
+  BiasAdd: elementwise("Add"),
+  AddN: elementwise("Sum"),
+  Sub: elementwise("Sub"),
+  Mul: elementwise("Mul"),
+  RealDiv: elementwise("Div"),
+  Maximum: elementwise("Max"),
+  Minimum: elementwise("Min"),
+  Pow: elementwise("Pow"),
+  Relu: unary("Relu"),
+  Relu6: relu6,
+  Elu: unary("Elu"),
+  LeakyRelu: unary("LeakyRelu", (n) => [floatAttr("alpha", attrFloat(n, "alpha", 0.2))]),
+  Sigmoid: unary("Sigmoid"),
+  Tanh: unary("Tanh"),
+  Abs: unary("Abs"),
+  Neg: unary("Neg"),
+  Exp: unary("Exp"),
+  Log: unary("Log"),
+  Sqrt: unary("Sqrt"),
+  Floor: unary("Floor"),
+  Ceil: unary("Ceil"),
+  Sin: unary("Sin"),
+  Cos: unary("Cos"),
+  Reciprocal: unary("Reciprocal"),
+  Rsqrt: rsqrt,
+  Square: square,
+  Prelu: prelu,
+  MaxPool: pool("MaxPool"),
+  AvgPool: pool("AveragePool"),
+  Mean: reduce("ReduceMean"),
+  Sum: reduce("ReduceSum"),
+  Max: reduce("ReduceMax"),
+  Min: reduce("ReduceMin"),
+  Prod: reduce("ReduceProd"),
+  Pad: pad,
+  PadV2: pad,
+  MirrorPad: pad,
+  Reshape: reshape,
+  Squeeze: squeeze,
+  ExpandDims: expandDims,
+  ConcatV2: concat,
+  Pack: pack,
+  Shape: shape,
+  StridedSlice: stridedSlice,
+  Softmax: softmax,
+  Cast: cast,
+  DepthToSpace: depthToSpace,
+  ResizeBilinear: resize("linear"),
+  ResizeNearestNeighbor: resize("nearest"),
+  Identity: identity,
+  StopGradient: identity,
+  Snapshot: identity,
+};
