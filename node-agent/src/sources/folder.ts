@@ -1,9 +1,9 @@
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { decodeImage, type RawImage } from "@glance/models";
 import { GlanceError } from "@glance/shared";
 import type { Logger } from "pino";
-import sharp from "sharp";
 import type { Frame, FrameSource, Pace } from "./frame.ts";
 import { latest } from "./latest.ts";
 
@@ -46,21 +46,12 @@ export async function openFolder(o: FolderOptions, log: Logger): Promise<FrameSo
       const before = index;
       for (const name of names) {
         if (abort.signal.aborted) return;
-        let decoded: { data: Buffer; info: sharp.OutputInfo };
+        let image: RawImage;
         try {
-          decoded = await sharp(join(o.path, name))
-            .rotate()
-            .removeAlpha()
-            .toColourspace("srgb")
-            .raw()
-            .toBuffer({ resolveWithObject: true });
+          // the models' decoder, so node and orchestrator see identical pixels (EXIF turn, alpha on white, grey to RGB)
+          image = await decodeImage(join(o.path, name));
         } catch (error) {
           log.warn({ file: name, err: (error as Error).message }, "image skipped: cannot be decoded");
-          continue;
-        }
-        const { data, info } = decoded;
-        if (info.channels !== 3) {
-          log.warn({ file: name, channels: info.channels }, "image skipped: not convertible to RGB");
           continue;
         }
         const due = start + index * period;
@@ -72,7 +63,7 @@ export async function openFolder(o: FolderOptions, log: Logger): Promise<FrameSo
           }
         }
         const ts = pace === "realtime" ? Date.now() : Math.round(due);
-        yield { image: { data, width: info.width, height: info.height }, ts, index: index++ };
+        yield { image, ts, index: index++ };
       }
       if (index === before) throw new GlanceError("CAMERA_UNAVAILABLE", `No image in ${o.path} could be decoded.`);
     } while (o.loop && !abort.signal.aborted);

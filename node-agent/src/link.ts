@@ -1,0 +1,148 @@
+import { EventEmitter } from "node:events";
+import {
+  contract,
+  type DesiredState,
+  decodeMessage,
+  encodeMessage,
+  type MessageName,
+  type NodeStatus,
+  type Payload,
+  topicFor,
+} from "@glance/shared";
+import { connect, type MqttClient } from "mqtt";
+import type { Logger } from "pino";
+
+export interface LinkOptions {
+  nodeId: string;
+  mqtt: { url: string; username: string; password: string };
+  /** fields of the retained status besides nodeId/online/ts, read at every publish */
+  status: () => Omit<NodeStatus, "nodeId" | "online" | "ts">;
+}
+
+const STATUS_EVERY_MS = 30_000;
+
+/**
+ * The node's MQTT session: converges on the orchestrator's retained desired state, keeps a retained status
+ * (online, with a last will saying offline), and sends contract messages with the contract's QoS and retain flag.
+ * Reconnects by itself; messages sent while offline wait in the client's queue.
+ */
+export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined] }> {
+  readonly #client: MqttClient;
+  readonly #o: LinkOptions;
+  readonly #log: Logger;
+  readonly #statusTimer: NodeJS.Timeout;
+  #desired: DesiredState | undefined;
+
+  constructor(o: LinkOptions, log: Logger) {
+    super();
+    this.#o = o;
+    this.#log = log;
+    const statusTopic = topicFor("status", o.nodeId);
+    this.#client = connect(o.mqtt.url, {
+      clientId: `glance-node-${o.nodeId}`,
+      username: o.mqtt.username,
+      password: o.mqtt.password,
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: 2000,
+      connectTimeout: 10_000,
+      will: {
+        topic: statusTopic,
+        payload: encodeMessage("status", { nodeId: o.nodeId, online: false, ts: Date.now() }),
+        qos: contract.status.qos,
+        retain: contract.status.retain,
+      },
+    });
+    this.#client.on("connect", () => {
+      log.info({ url: redactUrl(o.mqtt.url) }, "connected to broker");
+      this.#client.subscribe(topicFor("desired", o.nodeId), { qos: contract.desired.qos }, (err) => {
+        if (err)
+          log.error({ err: err.message }, "cannot subscribe to desired state: check the broker ACL for this node");
+      });
+      this.publishStatus();
+    });
+    this.#client.on("message", (topic, payload) => this.#onMessage(topic, payload));
+    this.#client.on("offline", () => log.warn("broker unreachable; retrying"));
+    this.#client.on("error", (err) => log.warn({ err: err.message }, "broker connection error"));
+    this.#statusTimer = setInterval(() => this.publishStatus(), STATUS_EVERY_MS);
+    this.#statusTimer.unref();
+  }
+
+  get desired(): DesiredState | undefined {
+    return this.#desired;
+  }
+
+  get connected(): boolean {
+    return this.#client.connected;
+  }
+
+  /** Publishes a contract message; resolves with its size once the broker has it (QoS 1) or it is written (QoS 0). */
+  send<N extends MessageName>(name: N, payload: Payload<N>): Promise<number> {
+    const bytes = encodeMessage(name, payload);
+    const { qos, retain } = contract[name];
+    return new Promise((resolve, reject) => {
+      this.#client.publish(topicFor(name, this.#o.nodeId), bytes, { qos, retain }, (err) =>
+        err ? reject(err) : resolve(bytes.length),
+      );
+    });
+  }
+
+  publishStatus(online = true): Promise<number> {
+    const status = { ...this.#o.status(), nodeId: this.#o.nodeId, online, ts: Date.now() };
+    const sent = this.send("status", status);
+    sent.catch((err: Error) => this.#log.warn({ err: err.message }, "status not sent"));
+    return sent;
+  }
+
+  /** Says goodbye (retained offline status) and disconnects. */
+  async close(): Promise<void> {
+    clearInterval(this.#statusTimer);
+    if (this.#client.connected) {
+      await Promise.race([this.publishStatus(false).catch(() => 0), new Promise((r) => setTimeout(r, 2000))]);
+    }
+    await this.#client.endAsync(!this.#client.connected);
+  }
+
+  #onMessage(topic: string, payload: Buffer): void {
+    if (topic !== topicFor("desired", this.#o.nodeId)) return;
+    if (payload.length === 0) {
+      // retained desired state cleared: stop sending templates until told again
+      this.#log.warn("desired state withdrawn: no templates until a new one arrives");
+      this.#desired = undefined;
+      this.emit("desired", undefined);
+      return;
+    }
+    try {
+      const desired = decodeMessage("desired", topic, payload);
+      if (this.#desired && desired.version < this.#desired.version) {
+        this.#log.warn({ version: desired.version, current: this.#desired.version }, "older desired state ignored");
+        return;
+      }
+      this.#desired = desired;
+      this.#log.info(
+        {
+          version: desired.version,
+          privacyMode: desired.privacyMode,
+          kid: desired.sealingKey.kid,
+          storeId: desired.storeId,
+        },
+        "desired state applied",
+      );
+      this.emit("desired", this.#desired);
+      this.publishStatus();
+    } catch (err) {
+      this.#log.error({ err: (err as Error).message }, "desired state rejected: it does not match the contract");
+    }
+  }
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = "";
+    u.username = "";
+    return u.toString();
+  } catch {
+    return "(unparseable url)";
+  }
+}

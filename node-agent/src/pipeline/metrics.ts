@@ -1,0 +1,56 @@
+import { performance } from "node:perf_hooks";
+
+const WINDOW = 1000;
+
+/** Per-stage wall time over the last WINDOW samples, for stats() and the status message. */
+export class StageTimer {
+  readonly #samples = new Map<string, { values: Float64Array; next: number; count: number }>();
+
+  async time<T>(stage: string, work: () => T | Promise<T>): Promise<T> {
+    const start = performance.now();
+    try {
+      return await work();
+    } finally {
+      this.record(stage, performance.now() - start);
+    }
+  }
+
+  record(stage: string, ms: number): void {
+    let s = this.#samples.get(stage);
+    if (!s) {
+      s = { values: new Float64Array(WINDOW), next: 0, count: 0 };
+      this.#samples.set(stage, s);
+    }
+    s.values[s.next] = ms;
+    s.next = (s.next + 1) % WINDOW;
+    s.count = Math.min(s.count + 1, WINDOW);
+  }
+
+  summary(): Record<string, { p50: number; p95: number }> {
+    const out: Record<string, { p50: number; p95: number }> = {};
+    for (const [stage, s] of this.#samples) {
+      const sorted = s.values.slice(0, s.count).sort();
+      const at = (q: number) => Math.round((sorted[Math.min(s.count - 1, Math.floor(q * s.count))] ?? 0) * 100) / 100;
+      out[stage] = { p50: at(0.5), p95: at(0.95) };
+    }
+    return out;
+  }
+}
+
+/** Running totals the stages add to; read by stats(). */
+export interface Counters {
+  frames: number;
+  faces: number;
+  tracks: number;
+  templates: number;
+  /** faces not considered for a template, by reason (too-small, low-quality, quality:<reason>) */
+  skipped: Record<string, number>;
+}
+
+export function newCounters(): Counters {
+  return { frames: 0, faces: 0, tracks: 0, templates: 0, skipped: {} };
+}
+
+export function countSkip(counters: Counters, reason: string): void {
+  counters.skipped[reason] = (counters.skipped[reason] ?? 0) + 1;
+}
