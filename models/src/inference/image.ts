@@ -32,7 +32,8 @@ export async function decodeImage(input: Buffer | string): Promise<RawImage> {
   }
 }
 
-function toRgb(src: Uint8Array, width: number, height: number, channels: number): RawImage {
+/** RGB from 1 (grey), 2 (grey+alpha), 3 or 4 (RGBA) channel raw pixels; alpha is dropped. */
+export function toRgb(src: Uint8Array, width: number, height: number, channels: number): RawImage {
   if (channels === 3) return { data: src, width, height };
   const n = width * height;
   const out = new Uint8Array(n * 3);
