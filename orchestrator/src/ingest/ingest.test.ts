@@ -1,0 +1,222 @@
+import {
+  DesiredState,
+  generateSealingKeyPair,
+  generateSigningKeyPair,
+  type SealedTemplate,
+  topicFor,
+} from "@glance/shared";
+import type { MqttClient } from "mqtt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Recognition, Rejection } from "../index.ts";
+import {
+  connectNode,
+  createStore,
+  type Harness,
+  nextEvent,
+  randomEmbedding,
+  registerNode,
+  sealTemplate,
+  startHarness,
+  type TestNode,
+} from "../testing/harness.ts";
+
+const databaseUrl = process.env.DATABASE_URL;
+
+function ingestSuite(label: string, pg: string | undefined) {
+  describe(`template ingest (${label})`, () => {
+    let h: Harness;
+    let node: TestNode;
+    let other: TestNode;
+    let client: MqttClient;
+    let space: string;
+    let seq = 0;
+
+    const publishRaw = async (topic: string, payload: Buffer | string) =>
+      client.publishAsync(topic, payload, { qos: 1 });
+    const template = (overrides: Partial<Parameters<typeof sealTemplate>[0]> = {}): SealedTemplate =>
+      sealTemplate({
+        node,
+        seq: ++seq,
+        embedding: randomEmbedding(),
+        recipient: h.orch.sealingKey,
+        space,
+        ...overrides,
+      });
+    const publish = (t: SealedTemplate) => publishRaw(topicFor("template", node.nodeId), JSON.stringify(t));
+
+    /** Publishes and resolves with the rejection it caused. */
+    async function rejectedWith(send: () => Promise<unknown>): Promise<Rejection> {
+      const rejection = nextEvent<Rejection>(h.orch.events, "rejection");
+      await send();
+      return rejection;
+    }
+
+    beforeAll(async () => {
+      h = await startHarness({ databaseUrl: pg });
+      const res = await h.api("/api/health");
+      space = ((await res.json()) as { space: string }).space;
+      const storeId = await createStore(h);
+      node = await registerNode(h, storeId);
+      other = await registerNode(h, storeId);
+      client = await connectNode(node);
+    });
+
+    afterAll(async () => {
+      await client?.endAsync();
+      await h?.close();
+    });
+
+    it("accepts a valid sealed template from a registered node as a visit", async () => {
+      const recognised = nextEvent<Recognition>(h.orch.events, "recognition");
+      await publish(template());
+      const r = await recognised;
+      expect(r).toMatchObject({ nodeId: node.nodeId, visitor: "unknown", personId: null });
+      expect(h.orch.metrics().accepted).toBe(1);
+    });
+
+    it("rejects a tampered ciphertext on its signature, before decrypting", async () => {
+      const t = template();
+      const ct = Buffer.from(t.ct, "base64url");
+      ct[0] = (ct[0] as number) ^ 0xff;
+      const r = await rejectedWith(() => publish({ ...t, ct: ct.toString("base64url") }));
+      expect(r).toEqual({ code: "SIGNATURE_INVALID", nodeId: node.nodeId });
+    });
+
+    it("rejects a template signed with a key other than the node's registered one", async () => {
+      const forged = template({ node: { ...node, signingKey: generateSigningKeyPair() } });
+      expect((await rejectedWith(() => publish(forged))).code).toBe("SIGNATURE_INVALID");
+    });
+
+    it("rejects a correctly signed template sealed to another orchestrator's key", async () => {
+      const elsewhere = { kid: h.orch.sealingKey.kid, publicKey: generateSealingKeyPair().publicKey };
+      expect((await rejectedWith(() => publish(template({ recipient: elsewhere })))).code).toBe("DECRYPT_FAILED");
+    });
+
+    it("rejects a template sealed to a key id it does not hold", async () => {
+      expect(
+        (await rejectedWith(() => publish(template({ recipient: { ...h.orch.sealingKey, kid: "sk-retired" } })))).code,
+      ).toBe("KEY_UNKNOWN");
+    });
+
+    it("rejects a template from a node it does not know", async () => {
+      // a registered client cannot publish on an unregistered node's topic (ACL), so it arrives as a broker-side
+      // publish, like a message bridged in from another broker
+      const ghost = { ...node, nodeId: "ghost-node" };
+      const t = sealTemplate({
+        node: ghost,
+        seq: 1,
+        embedding: randomEmbedding(),
+        recipient: h.orch.sealingKey,
+        space,
+      });
+      const r = await rejectedWith(
+        () =>
+          new Promise<void>((resolve, reject) =>
+            h.orch.broker.publish(
+              {
+                cmd: "publish",
+                topic: topicFor("template", "ghost-node"),
+                payload: Buffer.from(JSON.stringify(t)),
+                qos: 1,
+                retain: false,
+                dup: false,
+              },
+              (e) => (e ? reject(e) : resolve()),
+            ),
+          ),
+      );
+      expect(r).toEqual({ code: "NODE_UNKNOWN", nodeId: "ghost-node" });
+    });
+
+    it("rejects a replayed sequence number, also after a restart", async () => {
+      const t = template();
+      const accepted = nextEvent<Recognition>(h.orch.events, "recognition");
+      await publish(t);
+      await accepted;
+      expect((await rejectedWith(() => publish(t))).code).toBe("REPLAYED_SEQUENCE");
+      const older = template({ seq: seq - 5 });
+      expect((await rejectedWith(() => publish(older))).code).toBe("REPLAYED_SEQUENCE");
+
+      await client.endAsync();
+      await h.restart();
+      client = await connectNode({ mqtt: { ...node.mqtt, url: h.orch.mqttUrl } });
+      expect((await rejectedWith(() => publish(t))).code).toBe("REPLAYED_SEQUENCE");
+    });
+
+    it("rejects a payload that is not JSON", async () => {
+      expect((await rejectedWith(() => publishRaw(topicFor("template", node.nodeId), "not json {"))).code).toBe(
+        "PAYLOAD_NOT_JSON",
+      );
+    });
+
+    it("rejects an oversized payload without parsing it", async () => {
+      const big = JSON.stringify({ ...template(), pad: "x".repeat(10_000) });
+      expect((await rejectedWith(() => publishRaw(topicFor("template", node.nodeId), big))).code).toBe(
+        "PAYLOAD_TOO_LARGE",
+      );
+    });
+
+    it("rejects a payload that does not match the contract", async () => {
+      const { sig: _sig, ...unsigned } = template();
+      expect(
+        (await rejectedWith(() => publishRaw(topicFor("template", node.nodeId), JSON.stringify(unsigned)))).code,
+      ).toBe("PAYLOAD_INVALID");
+    });
+
+    it("rejects a payload naming another node than the topic it came on", async () => {
+      const t = sealTemplate({
+        node: other,
+        seq: 1,
+        embedding: randomEmbedding(),
+        recipient: h.orch.sealingKey,
+        space,
+      });
+      const r = await rejectedWith(() => publishRaw(topicFor("template", node.nodeId), JSON.stringify(t)));
+      expect(r).toEqual({ code: "TOPIC_MISMATCH", nodeId: node.nodeId });
+    });
+
+    it("rejects a template from another embedding space", async () => {
+      expect((await rejectedWith(() => publish(template({ space: "other-embedder@9.9.9" })))).code).toBe(
+        "SPACE_UNKNOWN",
+      );
+    });
+
+    it("keeps running after every rejection: the next valid template is accepted and each code was counted", async () => {
+      const before = h.orch.metrics().accepted;
+      const recognised = nextEvent<Recognition>(h.orch.events, "recognition");
+      await publish(template());
+      expect((await recognised).nodeId).toBe(node.nodeId);
+      const m = h.orch.metrics();
+      expect(m.accepted).toBe(before + 1);
+      // counts since the restart in the replay test
+      expect(m.rejected).toEqual({
+        REPLAYED_SEQUENCE: 1,
+        PAYLOAD_NOT_JSON: 1,
+        PAYLOAD_TOO_LARGE: 1,
+        PAYLOAD_INVALID: 1,
+        TOPIC_MISMATCH: 1,
+        SPACE_UNKNOWN: 1,
+      });
+      const api = (await (await h.api("/api/metrics")).json()) as { ingest: { rejected: Record<string, number> } };
+      expect(api.ingest.rejected).toEqual(m.rejected);
+    });
+
+    it("publishes the node's desired state, retained, with the sealing key", async () => {
+      const desired = new Promise<Buffer>((resolve) => client.once("message", (_t, p) => resolve(p)));
+      await client.subscribeAsync(topicFor("desired", node.nodeId), { qos: 1 });
+      const state = JSON.parse((await desired).toString("utf8"));
+      expect(state).toMatchObject({
+        privacyMode: "visitor",
+        sealingKey: h.orch.sealingKey,
+        templateIntervalMs: 5000,
+        minFaceSizePx: 40,
+      });
+      expect(DesiredState.safeParse(state).success).toBe(true);
+    });
+  });
+}
+
+ingestSuite("PGlite", undefined);
+describe.runIf(databaseUrl)("on real Postgres", () => {
+  ingestSuite("Postgres", databaseUrl);
+});
