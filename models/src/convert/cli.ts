@@ -13,7 +13,9 @@ const { positionals, values } = parseArgs({
 });
 const [modelJson, out] = positionals;
 if (!modelJson || !out) {
-  process.stderr.write("usage: tsx models/src/convert/cli.ts <model.json> <out.onnx> [--batch N] [--outputs a:0,b:0]\n");
+  process.stderr.write(
+    "usage: tsx models/src/convert/cli.ts <model.json> <out.onnx> [--batch N] [--outputs a:0,b:0]\n",
+  );
   process.exit(2);
 }
 const converted = await convertTfjsModel(modelJson, {
