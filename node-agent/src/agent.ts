@@ -51,6 +51,8 @@ export interface Agent {
 const MIN_QUALITY = 0.3;
 const DEFAULT_INTERVAL_MS = 5000;
 const DEFAULT_MIN_FACE_PX = 40;
+/** a face entering the frame is rarely its best: watch a new track this long before its first template */
+const SETTLE_MS = 1000;
 const AGENT_VERSION = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
 
 /**
@@ -105,6 +107,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     intervalMs: link.desired?.templateIntervalMs ?? DEFAULT_INTERVAL_MS,
     minFaceSizePx: link.desired?.minFaceSizePx ?? DEFAULT_MIN_FACE_PX,
     minQuality: MIN_QUALITY,
+    settleMs: SETTLE_MS,
   });
 
   const tracker = new IouTracker<DetectedFace>({ idPrefix: `${randomBytes(3).toString("hex")}-` });

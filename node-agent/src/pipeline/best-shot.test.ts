@@ -1,65 +1,76 @@
 import { describe, expect, it } from "vitest";
 import { BestShotSelector, type Candidate } from "./best-shot.ts";
 
-const INTERVAL = 5000;
+const TIMING = { intervalMs: 5000, settleMs: 1000 };
 
 function run(selector: BestShotSelector<string>, seen: Array<[ts: number, quality: number]>, trackId = "t1") {
   const sent: Candidate<string>[] = [];
   for (const [ts, quality] of seen) {
-    const shot = selector.observe({ trackId, ts, quality, payload: `${trackId}@${ts}` }, INTERVAL);
+    const shot = selector.observe({ trackId, ts, quality, payload: `${trackId}@${ts}` }, TIMING);
     if (shot) sent.push(shot);
   }
   return sent;
 }
 
 describe("best shot", () => {
-  it("sends a track's first face at once, then within each interval only the best face seen", () => {
+  it("sends the best face of a track's first second, then the best face of each interval", () => {
     const selector = new BestShotSelector<string>();
     const sent = run(selector, [
       [0, 0.5],
-      [1000, 0.7],
+      [400, 0.8],
+      [800, 0.6],
+      [1000, 0.7], // settled: the best so far (0.8 at 400) goes
       [2000, 0.9],
-      [3000, 0.6],
-      [4999, 0.8],
-      [5000, 0.4],
-      [6000, 0.95],
+      [3000, 0.95],
+      [5999, 0.6],
+      [6000, 0.4], // interval over: the best since (0.95 at 3000) goes
+      [7000, 0.3],
     ]);
-    // 0.5 immediately; at 5000 (the interval elapsed) the best since, 0.9 from ts 2000; 0.95 has to wait
     expect(sent.map((s) => [s.payload, s.quality])).toEqual([
-      ["t1@0", 0.5],
-      ["t1@2000", 0.9],
+      ["t1@400", 0.8],
+      ["t1@3000", 0.95],
     ]);
-    // at the end of the track, the 0.95 seen since the last template goes out
-    expect(selector.end("t1")?.payload).toBe("t1@6000");
+    // 0.3 since then is no better than 0.95: nothing more at the end
+    expect(selector.end("t1")).toBeUndefined();
   });
 
-  it("never sends more than one template per track per interval however good the faces get", () => {
-    const selector = new BestShotSelector<string>();
-    const seen: Array<[number, number]> = [];
-    for (let ts = 0; ts <= 20_000; ts += 100) seen.push([ts, 0.1 + ts / 40_000]);
-    const sent = run(selector, seen);
-    expect(sent.map((s) => s.ts)).toEqual([0, 5000, 10000, 15000, 20000]);
-    for (let i = 1; i < sent.length; i++)
-      expect((sent[i] as Candidate<string>).quality).toBeGreaterThan((sent[i - 1] as Candidate<string>).quality);
-  });
-
-  it("sends nothing more at the end, or after the interval, when no better face came", () => {
+  it("at the end of a track sends the face seen since the last template when it is better", () => {
     const selector = new BestShotSelector<string>();
     const sent = run(selector, [
-      [0, 0.9],
-      [3000, 0.5],
-      [7000, 0.6],
+      [0, 0.5],
+      [1000, 0.5],
+      [2000, 0.9],
     ]);
-    expect(sent.map((s) => s.ts)).toEqual([0]);
+    expect(sent.map((s) => s.ts)).toEqual([1000]);
+    expect(selector.end("t1")?.payload).toBe("t1@2000");
+  });
+
+  it("never sends more than one template per track per interval, even for a face that stays perfect", () => {
+    const selector = new BestShotSelector<string>();
+    const seen: Array<[number, number]> = [];
+    for (let ts = 0; ts <= 21_000; ts += 100) seen.push([ts, 1]);
+    const sent = run(selector, seen);
+    expect(sent.map((s) => s.ts)).toEqual([1000, 6000, 11000, 16000, 21000]);
     expect(selector.end("t1")).toBeUndefined();
+  });
+
+  it("a track too short to settle still sends its best face when it ends", () => {
+    const selector = new BestShotSelector<string>();
+    expect(
+      run(selector, [
+        [0, 0.4],
+        [100, 0.7],
+        [200, 0.5],
+      ]),
+    ).toEqual([]);
+    expect(selector.end("t1")?.quality).toBe(0.7);
   });
 
   it("keeps tracks apart", () => {
     const selector = new BestShotSelector<string>();
-    expect(run(selector, [[0, 0.5]], "a")).toHaveLength(1);
-    expect(run(selector, [[100, 0.4]], "b")).toHaveLength(1);
-    expect(run(selector, [[200, 0.8]], "a")).toHaveLength(0);
-    expect(selector.end("a")?.quality).toBe(0.8);
-    expect(selector.end("b")).toBeUndefined();
+    run(selector, [[0, 0.5]], "a");
+    run(selector, [[100, 0.9]], "b");
+    expect(selector.end("a")?.quality).toBe(0.5);
+    expect(selector.end("b")?.quality).toBe(0.9);
   });
 });

@@ -8,6 +8,8 @@ export interface ShotSettings {
   templates: boolean;
   /** at most one template per track per interval */
   intervalMs: number;
+  /** how long a new track is watched before its first template */
+  settleMs: number;
   minFaceSizePx: number;
   /** faces scoring below this quality are never sent */
   minQuality: number;
@@ -21,22 +23,26 @@ export interface Candidate<P> {
 }
 
 /**
- * Which face of a track to send, and when. A track's first acceptable face goes out at once (recognition latency
- * matters for signage); after that, at most one per interval, and only a face better than the last one sent; when
- * the track ends, the best face seen since the last one sent, if it is better.
+ * Which face of a track to send, and when. The first template waits until the track is settleMs old (a face
+ * entering the frame is rarely its best) and carries the best face seen so far; after that, one template per
+ * interval with the best face of that interval; when the track ends, the best face since the last template if it
+ * beats that template. Equal quality goes to the newer face: quality saturates, and later faces are more settled.
  */
 export class BestShotSelector<P> {
-  readonly #tracks = new Map<string, { best?: Candidate<P>; sent?: { ts: number; quality: number } }>();
+  readonly #tracks = new Map<
+    string,
+    { firstTs: number; best?: Candidate<P>; sent?: { ts: number; quality: number } }
+  >();
 
-  observe(c: Candidate<P>, intervalMs: number): Candidate<P> | undefined {
+  observe(c: Candidate<P>, o: { intervalMs: number; settleMs: number }): Candidate<P> | undefined {
     let t = this.#tracks.get(c.trackId);
     if (!t) {
-      t = {};
+      t = { firstTs: c.ts };
       this.#tracks.set(c.trackId, t);
     }
-    if (!t.best || c.quality > t.best.quality) t.best = c;
-    const due = !t.sent || c.ts - t.sent.ts >= intervalMs;
-    if (!due || !this.#improves(t.best, t.sent)) return undefined;
+    if (!t.best || c.quality >= t.best.quality) t.best = c;
+    const due = t.sent ? c.ts - t.sent.ts >= o.intervalMs : c.ts - t.firstTs >= Math.min(o.settleMs, o.intervalMs);
+    if (!due) return undefined;
     const shot = t.best;
     t.sent = { ts: c.ts, quality: shot.quality };
     t.best = undefined;
@@ -46,11 +52,7 @@ export class BestShotSelector<P> {
   end(trackId: string): Candidate<P> | undefined {
     const t = this.#tracks.get(trackId);
     this.#tracks.delete(trackId);
-    return t?.best && this.#improves(t.best, t.sent) ? t.best : undefined;
-  }
-
-  #improves(best: Candidate<P> | undefined, sent: { quality: number } | undefined): boolean {
-    return !!best && (!sent || best.quality > sent.quality);
+    return t?.best && (!t.sent || t.best.quality > t.sent.quality) ? t.best : undefined;
   }
 }
 
@@ -101,7 +103,7 @@ export async function* bestShot(
         }
         const due = selector.observe(
           { trackId, ts: frame.ts, quality: q.score, payload: { image: frame.image, face } },
-          s.intervalMs,
+          s,
         );
         if (due) yield toShot(due);
       }
