@@ -1,0 +1,66 @@
+import { execFile } from "node:child_process";
+import { statSync, writeFileSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Aedes } from "aedes";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const run = promisify(execFile);
+const ROOT = new URL("../../", import.meta.url).pathname;
+const TSX = join(ROOT, "node_modules", ".bin", "tsx");
+const CLI = new URL("./cli.ts", import.meta.url).pathname;
+
+let broker: Aedes;
+let server: Server;
+let port: number;
+
+beforeAll(async () => {
+  broker = await Aedes.createBroker();
+  server = createServer(broker.handle);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  port = (server.address() as { port: number }).port;
+});
+
+afterAll(async () => {
+  await new Promise<void>((resolve) => broker.close(() => resolve()));
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+describe("glance-agent run", () => {
+  it("creates the node key on first run (owner-only), prints its public key, and keeps it on the next run", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "glance-cli-"));
+    const config = join(dir, "node.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        nodeId: "cli-node",
+        cameraId: "cam-1",
+        mqtt: { url: `mqtt://127.0.0.1:${port}`, username: "cli-node", password: "pw" },
+        source: { kind: "folder", path: join(ROOT, "demo/people/scenes"), pace: "every-frame" },
+        dataDir: "state",
+        logLevel: "silent",
+      }),
+    );
+    const first = await run(TSX, [CLI, "run", "--config", config], { cwd: ROOT });
+    const key = /public signing key: ([A-Za-z0-9_-]{43}) \(new\)/.exec(first.stdout)?.[1];
+    expect(key).toBeDefined();
+    expect(statSync(join(dir, "state", "node-signing-key.json")).mode & 0o777).toBe(0o600);
+
+    const second = await run(TSX, [CLI, "run", "--config", config], { cwd: ROOT });
+    expect(second.stdout).toContain(`public signing key: ${key}\n`);
+  });
+
+  it("rejects a config it cannot use with a message naming the problem", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "glance-cli-"));
+    const config = join(dir, "node.json");
+    writeFileSync(config, JSON.stringify({ nodeId: "x", cameraId: "c", source: { kind: "webcam" } }));
+    const error = await run(TSX, [CLI, "run", "--config", config], { cwd: ROOT }).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(error).toMatchObject({ code: 1 });
+    expect((error as { stderr: string }).stderr).toMatch(/CONFIG_INVALID: .*mqtt/);
+  });
+});
