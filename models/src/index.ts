@@ -1,3 +1,4 @@
+export { type BuildOptions, type BuildResult, buildModels } from "./build.ts";
 export { type Affine, umeyama, warpAffine } from "./inference/align.ts";
 export type { DetectedFace } from "./inference/blazeface.ts";
 export { decodeImage, type RawImage } from "./inference/image.ts";
@@ -11,5 +12,4 @@ export {
   type FacePipelineOptions,
 } from "./inference/pipeline.ts";
 export { DEFAULT_QUALITY_LIMITS, type FaceQuality, type QualityLimits } from "./inference/quality.ts";
-export { type BuildOptions, type BuildResult, buildModels } from "./build.ts";
 export { recipes } from "./recipes.ts";

@@ -41,7 +41,8 @@ const BLAZEFACE_LICENCE: ModelManifest["licence"] = {
 };
 
 const BLAZEFACE_PROVENANCE = {
-  upstream: "google/mediapipe face_detection_{back,front}.tflite via PINTO0309/PINTO_model_zoo and keijiro/BlazeFaceBarracuda",
+  upstream:
+    "google/mediapipe face_detection_{back,front}.tflite via PINTO0309/PINTO_model_zoo and keijiro/BlazeFaceBarracuda",
   trainingData: "Google-internal geographically diverse face dataset (see the BlazeFace model card); not public",
   trainingDataLicence: "proprietary to Google; only the trained weights are licensed (Apache-2.0)",
   conversion: "TFLite → ONNX (PINTO0309), then made Barracuda-compatible by keijiro; used here unchanged",
@@ -152,7 +153,8 @@ export const recipes: Recipe[] = [
     licence: BLAZEFACE_LICENCE,
     provenance: BLAZEFACE_PROVENANCE,
     metrics: {
-      range: "short-range 'selfie' model: faces filling much of the frame (kiosks, enrolment photos), not store cameras",
+      range:
+        "short-range 'selfie' model: faces filling much of the frame (kiosks, enrolment photos), not store cameras",
     },
   },
   {

@@ -8,22 +8,44 @@ export type Affine = [number, number, number, number, number, number];
  * estimate insightface's norm_crop / skimage SimilarityTransform make, so crops match what ArcFace-style
  * embedders were trained on.
  */
-export function umeyama(src: ReadonlyArray<readonly [number, number]>, dst: ReadonlyArray<readonly [number, number]>): Affine {
+export function umeyama(
+  src: ReadonlyArray<readonly [number, number]>,
+  dst: ReadonlyArray<readonly [number, number]>,
+): Affine {
   const n = Math.min(src.length, dst.length);
-  let sx = 0, sy = 0, dx = 0, dy = 0;
+  let sx = 0,
+    sy = 0,
+    dx = 0,
+    dy = 0;
   for (let i = 0; i < n; i++) {
     const s = src[i] as readonly [number, number];
     const d = dst[i] as readonly [number, number];
-    sx += s[0]; sy += s[1]; dx += d[0]; dy += d[1];
+    sx += s[0];
+    sy += s[1];
+    dx += d[0];
+    dy += d[1];
   }
-  sx /= n; sy /= n; dx /= n; dy /= n;
+  sx /= n;
+  sy /= n;
+  dx /= n;
+  dy /= n;
   // covariance Σ = (1/n) Σ (d - d̄)(s - s̄)ᵀ and source variance
-  let a = 0, b = 0, c = 0, e = 0, varS = 0;
+  let a = 0,
+    b = 0,
+    c = 0,
+    e = 0,
+    varS = 0;
   for (let i = 0; i < n; i++) {
     const s = src[i] as readonly [number, number];
     const d = dst[i] as readonly [number, number];
-    const px = s[0] - sx, py = s[1] - sy, qx = d[0] - dx, qy = d[1] - dy;
-    a += qx * px; b += qx * py; c += qy * px; e += qy * py;
+    const px = s[0] - sx,
+      py = s[1] - sy,
+      qx = d[0] - dx,
+      qy = d[1] - dy;
+    a += qx * px;
+    b += qx * py;
+    c += qy * px;
+    e += qy * py;
     varS += px * px + py * py;
   }
   // For 2-D similarity the optimal rotation/scale has a closed form: r·[cos, -sin; sin, cos] with
@@ -42,7 +64,10 @@ export function umeyama(src: ReadonlyArray<readonly [number, number]>, dst: Read
 export function invertAffine(m: Affine): Affine {
   const [a, b, tx, c, d, ty] = m;
   const det = a * d - b * c;
-  const ia = d / det, ib = -b / det, ic = -c / det, id = a / det;
+  const ia = d / det,
+    ib = -b / det,
+    ic = -c / det,
+    id = a / det;
   return [ia, ib, -(ia * tx + ib * ty), ic, id, -(ic * tx + id * ty)];
 }
 
@@ -57,22 +82,34 @@ export function warpAffine(img: RawImage, m: Affine, width: number, height: numb
   const k = Math.max(1, Math.min(4, Math.round(step)));
   const out = new Uint8Array(width * height * 3);
   const src = img.data;
-  const W = img.width, H = img.height, row = W * 3;
+  const W = img.width,
+    H = img.height,
+    row = W * 3;
   const acc = [0, 0, 0];
   for (let v = 0; v < height; v++) {
     for (let u = 0; u < width; u++) {
-      acc[0] = 0; acc[1] = 0; acc[2] = 0;
+      acc[0] = 0;
+      acc[1] = 0;
+      acc[2] = 0;
       for (let sv = 0; sv < k; sv++) {
         const yy = v + (sv + 0.5) / k - 0.5;
         for (let su = 0; su < k; su++) {
           const xx = u + (su + 0.5) / k - 0.5;
           const x = a * xx + b * yy + tx;
           const y = c * xx + d * yy + ty;
-          const x0 = Math.floor(x), y0 = Math.floor(y);
+          const x0 = Math.floor(x),
+            y0 = Math.floor(y);
           if (x0 < -1 || y0 < -1 || x0 >= W || y0 >= H) continue;
-          const fx = x - x0, fy = y - y0;
-          const w00 = (1 - fx) * (1 - fy), w10 = fx * (1 - fy), w01 = (1 - fx) * fy, w11 = fx * fy;
-          const in0 = y0 >= 0, in1 = y0 + 1 < H, il = x0 >= 0, ir = x0 + 1 < W;
+          const fx = x - x0,
+            fy = y - y0;
+          const w00 = (1 - fx) * (1 - fy),
+            w10 = fx * (1 - fy),
+            w01 = (1 - fx) * fy,
+            w11 = fx * fy;
+          const in0 = y0 >= 0,
+            in1 = y0 + 1 < H,
+            il = x0 >= 0,
+            ir = x0 + 1 < W;
           const base = y0 * row + x0 * 3;
           for (let ch = 0; ch < 3; ch++) {
             let s = 0;

@@ -19,7 +19,10 @@ export async function loadManifest(dir: string, name: string): Promise<{ manifes
   const root = join(dir, base);
   const version = wanted ?? (await newestVersion(root));
   if (!version) {
-    throw new GlanceError("MODEL_NOT_FOUND", `No model ${name} in ${dir}: run \`npm run models:build\` first.`, { dir, name });
+    throw new GlanceError("MODEL_NOT_FOUND", `No model ${name} in ${dir}: run \`npm run models:build\` first.`, {
+      dir,
+      name,
+    });
   }
   const mdir = join(root, version);
   let manifest: ModelManifest;
@@ -40,7 +43,12 @@ export async function loadManifest(dir: string, name: string): Promise<{ manifes
   try {
     await access(modelPath);
   } catch (cause) {
-    throw new GlanceError("MODEL_NOT_FOUND", `${modelPath} is missing: run \`npm run models:build\`.`, { modelPath }, { cause });
+    throw new GlanceError(
+      "MODEL_NOT_FOUND",
+      `${modelPath} is missing: run \`npm run models:build\`.`,
+      { modelPath },
+      { cause },
+    );
   }
   const sha256 = await sha256Of(modelPath);
   if (sha256 !== manifest.sha256) {
@@ -56,7 +64,9 @@ export async function loadManifest(dir: string, name: string): Promise<{ manifes
 async function newestVersion(root: string): Promise<string | undefined> {
   let entries: string[];
   try {
-    entries = (await readdir(root, { withFileTypes: true })).filter((e) => e.isDirectory() && !e.name.startsWith(".")).map((e) => e.name);
+    entries = (await readdir(root, { withFileTypes: true }))
+      .filter((e) => e.isDirectory() && !e.name.startsWith("."))
+      .map((e) => e.name);
   } catch {
     return undefined;
   }

@@ -58,7 +58,10 @@ export class FacePipeline {
       loadManifest(dir, opts.embedder ?? DEFAULT_EMBEDDER),
     ]);
     if (d.manifest.task !== "detector" || e.manifest.task !== "embedder") {
-      throw new GlanceError("CONFIG_INVALID", `${d.manifest.name} must be a detector and ${e.manifest.name} an embedder.`);
+      throw new GlanceError(
+        "CONFIG_INVALID",
+        `${d.manifest.name} must be a detector and ${e.manifest.name} an embedder.`,
+      );
     }
     const decoding = blazeFaceDecoding(d.manifest);
     const lm = landmarkIndex(decoding.landmarkNames, d.manifest.name);
@@ -127,7 +130,10 @@ export class FacePipeline {
   async embedCrop(crop: RawImage): Promise<Float32Array> {
     const p = this.embedder.preprocessing;
     if (crop.width !== p.width || crop.height !== p.height) {
-      throw new GlanceError("VALIDATION_FAILED", `Aligned crops must be ${p.width}×${p.height}, got ${crop.width}×${crop.height}.`);
+      throw new GlanceError(
+        "VALIDATION_FAILED",
+        `Aligned crops must be ${p.width}×${p.height}, got ${crop.width}×${crop.height}.`,
+      );
     }
     const n = p.width * p.height;
     const t = new Float32Array(n * 3);
@@ -142,7 +148,9 @@ export class FacePipeline {
     const input = this.embedder.inputs[0]?.name ?? "input";
     const output = this.embedder.outputs[0]?.name ?? "output";
     const shape = p.layout === "NCHW" ? [1, 3, p.height, p.width] : [1, p.height, p.width, 3];
-    const out = await this.emb.run({ [input]: new ort.Tensor("float32", p.layout === "NCHW" ? t : toNhwc(t, n), shape) });
+    const out = await this.emb.run({
+      [input]: new ort.Tensor("float32", p.layout === "NCHW" ? t : toNhwc(t, n), shape),
+    });
     const v = out[output]?.data as Float32Array | undefined;
     if (!v) throw new GlanceError("MODEL_SHAPE_MISMATCH", `${this.embedder.name} produced no ${output}.`);
     return l2normalise(Float32Array.from(v));
@@ -178,12 +186,17 @@ export class FacePipeline {
 }
 
 export function cosine(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) throw new GlanceError("VALIDATION_FAILED", `Embeddings differ in length (${a.length} vs ${b.length}).`);
-  let dot = 0, na = 0, nb = 0;
+  if (a.length !== b.length)
+    throw new GlanceError("VALIDATION_FAILED", `Embeddings differ in length (${a.length} vs ${b.length}).`);
+  let dot = 0,
+    na = 0,
+    nb = 0;
   for (let i = 0; i < a.length; i++) {
     const x = a[i] ?? 0;
     const y = b[i] ?? 0;
-    dot += x * y; na += x * x; nb += y * y;
+    dot += x * y;
+    na += x * x;
+    nb += y * y;
   }
   return na > 0 && nb > 0 ? dot / Math.sqrt(na * nb) : 0;
 }
@@ -211,11 +224,18 @@ function blazeFaceDecoding(m: ModelManifest): BlazeFaceDecoding {
     Array.isArray(d.landmarkNames) &&
     typeof d.minScore === "number" &&
     typeof d.iouThreshold === "number";
-  if (!ok) throw new GlanceError("MODEL_CORRUPT", `${m.name}: manifest decoding is not a BlazeFace decoding; rebuild the models.`);
+  if (!ok)
+    throw new GlanceError(
+      "MODEL_CORRUPT",
+      `${m.name}: manifest decoding is not a BlazeFace decoding; rebuild the models.`,
+    );
   const outputs = new Set(m.outputs.map((o) => o.name));
   for (const l of d.layers ?? []) {
     if (!outputs.has(l.scores) || !outputs.has(l.boxes)) {
-      throw new GlanceError("MODEL_SHAPE_MISMATCH", `${m.name}: decoding names outputs ${l.scores}/${l.boxes} the model lacks.`);
+      throw new GlanceError(
+        "MODEL_SHAPE_MISMATCH",
+        `${m.name}: decoding names outputs ${l.scores}/${l.boxes} the model lacks.`,
+      );
     }
   }
   return {
@@ -243,6 +263,12 @@ function alignmentTarget(m: ModelManifest): Array<[number, number]> {
   if (m.preprocessing.resize !== "aligned-crop" || !pts || pts.length !== 5) {
     throw new GlanceError("MODEL_CORRUPT", `${m.name}: embedder manifest lacks a 5-point alignment template.`);
   }
-  const [re, le, nose, ml, mr] = pts as [[number, number], [number, number], [number, number], [number, number], [number, number]];
+  const [re, le, nose, ml, mr] = pts as [
+    [number, number],
+    [number, number],
+    [number, number],
+    [number, number],
+    [number, number],
+  ];
   return [re, le, nose, [(ml[0] + mr[0]) / 2, (ml[1] + mr[1]) / 2]];
 }

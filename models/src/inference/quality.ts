@@ -54,7 +54,8 @@ export function faceQuality(
 
   const { x, y, width, height } = face.box;
   const inside =
-    (Math.max(0, Math.min(img.width, x + width) - Math.max(0, x)) * Math.max(0, Math.min(img.height, y + height) - Math.max(0, y))) /
+    (Math.max(0, Math.min(img.width, x + width) - Math.max(0, x)) *
+      Math.max(0, Math.min(img.height, y + height) - Math.max(0, y))) /
     Math.max(1e-6, width * height);
   const cutF = clamp01((inside - 0.7) / 0.25);
   if (inside < 0.95) reasons.push("cut-off");
@@ -79,21 +80,28 @@ function estimateYaw(face: DetectedFace, idx: { noseTip: number; rightEar: numbe
 function laplacianVariance(crop: RawImage): number {
   const { width: w, height: h, data } = crop;
   // inner face only: the crop's corners are background or black fill
-  const x0 = Math.round(w * 0.2), x1 = Math.round(w * 0.8), y0 = Math.round(h * 0.25), y1 = Math.round(h * 0.9);
+  const x0 = Math.round(w * 0.2),
+    x1 = Math.round(w * 0.8),
+    y0 = Math.round(h * 0.25),
+    y1 = Math.round(h * 0.9);
   const grey = (x: number, y: number) => {
     const o = (y * w + x) * 3;
     return 0.299 * (data[o] ?? 0) + 0.587 * (data[o + 1] ?? 0) + 0.114 * (data[o + 2] ?? 0);
   };
-  let sum = 0, sum2 = 0, n = 0;
+  let sum = 0,
+    sum2 = 0,
+    n = 0;
   for (let y = y0; y < y1; y++) {
     for (let x = x0; x < x1; x++) {
       const l = grey(x - 1, y) + grey(x + 1, y) + grey(x, y - 1) + grey(x, y + 1) - 4 * grey(x, y);
-      sum += l; sum2 += l * l; n++;
+      sum += l;
+      sum2 += l * l;
+      n++;
     }
   }
   return n > 0 ? sum2 / n - (sum / n) ** 2 : 0;
 }
 
 function clamp01(v: number): number {
-  return v < 0 ? 0 : v > 1 ? 1 : v;
+  return Math.max(0, Math.min(1, v));
 }
