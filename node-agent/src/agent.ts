@@ -3,7 +3,7 @@ import { EventEmitter } from "node:events";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { type DetectedFace, FacePipeline } from "@glance/models";
-import { type DesiredState, isGlanceError, type KeyPair } from "@glance/shared";
+import { type DesiredState, GlanceError, isGlanceError, type KeyPair } from "@glance/shared";
 import { type Logger, pino } from "pino";
 import { NodeLink } from "./link.ts";
 import { bestShot, type ShotSettings } from "./pipeline/best-shot.ts";
@@ -63,8 +63,12 @@ const AGENT_VERSION = (createRequire(import.meta.url)("../package.json") as { ve
 export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const log = (opts.logger ?? pino({ name: "glance-agent" })).child({ nodeId: opts.nodeId, cameraId: opts.cameraId });
   const sequence = SequenceStore.open(opts.dataDir ?? join(process.cwd(), ".glance-agent", opts.nodeId));
+  checkBrokerUrl(opts.mqtt.url);
   const engine = await FacePipeline.load({ modelsDir: opts.modelsDir });
-  const source = await openSource(opts.source, log);
+  const source = await openSource(opts.source, log).catch(async (err: unknown) => {
+    await engine.close();
+    throw err;
+  });
 
   const events = new EventEmitter();
   const timer = new StageTimer();
@@ -170,7 +174,23 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       await source.close();
       await running;
       await link.close();
+      await engine.close();
       log.info(stats(), "agent stopped");
     },
   };
+}
+
+function checkBrokerUrl(url: string): void {
+  let protocol: string | undefined;
+  try {
+    protocol = new URL(url).protocol;
+  } catch {
+    protocol = undefined;
+  }
+  if (!protocol || !["mqtt:", "mqtts:", "ws:", "wss:"].includes(protocol)) {
+    throw new GlanceError(
+      "CONFIG_INVALID",
+      `Broker URL ${JSON.stringify(url)} is not mqtt(s):// or ws(s)://; use the URL from the node's claim.`,
+    );
+  }
 }
