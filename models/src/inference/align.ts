@@ -82,50 +82,71 @@ export function warpAffine(img: RawImage, m: Affine, width: number, height: numb
   const k = Math.max(1, Math.min(4, Math.round(step)));
   const out = new Uint8Array(width * height * 3);
   const src = img.data;
-  const W = img.width,
-    H = img.height,
-    row = W * 3;
-  const acc = [0, 0, 0];
+  const W = img.width;
+  const H = img.height;
+  const row = W * 3;
+  const inv = 1 / (k * k);
   for (let v = 0; v < height; v++) {
     for (let u = 0; u < width; u++) {
-      acc[0] = 0;
-      acc[1] = 0;
-      acc[2] = 0;
+      let r = 0;
+      let g = 0;
+      let bl = 0;
       for (let sv = 0; sv < k; sv++) {
         const yy = v + (sv + 0.5) / k - 0.5;
         for (let su = 0; su < k; su++) {
           const xx = u + (su + 0.5) / k - 0.5;
           const x = a * xx + b * yy + tx;
           const y = c * xx + d * yy + ty;
-          const x0 = Math.floor(x),
-            y0 = Math.floor(y);
-          if (x0 < -1 || y0 < -1 || x0 >= W || y0 >= H) continue;
-          const fx = x - x0,
-            fy = y - y0;
-          const w00 = (1 - fx) * (1 - fy),
-            w10 = fx * (1 - fy),
-            w01 = (1 - fx) * fy,
-            w11 = fx * fy;
-          const in0 = y0 >= 0,
-            in1 = y0 + 1 < H,
-            il = x0 >= 0,
-            ir = x0 + 1 < W;
-          const base = y0 * row + x0 * 3;
-          for (let ch = 0; ch < 3; ch++) {
-            let s = 0;
-            if (in0 && il) s += w00 * (src[base + ch] ?? 0);
-            if (in0 && ir) s += w10 * (src[base + 3 + ch] ?? 0);
-            if (in1 && il) s += w01 * (src[base + row + ch] ?? 0);
-            if (in1 && ir) s += w11 * (src[base + row + 3 + ch] ?? 0);
-            acc[ch] = (acc[ch] ?? 0) + s;
+          const x0 = Math.floor(x);
+          const y0 = Math.floor(y);
+          const fx = x - x0;
+          const fy = y - y0;
+          if (x0 >= 0 && y0 >= 0 && x0 + 1 < W && y0 + 1 < H) {
+            // interior: all four taps exist (the common case, kept branch-free)
+            const p = y0 * row + x0 * 3;
+            const q = p + row;
+            const w00 = (1 - fx) * (1 - fy);
+            const w10 = fx * (1 - fy);
+            const w01 = (1 - fx) * fy;
+            const w11 = fx * fy;
+            r +=
+              w00 * (src[p] as number) +
+              w10 * (src[p + 3] as number) +
+              w01 * (src[q] as number) +
+              w11 * (src[q + 3] as number);
+            g +=
+              w00 * (src[p + 1] as number) +
+              w10 * (src[p + 4] as number) +
+              w01 * (src[q + 1] as number) +
+              w11 * (src[q + 4] as number);
+            bl +=
+              w00 * (src[p + 2] as number) +
+              w10 * (src[p + 5] as number) +
+              w01 * (src[q + 2] as number) +
+              w11 * (src[q + 5] as number);
+          } else if (x0 >= -1 && y0 >= -1 && x0 < W && y0 < H) {
+            // frame edge: missing taps count as black
+            for (let j = 0; j < 2; j++) {
+              const yj = y0 + j;
+              if (yj < 0 || yj >= H) continue;
+              const wy = j === 0 ? 1 - fy : fy;
+              for (let i = 0; i < 2; i++) {
+                const xi = x0 + i;
+                if (xi < 0 || xi >= W) continue;
+                const w = wy * (i === 0 ? 1 - fx : fx);
+                const p = yj * row + xi * 3;
+                r += w * (src[p] as number);
+                g += w * (src[p + 1] as number);
+                bl += w * (src[p + 2] as number);
+              }
+            }
           }
         }
       }
       const o = (v * width + u) * 3;
-      const kk = k * k;
-      out[o] = Math.round((acc[0] ?? 0) / kk);
-      out[o + 1] = Math.round((acc[1] ?? 0) / kk);
-      out[o + 2] = Math.round((acc[2] ?? 0) / kk);
+      out[o] = Math.round(r * inv);
+      out[o + 1] = Math.round(g * inv);
+      out[o + 2] = Math.round(bl * inv);
     }
   }
   return { data: out, width, height };

@@ -1,6 +1,7 @@
 import { readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isGlanceError } from "@glance/shared";
+import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildModels, MODELS_ROOT } from "../build.ts";
 import { decodeImage } from "./image.ts";
@@ -103,6 +104,15 @@ describe("detection", () => {
     const [f] = await pipeline.process(full);
     expect(f?.quality.score).toBeGreaterThan(s?.quality.score ?? 1);
     expect(f?.quality.score).toBeGreaterThan(c?.quality.score ?? 1);
+    expect(f?.quality.reasons).toEqual([]);
+  });
+
+  it("marks an out-of-focus face as blurry and scores it below the sharp one", async () => {
+    const path = join(SCENES, "barack_obama-720p.jpg");
+    const [sharpFace] = await pipeline.process(await decodeImage(path));
+    const [blurred] = await pipeline.process(await decodeImage(await sharp(path).blur(4).jpeg().toBuffer()));
+    expect(blurred?.quality.reasons).toContain("blurry");
+    expect(blurred?.quality.score).toBeLessThan((sharpFace?.quality.score ?? 0) * 0.7);
   });
 });
 

@@ -23,7 +23,7 @@ export interface QualityLimits {
   minScore: number;
 }
 
-export const DEFAULT_QUALITY_LIMITS: QualityLimits = { minSizePx: 64, sharpSharpness: 120, maxYaw: 35, minScore: 0.75 };
+export const DEFAULT_QUALITY_LIMITS: QualityLimits = { minSizePx: 64, sharpSharpness: 120, maxYaw: 40, minScore: 0.75 };
 
 /**
  * Cheap, explainable face quality from what detect and align already produced: size, focus, pose, detector
@@ -46,7 +46,8 @@ export function faceQuality(
   if (sharpF < 0.5) reasons.push("blurry");
 
   const yaw = estimateYaw(face, idx);
-  const yawF = clamp01(1 - Math.max(0, Math.abs(yaw) - limits.maxYaw / 2) / (limits.maxYaw / 2));
+  // the embedder copes with moderate turns; the score falls off from 25° and reaches 0 at maxYaw + 20°
+  const yawF = clamp01(1 - Math.max(0, Math.abs(yaw) - 25) / (limits.maxYaw - 5));
   if (Math.abs(yaw) > limits.maxYaw) reasons.push("turned-away");
 
   const confF = clamp01((face.score - 0.5) / (limits.minScore - 0.5));
