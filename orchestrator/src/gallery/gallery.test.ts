@@ -1,0 +1,51 @@
+import { describe, expect, it } from "vitest";
+import { Gallery, type Member } from "./gallery.ts";
+
+const unit = (...xs: number[]) => {
+  const n = Math.hypot(...xs);
+  return Float32Array.from(xs.map((x) => x / n));
+};
+const member = (personId: string, extra: Partial<Member> = {}): Member => ({
+  personId,
+  displayName: personId,
+  consentScope: "all-stores",
+  consentExpiresAt: null,
+  ...extra,
+});
+
+describe("gallery matching (open set)", () => {
+  it("names the person whose best template is closest, using each person's best template", () => {
+    const g = new Gallery("s@1", 0.5);
+    g.add(member("ann"), [unit(1, 0, 0), unit(0, 0, 1)]);
+    g.add(member("bob"), [unit(0.8, 0.6, 0)]);
+    expect(g.match(unit(0, 0.1, 1), "any")).toMatchObject({ kind: "member", personId: "ann" });
+    expect(g.match(unit(0.7, 0.7, 0), "any")).toMatchObject({ kind: "member", personId: "bob" });
+  });
+
+  it("calls a visitor unknown when even the best match is below the threshold", () => {
+    const g = new Gallery("s@1", 0.9);
+    g.add(member("ann"), [unit(1, 0, 0)]);
+    const m = g.match(unit(1, 1, 0), "any");
+    expect(m.kind).toBe("unknown");
+    expect(m.score).toBeCloseTo(Math.SQRT1_2, 5);
+    expect(new Gallery("s@1", 0.5).match(unit(1, 0, 0), "any")).toEqual({ kind: "unknown", score: 0 });
+  });
+
+  it("stops recognising a person whose consent expired or does not cover this store", () => {
+    const g = new Gallery("s@1", 0.5);
+    g.add(member("ann", { consentExpiresAt: new Date("2026-01-01T00:00:00Z") }), [unit(1, 0, 0)]);
+    g.add(member("bob", { consentScope: "soho" }), [unit(0, 1, 0)]);
+    expect(g.match(unit(1, 0, 0), "soho", new Date("2025-12-31T00:00:00Z")).kind).toBe("member");
+    expect(g.match(unit(1, 0, 0), "soho", new Date("2026-01-02T00:00:00Z")).kind).toBe("unknown");
+    expect(g.match(unit(0, 1, 0), "soho")).toMatchObject({ kind: "member", personId: "bob" });
+    expect(g.match(unit(0, 1, 0), "camden").kind).toBe("unknown");
+  });
+
+  it("forgets a removed person", () => {
+    const g = new Gallery("s@1", 0.5);
+    g.add(member("ann"), [unit(1, 0, 0)]);
+    g.remove("ann");
+    expect(g.match(unit(1, 0, 0), "any").kind).toBe("unknown");
+    expect(g.size).toEqual({ people: 0, templates: 0 });
+  });
+});
