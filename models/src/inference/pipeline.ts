@@ -39,6 +39,8 @@ interface LandmarkIndex {
  * it on live frames, the orchestrator on enrolment photos, so both make templates in the same space.
  */
 export class FacePipeline {
+  private readonly crops = new WeakMap<DetectedFace, { img: RawImage; crop: RawImage }>();
+
   private constructor(
     readonly detector: ModelManifest,
     readonly embedder: ModelManifest,
@@ -118,8 +120,13 @@ export class FacePipeline {
   }
 
   align(img: RawImage, face: DetectedFace): RawImage {
+    // the node asks for quality() then embed() of the same face in the same frame: warp once
+    const hit = this.crops.get(face);
+    if (hit && hit.img === img) return hit.crop;
     const p = this.embedder.preprocessing;
-    return warpAffine(img, this.alignmentTransform(face), p.width, p.height);
+    const crop = warpAffine(img, this.alignmentTransform(face), p.width, p.height);
+    this.crops.set(face, { img, crop });
+    return crop;
   }
 
   async embed(img: RawImage, face: DetectedFace): Promise<Float32Array> {
