@@ -88,6 +88,22 @@ describe("detection", () => {
     expect(await pipeline.detect(img)).toHaveLength(1);
   });
 
+  it("the short-range detector finds the same face in a portrait", async () => {
+    const img = await decodeImage(join(SCENES, "rgba-one-face.png"));
+    const front = await FacePipeline.load({ detector: "blazeface-front" });
+    try {
+      const [a] = await front.detect(img);
+      const [b] = await pipeline.detect(img);
+      if (!a || !b) throw new Error("no face");
+      const ix = Math.min(a.box.x + a.box.width, b.box.x + b.box.width) - Math.max(a.box.x, b.box.x);
+      const iy = Math.min(a.box.y + a.box.height, b.box.y + b.box.height) - Math.max(a.box.y, b.box.y);
+      const inter = Math.max(0, ix) * Math.max(0, iy);
+      expect(inter / (a.box.width * a.box.height + b.box.width * b.box.height - inter)).toBeGreaterThan(0.7);
+    } finally {
+      await front.close();
+    }
+  });
+
   it("finds nothing in a blank frame", async () => {
     const img = { data: new Uint8Array(640 * 480 * 3).fill(90), width: 640, height: 480 };
     expect(await pipeline.detect(img)).toEqual([]);
