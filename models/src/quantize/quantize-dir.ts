@@ -1,0 +1,257 @@
+/**
+ * Quantize a built model directory (models/dist/<name>/<version>) into a new one,
+ * models/dist/<name>-int8/<version>, with its own manifest: precision "int8", a precisionReason with the figures
+ * measured here, sha256/bytes of the new file, and thresholds re-calibrated on LFW through the production
+ * detect → align → embed path (an int8 embedder's scores shift, so it gets its own embedding space).
+ */
+import { createHash } from "node:crypto";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { GlanceError, ModelManifest } from "@glance/shared";
+import * as ort from "onnxruntime-node";
+import { calibrate as calibrateThresholds, lfwScores } from "../calibrate.ts";
+import { cropToTensor, loadLfw } from "../eval/lfw.ts";
+import { verifyOnLfw } from "../eval/verification.ts";
+import { FacePipeline } from "../inference/pipeline.ts";
+import { encodeModel, readModel } from "../onnx/proto.ts";
+import { type CalibrationMethod, type CalibrationSample, calibrate } from "./calibrate.ts";
+import { type ActivationType, activationsToQuantize, quantizeQdq } from "./qdq.ts";
+
+export interface QuantizeDirOptions {
+  method?: CalibrationMethod;
+  percentile?: number;
+  activationType?: ActivationType;
+  /** where the new model dir goes: <distDir>/<name>-int8/<version> (default: beside the source's name dir) */
+  distDir?: string;
+  /** quantize a detector anyway (measured slower and less accurate in int8: kept fp32 by default) */
+  force?: boolean;
+  onStage?: (stage: string, done: number, total: number) => void;
+}
+
+export interface QuantizeDirResult {
+  dir: string;
+  manifest: ModelManifest;
+  figures: QuantizeFigures;
+}
+
+export interface QuantizeFigures {
+  method: string;
+  activationType: ActivationType;
+  calibrationImages: number;
+  fp32: { bytes: number; medianMs: number; auc: number };
+  int8: { bytes: number; medianMs: number; auc: number };
+  /** mean cosine between fp32 and int8 embeddings of the same crop */
+  parity: number;
+  quantizedWeights: number;
+  quantizedActivations: number;
+  opset: string;
+}
+
+function sha256(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** median of single-image latency, interleaving the two models so that machine load hits both alike */
+export async function compareLatency(
+  a: Uint8Array,
+  b: Uint8Array,
+  input: string,
+  data: Float32Array,
+  shape: number[],
+  runs = 60,
+  threads = 1,
+): Promise<[number, number]> {
+  const sa = await ort.InferenceSession.create(a, { intraOpNumThreads: threads });
+  const sb = await ort.InferenceSession.create(b, { intraOpNumThreads: threads });
+  const feeds = { [input]: new ort.Tensor("float32", data, shape) };
+  for (let i = 0; i < 5; i++) {
+    await sa.run(feeds);
+    await sb.run(feeds);
+  }
+  const ta: number[] = [];
+  const tb: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    let t = performance.now();
+    await sa.run(feeds);
+    ta.push(performance.now() - t);
+    t = performance.now();
+    await sb.run(feeds);
+    tb.push(performance.now() - t);
+  }
+  await Promise.all([sa.release(), sb.release()]);
+  const median = (v: number[]) => [...v].sort((x, y) => x - y)[Math.floor(v.length / 2)] ?? Number.NaN;
+  return [median(ta), median(tb)];
+}
+
+const round = (x: number, d = 4) => Math.round(x * 10 ** d) / 10 ** d;
+
+export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions = {}): Promise<QuantizeDirResult> {
+  const method = opts.method ?? "percentile";
+  const percentile = opts.percentile ?? 99.99;
+  const activationType = opts.activationType ?? "uint8";
+  const stage = opts.onStage ?? (() => {});
+  const src = ModelManifest.parse(JSON.parse(await readFile(join(srcDir, "manifest.json"), "utf8")));
+  if (src.precision !== "fp32") {
+    throw new GlanceError("CONFIG_INVALID", `${src.name} is already ${src.precision}: quantize its fp32 build.`);
+  }
+  if (src.task !== "embedder" && !opts.force) {
+    throw new GlanceError(
+      "CONFIG_INVALID",
+      `${src.name} is a ${src.task}: detectors measured slower and less accurate in int8, so they stay fp32 (pass --force to try anyway).`,
+    );
+  }
+  const input = src.inputs[0];
+  if (!input || src.inputs.length !== 1) throw new GlanceError("CONFIG_INVALID", `${src.name}: expected one input.`);
+  const shape = input.shape.map((d) => (typeof d === "number" ? d : 1));
+  const output = src.outputs[0]?.name ?? "output";
+  const modelPath = join(srcDir, src.file);
+  const fp32Bytes = new Uint8Array(await readFile(modelPath));
+  const model = readModel(modelPath);
+
+  // calibration set: the first photo of each LFW person (70 crops), no labels used
+  const set = loadLfw();
+  const seen = new Set<string>();
+  const calibFiles = set.images.filter((im) => !seen.has(im.person) && seen.add(im.person)).map((im) => im.file);
+  const samples: CalibrationSample[] = [];
+  for (const [i, f] of calibFiles.entries()) {
+    samples.push({ feeds: { [input.name]: { data: await cropToTensor(f, src.preprocessing), dims: shape } } });
+    stage("load calibration crops", i + 1, calibFiles.length);
+  }
+  const tensors = activationsToQuantize(model);
+  const ranges = await calibrate(model, tensors, samples, {
+    method,
+    percentile,
+    onProgress: (d, t) => stage(`calibrate (${method})`, d, t),
+  });
+  const { model: q, summary } = quantizeQdq(model, { ranges, activationType });
+  const int8Bytes = encodeModel(q);
+  // it must load (and fuse) in onnxruntime before anything is written
+  await (await ort.InferenceSession.create(int8Bytes)).release();
+
+  const embSpec = (bytes: Uint8Array) => ({
+    model: bytes,
+    input: input.name,
+    output,
+    preprocessing: src.preprocessing,
+  });
+  const fpEval = await verifyOnLfw(embSpec(fp32Bytes), { set, onProgress: (d, t) => stage("LFW fp32", d, t) });
+  const qEval = await verifyOnLfw(embSpec(int8Bytes), { set, onProgress: (d, t) => stage("LFW int8", d, t) });
+  let parity = 0;
+  for (const [i, a] of fpEval.embeddings.entries()) {
+    const b = qEval.embeddings[i];
+    if (!b) continue;
+    let dot = 0;
+    let na = 0;
+    let nb = 0;
+    for (let k = 0; k < a.length; k++) {
+      dot += (a[k] ?? 0) * (b[k] ?? 0);
+      na += (a[k] ?? 0) ** 2;
+      nb += (b[k] ?? 0) ** 2;
+    }
+    parity += dot / Math.sqrt(na * nb) / fpEval.embeddings.length;
+  }
+  stage("latency", 0, 1);
+  const [fpMs, qMs] = await compareLatency(
+    fp32Bytes,
+    int8Bytes,
+    input.name,
+    samples[0]?.feeds[input.name]?.data ?? new Float32Array(),
+    shape,
+  );
+  stage("latency", 1, 1);
+
+  const figures: QuantizeFigures = {
+    method: method === "percentile" ? `percentile ${percentile}` : method,
+    activationType,
+    calibrationImages: samples.length,
+    fp32: { bytes: fp32Bytes.length, medianMs: round(fpMs, 2), auc: round(fpEval.metrics.auc) },
+    int8: { bytes: int8Bytes.length, medianMs: round(qMs, 2), auc: round(qEval.metrics.auc) },
+    parity: round(parity),
+    quantizedWeights: summary.quantizedWeights,
+    quantizedActivations: summary.quantizedActivations,
+    opset: `${summary.opsetFrom} → ${summary.opsetTo}`,
+  };
+
+  const name = `${src.name}-int8`;
+  const distDir = opts.distDir ?? dirname(dirname(srcDir));
+  const outDir = join(distDir, name, src.version);
+  const reason =
+    `int8 QDQ (per-channel symmetric int8 weights, ${activationType} activations, ${figures.method} ranges from ` +
+    `${samples.length} LFW crops), measured ${new Date().toISOString().slice(0, 10)} on this machine, 1 thread: ` +
+    `${figures.fp32.medianMs} → ${figures.int8.medianMs} ms median, ${(fp32Bytes.length / 1e6).toFixed(2)} → ` +
+    `${(int8Bytes.length / 1e6).toFixed(2)} MB, LFW AUC (embedder on template-placed crops) ${figures.fp32.auc} → ` +
+    `${figures.int8.auc}, fp32/int8 embedding cosine ${figures.parity}.`;
+  const manifest = (embedding: ModelManifest["embedding"], lfw: unknown) =>
+    ModelManifest.parse({
+      ...src,
+      name,
+      precision: "int8",
+      precisionReason: reason,
+      sha256: sha256(int8Bytes),
+      bytes: int8Bytes.length,
+      ...(embedding ? { embedding } : {}),
+      provenance: {
+        ...src.provenance,
+        conversion: `${src.provenance.conversion}; then int8 static QDQ quantization of ${src.name}@${src.version} (sha256 ${src.sha256.slice(0, 12)}…) by models/src/quantize, opset ${figures.opset}`,
+      },
+      metrics: { quantization: figures, ...(lfw ? { lfw } : {}) },
+      createdAt: new Date().toISOString(),
+      signature: undefined,
+    });
+
+  // write to a staging dir and rename, so a half-written model dir never appears
+  const staging = join(distDir, name, `.${src.version}-staging`);
+  await rm(staging, { recursive: true, force: true });
+  await mkdir(staging, { recursive: true });
+  await writeFile(join(staging, src.file), int8Bytes);
+  const provisional = manifest(
+    src.embedding ? { ...src.embedding, space: `${name}@${src.version}` } : undefined,
+    undefined,
+  );
+  await writeFile(join(staging, "manifest.json"), `${JSON.stringify(provisional, null, 2)}\n`);
+  await rm(outDir, { recursive: true, force: true });
+  await rename(staging, outDir);
+
+  if (!src.embedding) return { dir: outDir, manifest: provisional, figures };
+
+  // thresholds for the int8 space, through the same production path that calibrated the fp32 model
+  stage("re-calibrate thresholds (detect → align → embed)", 0, 1);
+  const pipeline = await FacePipeline.load({ modelsDir: distDir, embedder: `${name}@${src.version}`, threads: 1 });
+  let final: ModelManifest;
+  try {
+    const scores = await lfwScores(pipeline);
+    const c = calibrateThresholds(scores);
+    final = manifest(
+      {
+        ...src.embedding,
+        space: `${name}@${src.version}`,
+        thresholds: c.thresholds,
+        calibration:
+          `Cosine on LFW (70 people × 2 photos) through detect → align → embed, measured ${new Date().toISOString().slice(0, 10)} ` +
+          `by models/src/quantize (same method as the fp32 model): ${c.genuinePairs} genuine, ${c.impostorPairs} impostor photo pairs ` +
+          `(2415 person pairs, not independent). 1e-2 and 1e-3 empirical (1e-3 rests on ~9 impostor scores); 1e-4 ${c.method["1e-4"]}: ` +
+          `not supported by this sample. TAR at 1e-2/1e-3/1e-4: ${c.tar["1e-2"]}/${c.tar["1e-3"]}/${c.tar["1e-4"]}; AUC ${round(c.auc)}. ` +
+          "LFW is celebrity photos, not store cameras: re-calibrate on site data before relying on a FAR.",
+      },
+      {
+        date: new Date().toISOString().slice(0, 10),
+        genuinePairs: c.genuinePairs,
+        impostorPairs: c.impostorPairs,
+        thresholds: c.thresholds,
+        tar: c.tar,
+        auc: round(c.auc),
+        lfwAccuracy: round(c.bestAccuracy),
+        undetected: scores.undetected,
+      },
+    );
+  } finally {
+    await pipeline.close();
+  }
+  await writeFile(join(outDir, "manifest.json"), `${JSON.stringify(final, null, 2)}\n`);
+  stage("re-calibrate thresholds (detect → align → embed)", 1, 1);
+  return { dir: outDir, manifest: final, figures };
+}
+
+export function describeDir(dir: string): string {
+  return `${basename(dirname(dir))}@${basename(dir)}`;
+}
