@@ -29,8 +29,9 @@ export interface DetectedFace {
 
 export interface Letterbox {
   tensor: Float32Array;
-  /** frame px = (input px - pad) * scale */
-  scale: number;
+  /** frame px = (input px - pad) * scale, per axis (rounding the resized size makes them differ slightly) */
+  scaleX: number;
+  scaleY: number;
   padX: number;
   padY: number;
 }
@@ -56,7 +57,7 @@ export async function letterbox(img: RawImage, size: number, mean: number, std: 
     let i = y * rw * 3;
     for (let x = 0; x < rw * 3; x++) tensor[o++] = ((resized[i++] ?? 0) - mean) * inv;
   }
-  return { tensor, scale: img.width / rw, padX, padY };
+  return { tensor, scaleX: img.width / rw, scaleY: img.height / rh, padX, padY };
 }
 
 interface Candidate {
@@ -104,10 +105,10 @@ export function decodeBlazeFace(
   }
   const kept = suppress(cands, d.nms, d.iouThreshold).slice(0, d.maxFaces);
   return kept.map(({ score, g }) => {
-    const fx = (x: number) => (x - lb.padX) * lb.scale;
-    const fy = (y: number) => (y - lb.padY) * lb.scale;
-    const w = (g[2] ?? 0) * lb.scale;
-    const h = (g[3] ?? 0) * lb.scale;
+    const fx = (x: number) => (x - lb.padX) * lb.scaleX;
+    const fy = (y: number) => (y - lb.padY) * lb.scaleY;
+    const w = (g[2] ?? 0) * lb.scaleX;
+    const h = (g[3] ?? 0) * lb.scaleY;
     const landmarks: Array<[number, number]> = [];
     for (let k = 0; k < nk; k++) landmarks.push([fx(g[4 + k * 2] ?? 0), fy(g[5 + k * 2] ?? 0)]);
     return { box: { x: fx(g[0] ?? 0) - w / 2, y: fy(g[1] ?? 0) - h / 2, width: w, height: h }, score, landmarks };
