@@ -55,9 +55,11 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
     });
     this.#client.on("connect", () => {
       log.info({ url: redactUrl(o.mqtt.url) }, "connected to broker");
-      this.#client.subscribe(topicFor("desired", o.nodeId), { qos: contract.desired.qos }, (err) => {
-        if (err)
-          log.error({ err: err.message }, "cannot subscribe to desired state: check the broker ACL for this node");
+      this.#client.subscribe(topicFor("desired", o.nodeId), { qos: contract.desired.qos }, (err, granted) => {
+        // a broker ACL refusal is not an error but a SUBACK of 128
+        if (err || granted?.some((g) => g.qos === 128)) {
+          log.error({ err: err?.message }, "cannot subscribe to desired state: check the broker ACL for this node");
+        }
       });
       this.publishStatus();
     });
@@ -114,10 +116,8 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
     }
     try {
       const desired = decodeMessage("desired", topic, payload);
-      if (this.#desired && desired.version < this.#desired.version) {
-        this.#log.warn({ version: desired.version, current: this.#desired.version }, "older desired state ignored");
-        return;
-      }
+      // the retained message is authoritative (only the orchestrator may publish it), even with a lower version:
+      // a re-created orchestrator database restarts its version numbers
       this.#desired = desired;
       this.#log.info(
         {
