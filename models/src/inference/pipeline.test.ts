@@ -152,6 +152,11 @@ describe("alignment", () => {
 });
 
 describe("bad input", () => {
+  it("refuses a frame whose buffer does not match its size", async () => {
+    const err = await pipeline.detect({ data: new Uint8Array(100), width: 640, height: 480 }).catch((e: unknown) => e);
+    expect(isGlanceError(err, "IMAGE_UNREADABLE")).toBe(true);
+  });
+
   it("rejects a corrupt JPEG with IMAGE_UNREADABLE", async () => {
     const jpeg = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46, 0x49, 0x46, 0x00, 0x01, 0x02, 0x03]);
     const err = await decodeImage(jpeg).catch((e: unknown) => e);

@@ -97,6 +97,12 @@ export class FacePipeline {
   }
 
   async detect(img: RawImage, opts: { minScore?: number } = {}): Promise<DetectedFace[]> {
+    if (img.width < 1 || img.height < 1 || img.data.length !== img.width * img.height * 3) {
+      throw new GlanceError(
+        "IMAGE_UNREADABLE",
+        `Expected ${img.width}×${img.height} RGB (${img.width * img.height * 3} bytes), got ${img.data.length} bytes; decode frames with decodeImage().`,
+      );
+    }
     const p = this.detector.preprocessing;
     const size = this.decoding.inputSize;
     const lb = await letterbox(img, size, p.mean[0] ?? 127.5, p.std[0] ?? 127.5);

@@ -13,6 +13,13 @@ export async function openSession(modelPath: string, threads = 1): Promise<ort.I
     graphOptimizationLevel: "all",
     // converters leave unused initialisers behind; ORT warns about each one at load
     logSeverityLevel: 3,
+  }).catch((cause: unknown) => {
+    throw new GlanceError(
+      "MODEL_CORRUPT",
+      `onnxruntime cannot load ${modelPath}: ${(cause as Error).message}. Rebuild with \`npm run models:build -- --force\`.`,
+      { modelPath },
+      { cause },
+    );
   });
 }
 
