@@ -183,6 +183,82 @@ describe("node agent on the demo video", () => {
     await client.endAsync();
   });
 
+  it("stops sending templates as soon as the orchestrator switches the node to count-only", async () => {
+    const nodeId = "node-switch";
+    const sealing = generateSealingKeyPair();
+    const { client, got } = await listen(nodeId);
+    await client.publishAsync(topicFor("desired", nodeId), encodeMessage("desired", desired(sealing)), {
+      qos: 1,
+      retain: true,
+    });
+    const agent = await startAgent({
+      nodeId,
+      cameraId: "cam-1",
+      mqtt: { url, username: nodeId, password: "x" },
+      signingKey: generateSigningKeyPair(),
+      source: { kind: "replay", path: VIDEO, fps: 10, width: 640, pace: "every-frame", loop: true },
+      dataDir: await mkdtemp(join(tmpdir(), "glance-agent-")),
+      logger: log,
+    });
+    try {
+      await once(agent.events, "template");
+      const switched = once(agent.events, "desired");
+      await client.publishAsync(
+        topicFor("desired", nodeId),
+        encodeMessage("desired", { ...desired(sealing, "count-only"), version: 2 }),
+        { qos: 1, retain: true },
+      );
+      const [state] = (await switched) as [DesiredState];
+      expect(state.privacyMode).toBe("count-only");
+      // a template sealed just before the switch may still be on the wire
+      await new Promise((r) => setTimeout(r, 500));
+      const templatesAtSwitch = got.templates.length;
+      const facesAtSwitch = agent.stats().faces;
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(agent.stats().faces).toBeGreaterThan(facesAtSwitch);
+      expect(got.templates.length).toBe(templatesAtSwitch);
+    } finally {
+      await agent.stop();
+      await client.publishAsync(topicFor("desired", nodeId), Buffer.alloc(0), { retain: true });
+      await client.endAsync();
+    }
+  });
+
+  it("a restarted node carries on its sequence numbers instead of reusing them", async () => {
+    const nodeId = "node-restart";
+    const dataDir = await mkdtemp(join(tmpdir(), "glance-agent-"));
+    const signingKey = generateSigningKeyPair();
+    const { client, got } = await listen(nodeId);
+    await client.publishAsync(
+      topicFor("desired", nodeId),
+      encodeMessage("desired", desired(generateSealingKeyPair())),
+      {
+        qos: 1,
+        retain: true,
+      },
+    );
+    const firstSeqOfARun = async () => {
+      const agent = await startAgent({
+        nodeId,
+        cameraId: "cam-1",
+        mqtt: { url, username: nodeId, password: "x" },
+        signingKey,
+        source: { kind: "replay", path: VIDEO, fps: 10, width: 640, pace: "every-frame", loop: true },
+        dataDir,
+        logger: log,
+      });
+      const [first] = (await once(agent.events, "template")) as [{ seq: number }];
+      await agent.stop();
+      return first.seq;
+    };
+    const before = await firstSeqOfARun();
+    const sentBefore = got.templates.map((t) => t.template.seq);
+    const after = await firstSeqOfARun();
+    expect(after).toBeGreaterThan(Math.max(before, ...sentBefore));
+    await client.publishAsync(topicFor("desired", nodeId), Buffer.alloc(0), { retain: true });
+    await client.endAsync();
+  });
+
   it("refuses to start on a camera that does not exist", async () => {
     const error = await startAgent({
       nodeId: "node-nocam",
