@@ -70,7 +70,7 @@ describe("HTTP API", () => {
       const photos = [
         await demoFile("enroll/kit_harington/1.jpg"),
         await demoFile("scenes/two-faces.jpg"),
-        new File([greyPng()], "wall.png"),
+        new File([new Uint8Array(greyPng())], "wall.png"),
       ];
       const res = await h.api("/api/people", {
         method: "POST",
@@ -107,7 +107,7 @@ describe("HTTP API", () => {
       const res = await h.api("/api/people", {
         method: "POST",
         body: enrolForm({ displayName: "Nobody", consentSource: "demo" }, [
-          new File([greyPng()], "wall.png"),
+          new File([new Uint8Array(greyPng())], "wall.png"),
           new File([Buffer.from("not an image")], "notes.txt"),
         ]),
       });
@@ -143,7 +143,7 @@ describe("HTTP API", () => {
       );
       const res = await h.api("/api/people", { token: tech.token });
       expect(res.status).toBe(403);
-      expect((await res.json()).code).toBe("FORBIDDEN");
+      expect(((await res.json()) as { code: string }).code).toBe("FORBIDDEN");
     });
 
     it("keeps a store manager to their own store", async () => {

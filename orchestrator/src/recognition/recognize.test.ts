@@ -174,7 +174,7 @@ describe("an enrolled member walking into a store", () => {
       `${h.orch.httpUrl}/api/screens/${screen.screenId}/events?token=${encodeURIComponent(other.token)}`,
     );
     expect(res.status).toBe(403);
-    expect((await res.json()).code).toBe("FORBIDDEN");
+    expect(((await res.json()) as { code: string }).code).toBe("FORBIDDEN");
     expect((await fetch(`${h.orch.httpUrl}/api/screens/${screen.screenId}/events`)).status).toBe(401);
   });
 });
