@@ -133,6 +133,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   );
 
   let stopping = false;
+  let stopped: Promise<void> | undefined;
   const pipelineLog = log.child({ component: "pipeline" });
   const running = publish(sealed, {
     link,
@@ -168,14 +169,16 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   return {
     events,
     stats,
-    async stop() {
-      if (stopping) return;
-      stopping = true;
-      await source.close();
-      await running;
-      await link.close();
-      await engine.close();
-      log.info(stats(), "agent stopped");
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        await source.close();
+        await running;
+        await link.close();
+        await engine.close();
+        log.info(stats(), "agent stopped");
+      })();
+      return stopped;
     },
   };
 }
