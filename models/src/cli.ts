@@ -27,7 +27,11 @@ async function main(argv: string[]): Promise<number> {
   const bars = new Map<string, cliProgress.SingleBar>();
   const onStep = (model: string, step: BuildStep, detail?: string) => {
     const label = detail ? `${step} ${detail}` : step;
-    if (!multi) return void console.error(`models: ${model}: ${label}`);
+    if (!multi) {
+      // in logs, only steps that do work; the summary line covers up-to-date models
+      if (step !== "check") console.error(`models: ${model}: ${label}`);
+      return;
+    }
     let bar = bars.get(model);
     if (!bar) {
       bar = multi.create(BUILD_STEPS.length, 0, { model: model.padEnd(16), step: label });
