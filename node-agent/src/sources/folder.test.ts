@@ -1,6 +1,7 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { isGlanceError } from "@glance/shared";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
@@ -35,6 +36,20 @@ describe("image folder camera", () => {
     expect(frames).toHaveLength(25);
     expect(frames[10]?.image.width).toBe(frames[0]?.image.width);
     await source.close();
+  });
+
+  it("at realtime pace shows images at the given rate and drops those a slow pipeline had no time for", async () => {
+    const source = await openFolder({ path: SCENES, pace: "realtime", fps: 20, loop: true }, log);
+    const seen: Frame[] = [];
+    for await (const f of source) {
+      seen.push(f);
+      if (seen.length >= 5) break;
+      await sleep(300);
+    }
+    await source.close();
+    expect(source.dropped).toBeGreaterThan(0);
+    // (decoding a 1080p JPEG can take longer than a frame period, so not every step skips)
+    expect(Math.max(...seen.slice(1).map((f, i) => f.index - (seen[i] as Frame).index))).toBeGreaterThan(1);
   });
 
   it("an empty folder is CAMERA_UNAVAILABLE", async () => {
