@@ -3,7 +3,7 @@
  * Only the embedder is involved (the crops are already aligned), so this runs without the detector pipeline.
  */
 import * as ort from "onnxruntime-node";
-import { type CropPreprocessing, cropToTensor, type LfwSet, loadLfw } from "./lfw.ts";
+import { type CropPlacement, type CropPreprocessing, cropToTensor, type LfwSet, loadLfw } from "./lfw.ts";
 import { cosine, type VerificationMetrics, verificationMetrics } from "./metrics.ts";
 
 export interface EmbedderSpec {
@@ -19,6 +19,7 @@ export async function embedAll(
   spec: EmbedderSpec,
   files: readonly string[],
   onProgress?: (done: number, total: number) => void,
+  placement: CropPlacement = "arcface",
 ): Promise<Float32Array[]> {
   const session = await ort.InferenceSession.create(spec.model as Uint8Array, {
     intraOpNumThreads: spec.intraOpThreads ?? 0,
@@ -27,7 +28,7 @@ export async function embedAll(
   const shape = p.layout === "NCHW" ? [1, 3, p.height, p.width] : [1, p.height, p.width, 3];
   const out: Float32Array[] = [];
   for (const file of files) {
-    const data = await cropToTensor(file, p);
+    const data = await cropToTensor(file, p, placement);
     const res = await session.run({ [spec.input]: new ort.Tensor("float32", data, shape) });
     const emb = res[spec.output]?.data;
     if (!(emb instanceof Float32Array)) throw new Error(`embedder gave no float32 output "${spec.output}"`);
