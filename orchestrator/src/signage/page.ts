@@ -133,6 +133,8 @@ export function signagePage(screen: { id: string; name: string; storeName: strin
     es.addEventListener("ping", () => live(true));
     es.addEventListener("promotion", (e) => {
       try { queue.push(JSON.parse(e.data)); } catch { return; }
+      // a backlog is stale: keep the newest few (unplayed ones are simply never reported as played)
+      while (queue.length > 3) queue.shift();
       if (!playing) playNext();
     });
     es.onerror = () => live(false);
