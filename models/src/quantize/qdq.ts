@@ -65,7 +65,8 @@ export function activationQParams(range: Range, type: ActivationType): QParams {
   const hi = Math.max(range.max, 0);
   const [qmin, qmax] = type === "uint8" ? [0, 255] : [-128, 127];
   const scale = hi > lo ? (hi - lo) / (qmax - qmin) : 1;
-  const zeroPoint = Math.min(qmax, Math.max(qmin, Math.round(qmin - lo / scale)));
+  // + 0 turns -0 into 0
+  const zeroPoint = Math.min(qmax, Math.max(qmin, roundHalfEven(qmin - lo / scale))) + 0;
   return { scale, zeroPoint };
 }
 

@@ -14,6 +14,8 @@ import { cropToTensor, loadLfw } from "../eval/lfw.ts";
 import { verifyOnLfw } from "../eval/verification.ts";
 import { FacePipeline } from "../inference/pipeline.ts";
 import { encodeModel, readModel } from "../onnx/proto.ts";
+import { devSigningKey } from "../signing/keys.ts";
+import { signManifest } from "../signing/sign.ts";
 import { type CalibrationMethod, type CalibrationSample, calibrate } from "./calibrate.ts";
 import { type ActivationType, activationsToQuantize, quantizeQdq } from "./qdq.ts";
 
@@ -181,23 +183,28 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
     `${figures.fp32.medianMs} → ${figures.int8.medianMs} ms median, ${(fp32Bytes.length / 1e6).toFixed(2)} → ` +
     `${(int8Bytes.length / 1e6).toFixed(2)} MB, LFW AUC (embedder on template-placed crops) ${figures.fp32.auc} → ` +
     `${figures.int8.auc}, fp32/int8 embedding cosine ${figures.parity}.`;
+  // signed with this checkout's development key, like models:build does; a fleet re-signs at HQ (models:sign)
+  const key = await devSigningKey();
   const manifest = (embedding: ModelManifest["embedding"], lfw: unknown) =>
-    ModelManifest.parse({
-      ...src,
-      name,
-      precision: "int8",
-      precisionReason: reason,
-      sha256: sha256(int8Bytes),
-      bytes: int8Bytes.length,
-      ...(embedding ? { embedding } : {}),
-      provenance: {
-        ...src.provenance,
-        conversion: `${src.provenance.conversion}; then int8 static QDQ quantization of ${src.name}@${src.version} (sha256 ${src.sha256.slice(0, 12)}…) by models/src/quantize, opset ${figures.opset}`,
-      },
-      metrics: { quantization: figures, ...(lfw ? { lfw } : {}) },
-      createdAt: new Date().toISOString(),
-      signature: undefined,
-    });
+    signManifest(
+      ModelManifest.parse({
+        ...src,
+        name,
+        precision: "int8",
+        precisionReason: reason,
+        sha256: sha256(int8Bytes),
+        bytes: int8Bytes.length,
+        ...(embedding ? { embedding } : {}),
+        provenance: {
+          ...src.provenance,
+          conversion: `${src.provenance.conversion}; then int8 static QDQ quantization of ${src.name}@${src.version} (sha256 ${src.sha256.slice(0, 12)}…) by models/src/quantize, opset ${figures.opset}`,
+        },
+        metrics: { quantization: figures, ...(lfw ? { lfw } : {}) },
+        createdAt: new Date().toISOString(),
+        signature: undefined,
+      }),
+      key,
+    );
 
   // write to a staging dir and rename, so a half-written model dir never appears
   const staging = join(distDir, name, `.${src.version}-staging`);
