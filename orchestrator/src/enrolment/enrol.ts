@@ -121,8 +121,7 @@ export async function enrolPerson(
     {
       personId,
       displayName: req.displayName,
-      consentScope: req.consent.scope,
-      consentExpiresAt: req.consent.expiresAt,
+      consents: [{ scope: req.consent.scope, expiresAt: req.consent.expiresAt }],
     },
     // index what a restart would load: the stored, quantised form
     rows.map((r) => decodeEmbedding(r.embedding)),

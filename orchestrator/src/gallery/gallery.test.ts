@@ -1,16 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { Gallery, type Member } from "./gallery.ts";
+import { type Consent, Gallery, type Member } from "./gallery.ts";
 
 const unit = (...xs: number[]) => {
   const n = Math.hypot(...xs);
   return Float32Array.from(xs.map((x) => x / n));
 };
-const member = (personId: string, extra: Partial<Member> = {}): Member => ({
+const member = (personId: string, consent: Partial<Consent> = {}): Member => ({
   personId,
   displayName: personId,
-  consentScope: "all-stores",
-  consentExpiresAt: null,
-  ...extra,
+  consents: [{ scope: "all-stores", expiresAt: null, ...consent }],
 });
 
 describe("gallery matching (open set)", () => {
@@ -33,12 +31,22 @@ describe("gallery matching (open set)", () => {
 
   it("stops recognising a person whose consent expired or does not cover this store", () => {
     const g = new Gallery("s@1", 0.5);
-    g.add(member("ann", { consentExpiresAt: new Date("2026-01-01T00:00:00Z") }), [unit(1, 0, 0)]);
-    g.add(member("bob", { consentScope: "soho" }), [unit(0, 1, 0)]);
+    g.add(member("ann", { expiresAt: new Date("2026-01-01T00:00:00Z") }), [unit(1, 0, 0)]);
+    g.add(member("bob", { scope: "soho" }), [unit(0, 1, 0)]);
     expect(g.match(unit(1, 0, 0), "soho", new Date("2025-12-31T00:00:00Z")).kind).toBe("member");
     expect(g.match(unit(1, 0, 0), "soho", new Date("2026-01-02T00:00:00Z")).kind).toBe("unknown");
     expect(g.match(unit(0, 1, 0), "soho")).toMatchObject({ kind: "member", personId: "bob" });
     expect(g.match(unit(0, 1, 0), "camden").kind).toBe("unknown");
+  });
+
+  it("recognises a person in every store one of their consents covers", () => {
+    const g = new Gallery("s@1", 0.5);
+    g.add(member("ann", { scope: "soho" }), [unit(1, 0, 0)]);
+    g.add(member("ann", { scope: "camden" }), []);
+    expect(g.match(unit(1, 0, 0), "soho").kind).toBe("member");
+    expect(g.match(unit(1, 0, 0), "camden").kind).toBe("member");
+    expect(g.match(unit(1, 0, 0), "brixton").kind).toBe("unknown");
+    expect(g.size).toEqual({ people: 1, templates: 1 });
   });
 
   it("forgets a removed person", () => {

@@ -3,13 +3,24 @@ import { and, eq, gt, isNull, or } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { consents, people, templates } from "../db/schema.ts";
 
+export interface Consent {
+  /** "all-stores" or the one store the person agreed to be recognised in */
+  scope: string;
+  /** recognition stops at this instant; null = until withdrawn */
+  expiresAt: Date | null;
+}
+
 export interface Member {
   personId: string;
   displayName: string;
-  /** "all-stores" or the one store the person agreed to be recognised in */
-  consentScope: string;
-  /** recognition stops at this instant (consent expiry); null = until withdrawn */
-  consentExpiresAt: Date | null;
+  /** live consents; the person is recognised in a store while any of them covers it */
+  consents: Consent[];
+}
+
+function covers(member: Member, storeId: string, now: Date): boolean {
+  return member.consents.some(
+    (c) => (c.scope === "all-stores" || c.scope === storeId) && (c.expiresAt === null || c.expiresAt > now),
+  );
 }
 
 export type Match =
@@ -37,8 +48,14 @@ export class Gallery {
     return { people: this.members.size, templates: count };
   }
 
+  /** Adds templates (and consents) of a person; calling it again for the same person merges. */
   add(member: Member, embeddings: Float32Array[]): void {
-    this.members.set(member.personId, member);
+    const known = this.members.get(member.personId);
+    const consents = [...(known?.consents ?? []), ...member.consents].filter(
+      (c, i, all) =>
+        all.findIndex((d) => d.scope === c.scope && d.expiresAt?.getTime() === c.expiresAt?.getTime()) === i,
+    );
+    this.members.set(member.personId, { ...member, consents });
     const list = this.vectors.get(member.personId) ?? [];
     list.push(...embeddings);
     this.vectors.set(member.personId, list);
@@ -54,8 +71,7 @@ export class Gallery {
     let best: { member: Member; score: number } | undefined;
     for (const [personId, list] of this.vectors) {
       const member = this.members.get(personId);
-      if (!member || (member.consentExpiresAt && member.consentExpiresAt <= now)) continue;
-      if (member.consentScope !== "all-stores" && member.consentScope !== storeId) continue;
+      if (!member || !covers(member, storeId, now)) continue;
       for (const v of list) {
         const score = dot(probe, v);
         if (!best || score > best.score) best = { member, score };
@@ -87,20 +103,13 @@ export class Gallery {
           or(isNull(consents.expiresAt), gt(consents.expiresAt, now)),
         ),
       );
-    // a person with several consents appears once per consent: keep one copy of each template
+    // a person with several consents appears once per consent: one copy of each template, every consent
     const seen = new Set<string>();
     for (const row of rows) {
-      if (seen.has(row.templateId)) continue;
+      const consent: Consent = { scope: row.scope, expiresAt: row.expiresAt };
+      const embeddings = seen.has(row.templateId) ? [] : [decodeEmbedding(row.embedding)];
       seen.add(row.templateId);
-      gallery.add(
-        {
-          personId: row.personId,
-          displayName: row.displayName,
-          consentScope: row.scope,
-          consentExpiresAt: row.expiresAt,
-        },
-        [decodeEmbedding(row.embedding)],
-      );
+      gallery.add({ personId: row.personId, displayName: row.displayName, consents: [consent] }, embeddings);
     }
     return gallery;
   }
