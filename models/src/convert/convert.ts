@@ -6,7 +6,8 @@
  * name) and names its outputs after the TF tensors ("Identity:0"), so a caller can swap runtimes without
  * remapping anything.
  */
-import { DataType, encodeModel, makeNode, makeValueInfo, onnx } from "../onnx/proto.ts";
+import * as ort from "onnxruntime-node";
+import { DataType, decodeModel, encodeModel, makeNode, makeValueInfo, onnx } from "../onnx/proto.ts";
 import { ConversionContext, dataTypeOf, tfDtype, type Value } from "./context.ts";
 import { converters } from "./ops.ts";
 import { fuseClampChains } from "./optimize.ts";
@@ -25,12 +26,20 @@ export interface ConvertedModel {
   onnx: Uint8Array;
   inputs: TensorInfo[];
   /** ONNX output names (= TF tensor names), with the signature key where the model.json has one */
-  outputs: { name: string; signatureKey?: string }[];
+  outputs: OutputInfo[];
   /** TF ops converted (reachable from the outputs), with counts */
   tfOps: Record<string, number>;
   onnxOps: Record<string, number>;
   /** how the weights were stored in the shards, e.g. { "float32←float16": 127 } */
   weightStorage: Record<string, number>;
+}
+
+export interface OutputInfo {
+  name: string;
+  signatureKey?: string;
+  type: TensorInfo["type"];
+  /** probed by running the model (batch 1, and 2 when the batch is open); empty until probed */
+  shape: (number | string)[];
 }
 
 export interface ConvertOptions {
@@ -104,7 +113,8 @@ function reachable(graph: TfjsGraph, outputs: readonly string[]): TfNode[] {
 }
 
 export function convertGraph(graph: TfjsGraph, options: ConvertOptions = {}): ConvertedModel {
-  const outputs = options.outputs ? options.outputs.map((name) => ({ name: parseRef(name).key })) : graphOutputs(graph);
+  const wanted = options.outputs ? options.outputs.map((name) => ({ name: parseRef(name).key })) : graphOutputs(graph);
+  const outputs: OutputInfo[] = wanted.map((o) => ({ ...o, type: "float32", shape: [] }));
   const order = reachable(
     graph,
     outputs.map((o) => o.name),
@@ -148,6 +158,7 @@ export function convertGraph(graph: TfjsGraph, options: ConvertOptions = {}): Co
     const v = values.get(o.name);
     if (!v) throw new Error(`output ${o.name} was not produced`);
     ctx.nodes.push(makeNode("Identity", [ctx.tf(v, o.name)], [o.name], { name: `${o.name}/output` }));
+    o.type = v.dtype;
     return makeValueInfo(o.name, dataTypeOf(v.dtype));
   });
 
@@ -180,7 +191,45 @@ export function convertGraph(graph: TfjsGraph, options: ConvertOptions = {}): Co
 
 /** Convert a TF.js graph model (path to its model.json) to ONNX, with what a manifest needs to describe it. */
 export async function convertTfjsModel(modelJsonPath: string, options: ConvertOptions = {}): Promise<ConvertedModel> {
-  return convertGraph(await loadTfjsGraph(modelJsonPath), options);
+  return withOutputShapes(convertGraph(await loadTfjsGraph(modelJsonPath), options));
+}
+
+/**
+ * Declare the outputs' shapes in the model, found by running it on zeros: at batch 1, and at batch 2 when the batch
+ * is open (a dim that follows the batch becomes "batch"). Consumers read I/O shapes from the session metadata.
+ */
+export async function withOutputShapes(converted: ConvertedModel): Promise<ConvertedModel> {
+  const session = await ort.InferenceSession.create(converted.onnx, { intraOpNumThreads: 1 });
+  const probe = async (batch: number) => {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const i of converted.inputs) {
+      const shape = i.shape.map((d, k) => (typeof d === "number" ? d : k === 0 ? batch : 1));
+      const n = shape.reduce((a, b) => a * b, 1);
+      const data =
+        i.type === "float32"
+          ? new Float32Array(n)
+          : i.type === "int32"
+            ? new Int32Array(n)
+            : i.type === "int64"
+              ? new BigInt64Array(n)
+              : new Uint8Array(n);
+      feeds[i.name] = new ort.Tensor(i.type === "bool" ? "bool" : i.type, data, shape);
+    }
+    const res = await session.run(feeds);
+    return converted.outputs.map((o) => [...(res[o.name]?.dims ?? [])]);
+  };
+  const openBatch = converted.inputs.some((i) => typeof i.shape[0] === "string");
+  const one = await probe(1);
+  const two = openBatch ? await probe(2) : one;
+  await session.release();
+  const outputs = converted.outputs.map((o, k) => ({
+    ...o,
+    shape: (one[k] ?? []).map((d, j) => (two[k]?.[j] === d ? d : "batch")),
+  }));
+  const model = decodeModel(converted.onnx);
+  const graph = model.graph;
+  if (graph) graph.output = outputs.map((o) => makeValueInfo(o.name, dataTypeOf(o.type), o.shape));
+  return { ...converted, outputs, onnx: encodeModel(model) };
 }
 
 /** Convert a TF.js graph model (path to its model.json) to ONNX model bytes. */
