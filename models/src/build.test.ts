@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildModels, DEFAULT_DIST } from "./build.ts";
 import { loadManifest } from "./inference/manifest.ts";
 import { FacePipeline } from "./inference/pipeline.ts";
+import { devSigningKey } from "./signing/keys.ts";
+import { signModelDir } from "./signing/sign.ts";
 
 let scratch: string;
 
@@ -102,6 +104,8 @@ describe("loading models", () => {
     const m = JSON.parse(await readFile(path, "utf8")) as ModelManifest;
     m.inputs = [{ name: "input", type: "float32", shape: [1, 3, 128, 128] }];
     await writeFile(path, JSON.stringify(m));
+    // a signed manifest can still be wrong: the signature says who vouched for it, not that the model matches
+    await signModelDir(join(dist, "fr-feature", "0.0.1"), await devSigningKey());
     const err = await FacePipeline.load({ modelsDir: dist }).catch((e: unknown) => e);
     expect(isGlanceError(err, "MODEL_SHAPE_MISMATCH")).toBe(true);
   });

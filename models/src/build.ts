@@ -5,10 +5,12 @@ import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { GlanceError, ModelManifest } from "@glance/shared";
+import { GlanceError, ModelManifest, verifyBytes } from "@glance/shared";
 import * as tar from "tar";
 import { openSession, sessionIo } from "./inference/session.ts";
 import { type Recipe, recipes } from "./recipes.ts";
+import { devSigningKey, type ModelSigningKey, purposeOf } from "./signing/keys.ts";
+import { signedBytes, signManifest } from "./signing/sign.ts";
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
@@ -36,6 +38,8 @@ export interface BuildResult {
   status: "built" | "up-to-date";
   dir: string;
   ms: number;
+  /** key id of the manifest's signature: `dev-…` for this checkout's development key, else an HQ key */
+  signedBy: string;
 }
 
 export async function buildModels(opts: BuildOptions = {}): Promise<BuildResult[]> {
@@ -49,8 +53,11 @@ export async function buildModels(opts: BuildOptions = {}): Promise<BuildResult[
       `No recipe named ${unknown.join(", ")}; known: ${recipes.map((r) => r.name).join(", ")}.`,
     );
   }
+  // every manifest the build writes is signed: with this checkout's development key (created on first build), so
+  // that the zero-config path verifies signatures too; HQ signs releases with `models:sign`
+  const devKey = await devSigningKey();
   const results: BuildResult[] = [];
-  for (const recipe of selected) results.push(await buildOne(recipe, distDir, cacheDir, opts));
+  for (const recipe of selected) results.push(await buildOne(recipe, distDir, cacheDir, devKey, opts));
   return results;
 }
 
@@ -58,7 +65,13 @@ export function modelDir(distDir: string, recipe: Pick<Recipe, "name" | "version
   return join(distDir, recipe.name, recipe.version);
 }
 
-async function buildOne(recipe: Recipe, distDir: string, cacheDir: string, opts: BuildOptions): Promise<BuildResult> {
+async function buildOne(
+  recipe: Recipe,
+  distDir: string,
+  cacheDir: string,
+  devKey: ModelSigningKey,
+  opts: BuildOptions,
+): Promise<BuildResult> {
   const t0 = performance.now();
   const step = (s: BuildStep, detail?: string) => opts.onStep?.(recipe.name, s, detail);
   const dir = modelDir(distDir, recipe);
@@ -66,8 +79,16 @@ async function buildOne(recipe: Recipe, distDir: string, cacheDir: string, opts:
   const manifestPath = join(dir, "manifest.json");
 
   step("check");
-  if (!opts.force && (await upToDate(recipe, modelPath, manifestPath))) {
-    return { name: recipe.name, version: recipe.version, status: "up-to-date", dir, ms: performance.now() - t0 };
+  const current = opts.force ? undefined : await upToDate(recipe, modelPath, manifestPath, devKey);
+  if (current) {
+    return {
+      name: recipe.name,
+      version: recipe.version,
+      status: "up-to-date",
+      dir,
+      ms: performance.now() - t0,
+      signedBy: current,
+    };
   }
 
   step("fetch", `${recipe.npm.pkg}@${recipe.npm.version}`);
@@ -108,7 +129,7 @@ async function buildOne(recipe: Recipe, distDir: string, cacheDir: string, opts:
 
     step("write");
     const { bytes } = { bytes: (await stat(extracted)).size };
-    const manifest = manifestFor(recipe, io, bytes, new Date().toISOString());
+    const manifest = signManifest(manifestFor(recipe, io, bytes, new Date().toISOString()), devKey);
     await copyFile(extracted, join(tmp, "model.onnx"));
     await rename(join(tmp, "model.onnx"), modelPath);
     await writeFile(`${manifestPath}.tmp`, `${JSON.stringify(manifest, null, 2)}\n`);
@@ -116,7 +137,14 @@ async function buildOne(recipe: Recipe, distDir: string, cacheDir: string, opts:
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  return { name: recipe.name, version: recipe.version, status: "built", dir, ms: performance.now() - t0 };
+  return {
+    name: recipe.name,
+    version: recipe.version,
+    status: "built",
+    dir,
+    ms: performance.now() - t0,
+    signedBy: devKey.keyId,
+  };
 }
 
 /** checks the package files a derived model is made from, then writes the ONNX it makes; returns its path */
@@ -170,15 +198,31 @@ export function manifestFor(
   });
 }
 
-/** dist is current when the model's sha256 is the pinned one and the manifest is what this recipe would write */
-async function upToDate(recipe: Recipe, modelPath: string, manifestPath: string): Promise<boolean> {
+/**
+ * dist is current when the model's sha256 is the pinned one, the manifest is what this recipe would write, and it
+ * is signed: by an HQ key (kept as is; the loader checks it), or validly by this checkout's development key.
+ * Anything else (unsigned, another checkout's dev key, a dev signature that no longer verifies) is rebuilt from the
+ * package rather than re-signed, so the build never vouches for a manifest it did not write. Returns the key id.
+ */
+async function upToDate(
+  recipe: Recipe,
+  modelPath: string,
+  manifestPath: string,
+  devKey: ModelSigningKey,
+): Promise<string | undefined> {
   try {
-    const current = ModelManifest.parse(JSON.parse(await readFile(manifestPath, "utf8")));
+    const { signature, ...current } = ModelManifest.parse(JSON.parse(await readFile(manifestPath, "utf8")));
+    if (!signature) return undefined;
+    if (purposeOf(signature.keyId) === "development") {
+      const ok =
+        signature.keyId === devKey.keyId && verifyBytes(signedBytes(current), signature.value, devKey.publicKey);
+      if (!ok) return undefined;
+    }
     const expected = manifestFor(recipe, current, current.bytes, current.createdAt);
-    if (JSON.stringify(current) !== JSON.stringify(expected)) return false;
-    return (await sha256Of(modelPath)) === recipe.sha256;
+    if (JSON.stringify(current) !== JSON.stringify(expected)) return undefined;
+    return (await sha256Of(modelPath)) === recipe.sha256 ? signature.keyId : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 

@@ -3,6 +3,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { GlanceError, ModelManifest } from "@glance/shared";
 import { sha256Of } from "../build.ts";
+import { verifyManifest } from "../signing/sign.ts";
+import { type ModelTrust, resolveTrust } from "../signing/trust.ts";
 
 /** models/dist of this checkout, unless GLANCE_MODELS_DIR points elsewhere (a node's model store, a test dir). */
 export function defaultModelsDir(): string {
@@ -11,10 +13,15 @@ export function defaultModelsDir(): string {
 }
 
 /**
- * Reads `<dir>/<name>/<version>/manifest.json` (the newest version unless `name@version` is given) and checks
- * the model file against the manifest's sha256 before anyone loads it.
+ * Reads `<dir>/<name>/<version>/manifest.json` (the newest version unless `name@version` is given), checks its
+ * signature against the trusted model-signing keys (default: resolveTrust(), see signing/trust.ts) and then the
+ * model file against the manifest's sha256, before anyone loads it.
  */
-export async function loadManifest(dir: string, name: string): Promise<{ manifest: ModelManifest; modelPath: string }> {
+export async function loadManifest(
+  dir: string,
+  name: string,
+  opts: { trust?: ModelTrust } = {},
+): Promise<{ manifest: ModelManifest; modelPath: string; signedBy: string }> {
   const [base, wanted] = name.split("@") as [string, string | undefined];
   const root = join(dir, base);
   const version = wanted ?? (await newestVersion(root));
@@ -39,6 +46,7 @@ export async function loadManifest(dir: string, name: string): Promise<{ manifes
       { cause },
     );
   }
+  const signedBy = verifyManifest(manifest, opts.trust ?? (await resolveTrust()), `${base}@${version} (${mdir})`);
   const modelPath = join(mdir, manifest.file);
   try {
     await access(modelPath);
@@ -58,7 +66,7 @@ export async function loadManifest(dir: string, name: string): Promise<{ manifes
       { modelPath, expected: manifest.sha256, actual: sha256 },
     );
   }
-  return { manifest, modelPath };
+  return { manifest, modelPath, signedBy };
 }
 
 async function newestVersion(root: string): Promise<string | undefined> {

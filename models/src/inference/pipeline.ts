@@ -1,4 +1,6 @@
 import { type FalseAcceptRate, GlanceError, type ModelManifest } from "@glance/shared";
+import type { TrustedKey } from "../signing/keys.ts";
+import { resolveTrust } from "../signing/trust.ts";
 import { type Affine, umeyama, warpAffine } from "./align.ts";
 import { type BlazeFaceDecoding, type DetectedFace, decodeBlazeFace, letterbox } from "./blazeface.ts";
 import type { RawImage } from "./image.ts";
@@ -20,6 +22,11 @@ export interface FacePipelineOptions {
   embedder?: string;
   /** intra-op threads per model; 1 on a node (one core per stage) */
   threads?: number;
+  /**
+   * model-signing keys whose signatures are accepted; default GLANCE_MODEL_TRUST, else (outside production)
+   * this checkout's development key. Unsigned or untrusted manifests are refused either way.
+   */
+  trustedKeys?: readonly TrustedKey[];
 }
 
 export const DEFAULT_DETECTOR = "blazeface-back";
@@ -55,9 +62,10 @@ export class FacePipeline {
   static async load(opts: FacePipelineOptions = {}): Promise<FacePipeline> {
     const dir = opts.modelsDir ?? defaultModelsDir();
     const threads = opts.threads ?? 1;
+    const trust = await resolveTrust(opts.trustedKeys);
     const [d, e] = await Promise.all([
-      loadManifest(dir, opts.detector ?? DEFAULT_DETECTOR),
-      loadManifest(dir, opts.embedder ?? DEFAULT_EMBEDDER),
+      loadManifest(dir, opts.detector ?? DEFAULT_DETECTOR, { trust }),
+      loadManifest(dir, opts.embedder ?? DEFAULT_EMBEDDER, { trust }),
     ]);
     if (d.manifest.task !== "detector" || e.manifest.task !== "embedder") {
       throw new GlanceError(
