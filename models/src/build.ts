@@ -8,7 +8,7 @@ import { promisify } from "node:util";
 import { GlanceError, ModelManifest, verifyBytes } from "@glance/shared";
 import * as tar from "tar";
 import { openSession, sessionIo } from "./inference/session.ts";
-import { type Recipe, recipes } from "./recipes.ts";
+import { type Recipe, recipes as registry } from "./recipes.ts";
 import { devSigningKey, type ModelSigningKey, purposeOf } from "./signing/keys.ts";
 import { signedBytes, signManifest } from "./signing/sign.ts";
 
@@ -29,6 +29,8 @@ export interface BuildOptions {
   only?: string[];
   /** rebuild even when dist is up to date */
   force?: boolean;
+  /** recipes to build from (default: the registry in recipes.ts), e.g. a candidate model not yet registered */
+  recipes?: Recipe[];
   onStep?: (model: string, step: BuildStep, detail?: string) => void;
 }
 
@@ -45,6 +47,7 @@ export interface BuildResult {
 export async function buildModels(opts: BuildOptions = {}): Promise<BuildResult[]> {
   const distDir = opts.distDir ?? DEFAULT_DIST;
   const cacheDir = opts.cacheDir ?? DEFAULT_CACHE;
+  const recipes = opts.recipes ?? registry;
   const selected = opts.only?.length ? recipes.filter((r) => opts.only?.includes(r.name)) : recipes;
   const unknown = (opts.only ?? []).filter((n) => !recipes.some((r) => r.name === n));
   if (unknown.length > 0) {
