@@ -28,7 +28,7 @@ export interface HumanFaceModel {
   upstream: string;
 }
 
-/** Every face model of the package that converts (faceboxes is a TF1 while-loop with NMS and does not). */
+/** Every face model of the package except faceboxes (a TF1 while-loop with NMS, which the converter refuses). */
 export const HUMAN_FACE_MODELS: HumanFaceModel[] = [
   {
     name: "faceres",
@@ -92,6 +92,20 @@ export const HUMAN_FACE_MODELS: HumanFaceModel[] = [
     input: "face-crop",
     range: [0, 1],
     upstream: "google/mediapipe FaceMesh",
+  },
+  {
+    name: "facemesh-attention",
+    role: "468-point mesh + refined eyes, irises, lips (attention mesh)",
+    input: "face-crop",
+    range: [0, 1],
+    upstream: "google/mediapipe face_landmark_with_attention",
+  },
+  {
+    name: "facemesh-attention-pinto",
+    role: "attention mesh, PINTO0309's conversion (batch fixed at 1)",
+    input: "face-crop",
+    range: [0, 1],
+    upstream: "google/mediapipe face_landmark_with_attention via PINTO0309/PINTO_model_zoo",
   },
   {
     name: "iris",

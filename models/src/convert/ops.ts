@@ -10,6 +10,7 @@ import {
   nchwAxis,
   perm,
   TO_NCHW,
+  TO_NHWC,
   tfDtype,
   transposeConst,
   type Value,
@@ -51,6 +52,12 @@ function val(name: string, layout: Value["layout"], rank: number | undefined, dt
 
 function isIncreasing(xs: readonly number[]): boolean {
   return xs.every((x, i) => i === 0 || x > (xs[i - 1] ?? -1));
+}
+
+/** Ops that only take 4-D tensors (convolutions, pools) tell us the rank of an input we could not follow. */
+function rank4(v: Value): Value {
+  if (v.rank === undefined) v.rank = 4;
+  return v;
 }
 
 function requireNhwc(node: TfNode): void {
@@ -122,7 +129,7 @@ function fusedParts(node: TfNode): { bias: boolean; act: string | undefined } {
 function conv(depthwise: boolean): OpConverter {
   return (ctx, node, ins) => {
     requireNhwc(node);
-    const x = arg(ins, 0, node);
+    const x = rank4(arg(ins, 0, node));
     const k = constOf(arg(ins, 1, node), node, "filter");
     const [kh, kw, cin, m] = k.shape as [number, number, number, number];
     let weights: ConstTensor;
@@ -175,7 +182,7 @@ function matmul(fused: boolean): OpConverter {
 }
 
 /** Element-wise op over any number of inputs with numpy broadcasting, kept channels-first where possible. */
-function elementwise(op: string): OpConverter {
+function elementwise(op: string, outDtype?: ElemType): OpConverter {
   return (ctx, node, ins) => {
     const ranks = ins.map((v) => v.rank ?? v.constant?.shape.length);
     const rank = ranks.every((r) => r !== undefined) ? Math.max(...(ranks as number[])) : undefined;
@@ -183,7 +190,7 @@ function elementwise(op: string): OpConverter {
     const nchwOk = ins.every(
       (v) => v.layout === "nchw" || v.rank === 4 || (v.constant && v.constant.shape.length <= 4),
     );
-    const dtype = ins.find((v) => !v.constant)?.dtype ?? arg(ins, 0, node).dtype;
+    const dtype = outDtype ?? ins.find((v) => !v.constant)?.dtype ?? arg(ins, 0, node).dtype;
     if (anyNchw && nchwOk) {
       const names = ins.map((v, i) => ctx.nchwOperand(v, `${node.name}/${i}`));
       return [val(ctx.add1(op, names, node.name), "nchw", 4, dtype)];
@@ -253,7 +260,7 @@ const prelu: OpConverter = (ctx, node, ins) => {
 function pool(op: "MaxPool" | "AveragePool"): OpConverter {
   return (ctx, node, ins) => {
     requireNhwc(node);
-    const x = arg(ins, 0, node);
+    const x = rank4(arg(ins, 0, node));
     const attrs = [intsAttr("kernel_shape", spatial(node, "ksize")), intsAttr("strides", spatial(node, "strides"))];
     const padding = attrString(node, "padding");
     if (padding === "SAME") attrs.push(stringAttr("auto_pad", "SAME_UPPER"));
@@ -434,7 +441,9 @@ const stridedSlice: OpConverter = (ctx, node, ins) => {
     "new_axis_mask",
     "shrink_axis_mask",
   ].map((k) => attrInt(node, k, 0)) as [number, number, number, number, number];
-  if (ellipsis) throw new Error(`StridedSlice ${node.name}: ellipsis_mask is not supported`);
+  const rankIn = x.rank ?? x.constant?.shape.length;
+  if (ellipsis && rankIn === undefined)
+    throw new Error(`StridedSlice ${node.name}: ellipsis_mask on a value of unknown rank`);
   const starts: number[] = [];
   const ends: number[] = [];
   const axes: number[] = [];
@@ -445,6 +454,15 @@ const stridedSlice: OpConverter = (ctx, node, ins) => {
   let outPos = 0;
   for (let i = 0; i < begin.length; i++) {
     const bit = 1 << i;
+    if (ellipsis & bit) {
+      // the ellipsis stands for every axis the other (non-new-axis) specs leave out
+      let named = 0;
+      for (let j = 0; j < begin.length; j++) if (j !== i && !(newAxis & (1 << j))) named++;
+      const span = (rankIn ?? 0) - named;
+      ax += span;
+      outPos += span;
+      continue;
+    }
     if (newAxis & bit) {
       newAxes.push(outPos++);
       continue;
@@ -473,7 +491,7 @@ const stridedSlice: OpConverter = (ctx, node, ins) => {
   if (shrinkAxes.length)
     y = ctx.add1("Squeeze", [y, ctx.int64(shrinkAxes)], newAxes.length ? `${node.name}/squeeze` : node.name);
   if (newAxes.length) y = ctx.add1("Unsqueeze", [y, ctx.int64(newAxes)], node.name);
-  const rank = x.rank === undefined ? undefined : x.rank - shrinkAxes.length + newAxes.length;
+  const rank = rankIn === undefined ? undefined : rankIn - shrinkAxes.length + newAxes.length;
   return [val(y, "tf", rank, x.dtype)];
 };
 
@@ -558,6 +576,134 @@ function resize(mode: "linear" | "nearest"): OpConverter {
   };
 }
 
+const transpose: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const p = constInts(arg(ins, 1, node), node, "perm");
+  if (x.constant) return [{ layout: "tf", rank: p.length, dtype: x.dtype, constant: transposeConst(x.constant, p) }];
+  if (x.layout === "nchw" && p.length === 4) {
+    // transpose(tf(x), p) = transpose(x_nchw, q∘p) with q = NCHW → NHWC
+    const composed = p.map((d) => TO_NHWC[d] ?? d);
+    return [val(ctx.add1("Transpose", [x.name as string], node.name, [perm(composed)]), "tf", 4, x.dtype)];
+  }
+  return [val(ctx.add1("Transpose", [ctx.tf(x, `${node.name}/x`)], node.name, [perm(p)]), "tf", p.length, x.dtype)];
+};
+
+const gather: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const idx = arg(ins, 1, node);
+  const axis = constInts(arg(ins, 2, node), node, "axis")[0] ?? 0;
+  if (attrInt(node, "batch_dims", 0) !== 0) throw new Error(`GatherV2 ${node.name}: batch_dims is not supported`);
+  const xr = x.rank ?? x.constant?.shape.length;
+  const ir = idx.rank ?? idx.constant?.shape.length;
+  const rank = xr === undefined || ir === undefined ? undefined : xr - 1 + ir;
+  const y = ctx.add1("Gather", [ctx.tf(x, `${node.name}/x`), ctx.tf(idx, `${node.name}/indices`)], node.name, [
+    intAttr("axis", axis),
+  ]);
+  return [val(y, "tf", rank, x.dtype)];
+};
+
+const gatherNd: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const idx = arg(ins, 1, node);
+  const i64 = ctx.add1("Cast", [ctx.tf(idx, `${node.name}/indices`)], `${node.name}/indices_i64`, [
+    intAttr("to", dataTypeOf("int64")),
+  ]);
+  return [val(ctx.add1("GatherND", [ctx.tf(x, `${node.name}/x`), i64], node.name), "tf", undefined, x.dtype)];
+};
+
+/** numpy-style matmul with TF's adjoint flags (transpose of the last two dims) */
+const batchMatMul: OpConverter = (ctx, node, ins) => {
+  const side = (v: Value, adj: boolean, tag: string): string => {
+    if (!adj) return ctx.tf(v, `${node.name}/${tag}`);
+    const r = v.rank ?? v.constant?.shape.length;
+    if (r === undefined) throw new Error(`BatchMatMulV2 ${node.name}: adjoint of a value of unknown rank`);
+    const p = [...Array.from({ length: r - 2 }, (_, i) => i), r - 1, r - 2];
+    if (v.constant) return ctx.initializer(transposeConst(v.constant, p), `${node.name}/${tag}T`);
+    return ctx.add1("Transpose", [ctx.tf(v)], `${node.name}/${tag}T`, [perm(p)]);
+  };
+  const a = arg(ins, 0, node);
+  const b = arg(ins, 1, node);
+  const ra = a.rank ?? a.constant?.shape.length;
+  const rb = b.rank ?? b.constant?.shape.length;
+  const rank = ra === undefined || rb === undefined ? undefined : Math.max(ra, rb);
+  const y = ctx.add1(
+    "MatMul",
+    [side(a, attrBool(node, "adj_x", false), "a"), side(b, attrBool(node, "adj_y", false), "b")],
+    node.name,
+  );
+  return [val(y, "tf", rank, a.dtype)];
+};
+
+function toInt64(ctx: ConversionContext, v: Value, stem: string): string {
+  if (v.constant) return ctx.int64(Array.from(v.constant.data, Number), v.constant.shape);
+  return ctx.add1("Cast", [ctx.tf(v)], stem, [intAttr("to", dataTypeOf("int64"))]);
+}
+
+const tile: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const y = ctx.add1(
+    "Tile",
+    [ctx.tf(x, `${node.name}/x`), toInt64(ctx, arg(ins, 1, node), `${node.name}/repeats`)],
+    node.name,
+  );
+  return [val(y, "tf", x.rank ?? x.constant?.shape.length, x.dtype)];
+};
+
+const range: OpConverter = (ctx, node, ins) => {
+  const [start, limit, delta] = [0, 1, 2].map((i) => arg(ins, i, node));
+  const names = [start, limit, delta].map((v, i) => ctx.tf(v as Value, `${node.name}/${i}`));
+  return [val(ctx.add1("Range", names, node.name), "tf", 1, (start as Value).dtype)];
+};
+
+/** TF Fill(dims, value): a tensor of `dims` filled with the scalar `value` */
+const fill: OpConverter = (ctx, node, ins) => {
+  const dims = arg(ins, 0, node);
+  const value = arg(ins, 1, node);
+  const y = ctx.add1(
+    "Expand",
+    [ctx.tf(value, `${node.name}/value`), toInt64(ctx, dims, `${node.name}/dims`)],
+    node.name,
+  );
+  return [val(y, "tf", dims.constant?.data.length ?? dims.len, value.dtype)];
+};
+
+const zerosLike: OpConverter = (ctx, node, ins) => {
+  const x = arg(ins, 0, node);
+  const src = xName(ctx, x, node);
+  const zero = ctx.initializer(
+    {
+      dtype: x.dtype === "int32" ? "int32" : "float32",
+      shape: [],
+      data: x.dtype === "int32" ? new Int32Array(1) : new Float32Array(1),
+    },
+    `${node.name}/zero`,
+  );
+  const shapeOf = ctx.add1("Shape", [src], `${node.name}/shape`);
+  return [sameLayout(x, ctx.add1("Expand", [zero, shapeOf], node.name))];
+};
+
+/** atan2 from Atan: atan(y/x), moved by ±π where x < 0 (ONNX has no Atan2) */
+const atan2: OpConverter = (ctx, node, ins) => {
+  const y = ctx.tf(arg(ins, 0, node), `${node.name}/y`);
+  const x = ctx.tf(arg(ins, 1, node), `${node.name}/x`);
+  const n = node.name;
+  const base = ctx.add1("Atan", [ctx.add1("Div", [y, x], `${n}/ratio`)], `${n}/atan`);
+  const zero = ctx.float([0], [], `${n}/zero`);
+  const shift = ctx.add1(
+    "Where",
+    [
+      ctx.add1("GreaterOrEqual", [y, zero], `${n}/y_nonneg`),
+      ctx.float([Math.PI], [], `${n}/pi`),
+      ctx.float([-Math.PI], [], `${n}/minus_pi`),
+    ],
+    `${n}/shift`,
+  );
+  const shifted = ctx.add1("Add", [base, shift], `${n}/shifted`);
+  const out = ctx.add1("Where", [ctx.add1("Less", [x, zero], `${n}/x_neg`), shifted, base], n);
+  const a = arg(ins, 0, node);
+  return [val(out, "tf", a.rank ?? a.constant?.shape.length)];
+};
+
 const identity: OpConverter = (_ctx, node, ins) => [arg(ins, 0, node)];
 
 export const converters: Record<string, OpConverter> = {
@@ -618,6 +764,23 @@ export const converters: Record<string, OpConverter> = {
   DepthToSpace: depthToSpace,
   ResizeBilinear: resize("linear"),
   ResizeNearestNeighbor: resize("nearest"),
+  Transpose: transpose,
+  GatherV2: gather,
+  GatherNd: gatherNd,
+  BatchMatMulV2: batchMatMul,
+  BatchMatMul: batchMatMul,
+  Tile: tile,
+  Range: range,
+  Fill: fill,
+  ZerosLike: zerosLike,
+  Atan2: atan2,
+  Less: elementwise("Less", "bool"),
+  LessEqual: elementwise("LessOrEqual", "bool"),
+  Greater: elementwise("Greater", "bool"),
+  GreaterEqual: elementwise("GreaterOrEqual", "bool"),
+  Equal: elementwise("Equal", "bool"),
+  LogicalAnd: elementwise("And", "bool"),
+  LogicalOr: elementwise("Or", "bool"),
   Identity: identity,
   StopGradient: identity,
   Snapshot: identity,
