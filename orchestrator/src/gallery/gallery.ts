@@ -34,7 +34,10 @@ export type Match =
  */
 export class Gallery {
   private readonly members = new Map<string, Member>();
-  private readonly vectors = new Map<string, Float32Array[]>();
+  /** all templates as one row-major matrix (rows × dim), so a 1:N scan is a tight loop over contiguous memory */
+  private matrix = new Float32Array(0);
+  private owners: string[] = [];
+  private dim = 0;
 
   constructor(
     readonly space: string,
@@ -43,9 +46,7 @@ export class Gallery {
   ) {}
 
   get size(): { people: number; templates: number } {
-    let count = 0;
-    for (const list of this.vectors.values()) count += list.length;
-    return { people: this.members.size, templates: count };
+    return { people: this.members.size, templates: this.owners.length };
   }
 
   /** Adds templates (and consents) of a person; calling it again for the same person merges. */
@@ -56,29 +57,60 @@ export class Gallery {
         all.findIndex((d) => d.scope === c.scope && d.expiresAt?.getTime() === c.expiresAt?.getTime()) === i,
     );
     this.members.set(member.personId, { ...member, consents });
-    const list = this.vectors.get(member.personId) ?? [];
-    list.push(...embeddings);
-    this.vectors.set(member.personId, list);
+    for (const e of embeddings) {
+      if (this.dim === 0) this.dim = e.length;
+      if (e.length !== this.dim)
+        throw new Error(`space ${this.space} holds ${this.dim}-d embeddings, not ${e.length}-d`);
+      const row = this.owners.length;
+      if ((row + 1) * this.dim > this.matrix.length) {
+        const grown = new Float32Array(Math.max(64, row * 2) * this.dim);
+        grown.set(this.matrix);
+        this.matrix = grown;
+      }
+      this.matrix.set(e, row * this.dim);
+      this.owners.push(member.personId);
+    }
   }
 
   remove(personId: string): void {
     this.members.delete(personId);
-    this.vectors.delete(personId);
+    let kept = 0;
+    for (let row = 0; row < this.owners.length; row++) {
+      if (this.owners[row] === personId) continue;
+      if (kept !== row) this.matrix.copyWithin(kept * this.dim, row * this.dim, (row + 1) * this.dim);
+      this.owners[kept++] = this.owners[row] as string;
+    }
+    this.owners.length = kept;
   }
 
   /** Best consented member for a probe seen in `storeId`; members whose consent does not cover it are skipped. */
   match(probe: Float32Array, storeId: string, now = new Date()): Match {
-    let best: { member: Member; score: number } | undefined;
-    for (const [personId, list] of this.vectors) {
-      const member = this.members.get(personId);
-      if (!member || !covers(member, storeId, now)) continue;
-      for (const v of list) {
-        const score = dot(probe, v);
-        if (!best || score > best.score) best = { member, score };
+    const { matrix, owners, dim } = this;
+    if (probe.length !== dim) return { kind: "unknown", score: 0 };
+    const eligible = new Map<string, boolean>();
+    let bestRow = -1;
+    let bestScore = -Infinity;
+    for (let row = 0; row < owners.length; row++) {
+      const owner = owners[row] as string;
+      let ok = eligible.get(owner);
+      if (ok === undefined) {
+        const member = this.members.get(owner);
+        ok = !!member && covers(member, storeId, now);
+        eligible.set(owner, ok);
+      }
+      if (!ok) continue;
+      let score = 0;
+      const base = row * dim;
+      for (let i = 0; i < dim; i++) score += (probe[i] as number) * (matrix[base + i] as number);
+      if (score > bestScore) {
+        bestScore = score;
+        bestRow = row;
       }
     }
-    if (!best || best.score < this.threshold) return { kind: "unknown", score: best?.score ?? 0 };
-    return { kind: "member", personId: best.member.personId, displayName: best.member.displayName, score: best.score };
+    if (bestRow < 0) return { kind: "unknown", score: 0 };
+    const member = this.members.get(owners[bestRow] as string) as Member;
+    if (bestScore < this.threshold) return { kind: "unknown", score: bestScore };
+    return { kind: "member", personId: member.personId, displayName: member.displayName, score: bestScore };
   }
 
   /** Loads every template of `space` whose person holds a live (granted, not withdrawn, not expired) consent. */
@@ -113,11 +145,4 @@ export class Gallery {
     }
     return gallery;
   }
-}
-
-function dot(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) return -1;
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += (a[i] as number) * (b[i] as number);
-  return s;
 }
