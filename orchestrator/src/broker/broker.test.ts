@@ -11,7 +11,7 @@ import {
   startHarness,
   type TestNode,
 } from "../testing/harness.ts";
-import { ORCHESTRATOR_USERNAME } from "./broker.ts";
+import { NODE_CLIENT_PREFIX, ORCHESTRATOR_USERNAME } from "./broker.ts";
 
 /** Resolves true if the client is disconnected by the broker within `ms`. */
 function dropped(client: MqttClient, ms = 3000): Promise<boolean> {
@@ -56,6 +56,26 @@ describe("broker access control", () => {
     await expect(connectNode({ mqtt: { ...a.mqtt, username: ORCHESTRATOR_USERNAME } })).rejects.toThrow(
       /Bad username or password/i,
     );
+  });
+
+  it("does not let a node take over another node's session by using its client id", async () => {
+    const c = mqtt.connectAsync(a.mqtt.url, {
+      clientId: `${NODE_CLIENT_PREFIX}${b.nodeId}`,
+      username: a.nodeId,
+      password: a.mqtt.password,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+    });
+    await expect(c).rejects.toThrow(/Bad username or password/i);
+    const own = await mqtt.connectAsync(a.mqtt.url, {
+      clientId: `${NODE_CLIENT_PREFIX}${a.nodeId}`,
+      username: a.nodeId,
+      password: a.mqtt.password,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+    });
+    expect(own.connected).toBe(true);
+    await own.endAsync();
   });
 
   it("does not let a node publish on another node's template topic", async () => {

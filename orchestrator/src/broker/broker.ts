@@ -2,9 +2,13 @@ import { createServer, type Server } from "node:net";
 import { type Identity, mayPublish, maySubscribe } from "@glance/shared";
 import { Aedes, type AuthenticateError, type Client } from "aedes";
 import type { Logger } from "pino";
+import { hashSecret, secretMatches } from "../auth/secrets.ts";
 
 /** The orchestrator's own MQTT username; `$` cannot appear in a node id, so it never collides with one. */
 export const ORCHESTRATOR_USERNAME = "$orchestrator";
+
+/** Client id prefix of node agents. Claiming another node's id would take over (disconnect) its session. */
+export const NODE_CLIENT_PREFIX = "glance-node-";
 
 export interface BrokerOptions {
   host: string;
@@ -34,12 +38,13 @@ function refused(message: string): AuthenticateError {
 export async function startBroker(opts: BrokerOptions): Promise<Broker> {
   const log = opts.logger;
   const identities = new WeakMap<Client, Identity>();
+  const orchestratorHash = hashSecret(opts.orchestratorSecret);
 
   const aedes = await Aedes.createBroker({
     authenticate(client, username, password, done) {
       const secret = password?.toString("utf8") ?? "";
       if (username === ORCHESTRATOR_USERNAME) {
-        if (secret.length > 0 && secret === opts.orchestratorSecret) {
+        if (secretMatches(secret, orchestratorHash)) {
           identities.set(client, { role: "orchestrator" });
           done(null, true);
         } else {
@@ -51,6 +56,11 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
       if (!username || secret.length === 0) {
         log.warn({ clientId: client.id }, "connection without credentials refused");
         done(refused("credentials required"), false);
+        return;
+      }
+      if (client.id.startsWith(NODE_CLIENT_PREFIX) && client.id !== `${NODE_CLIENT_PREFIX}${username}`) {
+        log.warn({ nodeId: username, clientId: client.id }, "node tried to use another node's client id");
+        done(refused("client id belongs to another node"), false);
         return;
       }
       opts.verifyNode(username, secret).then(
