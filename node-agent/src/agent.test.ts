@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import { writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -256,6 +257,28 @@ describe("node agent on the demo video", () => {
     const after = await firstSeqOfARun();
     expect(after).toBeGreaterThan(Math.max(before, ...sentBefore));
     await client.publishAsync(topicFor("desired", nodeId), Buffer.alloc(0), { retain: true });
+    await client.endAsync();
+  });
+
+  it("reports a camera that fails mid-run: CAMERA_UNAVAILABLE on the agent and a camera-down event to HQ", async () => {
+    const nodeId = "node-badcam";
+    const dir = await mkdtemp(join(tmpdir(), "glance-agent-"));
+    const bogus = join(dir, "camera.mp4");
+    writeFileSync(bogus, "not a video at all");
+    const { client, got } = await listen(nodeId);
+    const agent = await startAgent({
+      nodeId,
+      cameraId: "cam-1",
+      mqtt: { url, username: nodeId, password: "x" },
+      signingKey: generateSigningKeyPair(),
+      source: { kind: "replay", path: bogus },
+      dataDir: dir,
+      logger: log,
+    });
+    const [error] = await once(agent.events, "error");
+    expect(isGlanceError(error, "CAMERA_UNAVAILABLE")).toBe(true);
+    await agent.stop();
+    expect(got.events).toContainEqual(expect.objectContaining({ kind: "camera-down", detail: "CAMERA_UNAVAILABLE" }));
     await client.endAsync();
   });
 

@@ -20,6 +20,7 @@ export interface LinkOptions {
 }
 
 const STATUS_EVERY_MS = 30_000;
+const CLOSE_GRACE_MS = 2000;
 
 /**
  * The node's MQTT session: converges on the orchestrator's retained desired state, keeps a retained status
@@ -96,11 +97,17 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
     return sent;
   }
 
-  /** Says goodbye (retained offline status) and disconnects. */
+  /**
+   * Says goodbye (retained offline status) and disconnects. Waits a moment for a connection still being made, so
+   * that what was queued before it (a camera-down event at startup) is not lost.
+   */
   async close(): Promise<void> {
     clearInterval(this.#statusTimer);
+    const within = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
+    if (!this.#client.connected)
+      await Promise.race([new Promise((r) => this.#client.once("connect", r)), within(CLOSE_GRACE_MS)]);
     if (this.#client.connected) {
-      await Promise.race([this.publishStatus(false).catch(() => 0), new Promise((r) => setTimeout(r, 2000))]);
+      await Promise.race([this.publishStatus(false).catch(() => 0), within(CLOSE_GRACE_MS)]);
     }
     await this.#client.endAsync(!this.#client.connected);
   }
