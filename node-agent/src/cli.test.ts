@@ -1,11 +1,14 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
 import { statSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { decodeMessage, type NodeStatus, topicFor } from "@glance/shared";
 import { Aedes } from "aedes";
+import { connectAsync } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const run = promisify(execFile);
@@ -51,6 +54,50 @@ describe("glance-agent run", () => {
 
     const second = await run(TSX, [CLI, "run", "--config", config], { cwd: ROOT });
     expect(second.stdout).toContain(`public signing key: ${key}\n`);
+  });
+
+  it("a node killed outright is shown offline by its last will", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "glance-cli-"));
+    const config = join(dir, "node.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        nodeId: "cli-crash",
+        cameraId: "cam-1",
+        mqtt: { url: `mqtt://127.0.0.1:${port}`, username: "cli-crash", password: "pw" },
+        source: {
+          kind: "replay",
+          path: join(ROOT, "demo/people/video/hamilton-clip.mp4"),
+          loop: true,
+          fps: 5,
+          width: 320,
+        },
+        dataDir: "state",
+        logLevel: "silent",
+      }),
+    );
+    const observer = await connectAsync(`mqtt://127.0.0.1:${port}`);
+    const statuses: NodeStatus[] = [];
+    const topic = topicFor("status", "cli-crash");
+    observer.on("message", (t, payload) => {
+      if (t === topic && payload.length > 0) statuses.push(decodeMessage("status", t, payload));
+    });
+    await observer.subscribeAsync(topic, { qos: 1 });
+    // one process (no tsx wrapper), so SIGKILL kills the node itself and nothing says goodbye
+    const node = spawn(process.execPath, ["--import", "tsx", CLI, "run", "--config", config], {
+      cwd: ROOT,
+      stdio: "ignore",
+    });
+    const until = async (ok: () => boolean) => {
+      for (let i = 0; i < 300 && !ok(); i++) await new Promise((r) => setTimeout(r, 100));
+    };
+    await until(() => statuses.some((s) => s.online));
+    expect(statuses.at(-1)?.online).toBe(true);
+    node.kill("SIGKILL");
+    await once(node, "exit");
+    await until(() => statuses.at(-1)?.online === false);
+    expect(statuses.at(-1)?.online).toBe(false);
+    await observer.endAsync();
   });
 
   it("rejects a config it cannot use with a message naming the problem", async () => {
