@@ -137,53 +137,58 @@ export function histogramQuantiles(h: Float64Array, qLo: number, qHi: number): [
 
 /**
  * TensorRT's entropy calibration: the clipping bin i (in bins of |x|) whose 'levels'-level quantization loses the
- * least information, KL(P‖Q) with P the clipped reference histogram. Returns the threshold in bins (i + 0.5).
+ * least information, KL(P‖Q). P is the histogram cut at i with everything beyond folded into its last bin; Q is
+ * the cut histogram (without the fold) merged into `levels` levels and spread back over P's non-empty bins.
+ * Returns the threshold in bins (i + 0.5). Allocation-free: O(bins²) simple loops.
  */
 export function entropyThreshold(h: Float64Array, levels: number): number {
   const n = h.length;
+  const total = h.reduce((a, b) => a + b, 0);
+  if (total === 0) return n;
   let best = n;
   let bestKl = Number.POSITIVE_INFINITY;
+  let outliers = total;
+  for (let k = 0; k < levels; k++) outliers -= h[k] ?? 0;
   for (let i = levels; i <= n; i++) {
-    const p = Array.from(h.slice(0, i));
-    let outliers = 0;
-    for (let k = i; k < n; k++) outliers += h[k] ?? 0;
-    p[i - 1] = (p[i - 1] ?? 0) + outliers;
-    // Q: merge the first i bins into `levels` levels, then spread each level over its non-empty source bins
-    const q = new Array<number>(i).fill(0);
+    if (i > levels) outliers -= h[i - 1] ?? 0;
+    const pAt = (k: number) => (h[k] ?? 0) + (k === i - 1 ? outliers : 0);
     const step = i / levels;
+    let kl = 0;
+    let qTotal = 0;
+    // first pass: Q's total mass (levels whose P bins are all empty contribute nothing)
     for (let j = 0; j < levels; j++) {
       const start = Math.floor(j * step);
       const end = j === levels - 1 ? i : Math.floor((j + 1) * step);
       let sum = 0;
       let nonEmpty = 0;
-      // Q is built from the clipped-away candidate (no outliers), spread over the bins where P is non-empty
       for (let k = start; k < end; k++) {
         sum += h[k] ?? 0;
-        if ((p[k] ?? 0) > 0) nonEmpty++;
+        if (pAt(k) > 0) nonEmpty++;
       }
-      for (let k = start; k < end; k++) if ((p[k] ?? 0) > 0 && nonEmpty > 0) q[k] = sum / nonEmpty;
+      if (nonEmpty > 0) qTotal += sum;
     }
-    const kl = klDivergence(p, q);
+    if (qTotal === 0) continue;
+    for (let j = 0; j < levels; j++) {
+      const start = Math.floor(j * step);
+      const end = j === levels - 1 ? i : Math.floor((j + 1) * step);
+      let sum = 0;
+      let nonEmpty = 0;
+      for (let k = start; k < end; k++) {
+        sum += h[k] ?? 0;
+        if (pAt(k) > 0) nonEmpty++;
+      }
+      for (let k = start; k < end; k++) {
+        const pk = pAt(k) / total;
+        if (pk === 0) continue;
+        // smoothing as in TensorRT/MXNet: an empty Q bin under a non-empty P bin costs a lot, not infinity
+        const qk = sum > 0 ? sum / nonEmpty / qTotal : 1e-8;
+        kl += pk * Math.log(pk / qk);
+      }
+    }
     if (kl < bestKl) {
       bestKl = kl;
       best = i;
     }
   }
   return best + 0.5;
-}
-
-function klDivergence(p: number[], q: number[]): number {
-  const ps = p.reduce((a, b) => a + b, 0);
-  const qs = q.reduce((a, b) => a + b, 0);
-  if (ps === 0 || qs === 0) return Number.POSITIVE_INFINITY;
-  let kl = 0;
-  for (let k = 0; k < p.length; k++) {
-    const pk = (p[k] ?? 0) / ps;
-    if (pk === 0) continue;
-    const qk = (q[k] ?? 0) / qs;
-    // smoothing as in TensorRT/MXNet: an empty Q bin under a non-empty P bin costs a lot, not infinity
-    const qs2 = qk === 0 ? 1e-8 : qk;
-    kl += pk * Math.log(pk / qs2);
-  }
-  return kl;
 }

@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import * as os from "node:os";
 import { basename, dirname, join } from "node:path";
 import { GlanceError, ModelManifest } from "@glance/shared";
 import * as ort from "onnxruntime-node";
@@ -179,7 +180,8 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
   const outDir = join(distDir, name, src.version);
   const reason =
     `int8 QDQ (per-channel symmetric int8 weights, ${activationType} activations, ${figures.method} ranges from ` +
-    `${samples.length} LFW crops), measured ${new Date().toISOString().slice(0, 10)} on this machine, 1 thread: ` +
+    `${samples.length} LFW crops), measured ${new Date().toISOString().slice(0, 10)} on ${os.cpus()[0]?.model ?? "this CPU"} ` +
+    `(load average ${os.loadavg()[0]?.toFixed(1)} over ${os.cpus().length} cores), 1 thread: ` +
     `${figures.fp32.medianMs} → ${figures.int8.medianMs} ms median, ${(fp32Bytes.length / 1e6).toFixed(2)} → ` +
     `${(int8Bytes.length / 1e6).toFixed(2)} MB, LFW AUC (embedder on template-placed crops) ${figures.fp32.auc} → ` +
     `${figures.int8.auc}, fp32/int8 embedding cosine ${figures.parity}.`;
@@ -237,7 +239,7 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
           `Cosine on LFW (70 people × 2 photos) through detect → align → embed, measured ${new Date().toISOString().slice(0, 10)} ` +
           `by models/src/quantize (same method as the fp32 model): ${c.genuinePairs} genuine, ${c.impostorPairs} impostor photo pairs ` +
           `(2415 person pairs, not independent). 1e-2 and 1e-3 empirical (1e-3 rests on ~9 impostor scores); 1e-4 ${c.method["1e-4"]}: ` +
-          `not supported by this sample. TAR at 1e-2/1e-3/1e-4: ${c.tar["1e-2"]}/${c.tar["1e-3"]}/${c.tar["1e-4"]}; AUC ${round(c.auc)}. ` +
+          `not supported by this sample. TAR at 1e-2/1e-3/1e-4: ${round(c.tar["1e-2"], 3)}/${round(c.tar["1e-3"], 3)}/${round(c.tar["1e-4"], 3)}; AUC ${round(c.auc)}. ` +
           "LFW is celebrity photos, not store cameras: re-calibrate on site data before relying on a FAR.",
       },
       {
