@@ -66,8 +66,18 @@ function requireNhwc(node: TfNode): void {
 }
 
 /** TF padding → ONNX conv/pool attributes (TF "SAME" puts the odd pixel at the end, as ONNX SAME_UPPER does). */
-function paddingAttrs(node: TfNode) {
+function paddingAttrs(node: TfNode, kernel: readonly number[] = []) {
   const padding = attrString(node, "padding");
+  const dilations = spatial(node, "dilations");
+  if (padding === "SAME" && dilations.some((d) => d > 1)) {
+    // onnxruntime refuses auto_pad with dilation; at stride 1 SAME's padding does not depend on the input size
+    if (spatial(node, "strides").some((st) => st > 1)) {
+      throw new Error(`${node.op} ${node.name}: SAME padding with both dilation and stride is not supported`);
+    }
+    const total = kernel.map((k, j) => (k - 1) * (dilations[j] ?? 1));
+    const begin = total.map((t) => Math.floor(t / 2));
+    return [intsAttr("pads", [...begin, ...total.map((t, j) => t - (begin[j] ?? 0))])];
+  }
   if (padding === "SAME") return [stringAttr("auto_pad", "SAME_UPPER")];
   if (padding === "VALID") return [intsAttr("pads", [0, 0, 0, 0])];
   if (padding === "EXPLICIT") {
@@ -150,7 +160,7 @@ function conv(depthwise: boolean): OpConverter {
       intsAttr("strides", spatial(node, "strides")),
       intsAttr("dilations", spatial(node, "dilations")),
       intAttr("group", group),
-      ...paddingAttrs(node),
+      ...paddingAttrs(node, [kh, kw]),
     ];
     const y = val(ctx.add1("Conv", inputs, act ? `${node.name}/conv` : node.name, attrs), "nchw", 4);
     return [activation(ctx, node, act, y, ins[3], node.name)];
