@@ -134,6 +134,28 @@ describe("HTTP API", () => {
     });
   });
 
+  describe("erasure", () => {
+    it("forgets a person on request: templates, consents and the gallery entry go at once", async () => {
+      const form = enrolForm({ displayName: "Joe Biden", consentSource: "store-counter" }, [
+        await demoFile("enroll/joe_biden/1.jpg"),
+      ]);
+      const { personId } = await expectJson<{ personId: string }>(
+        await h.api("/api/people", { method: "POST", body: form }),
+        201,
+      );
+      const before = await expectJson<{ gallery: { people: number } }>(
+        await h.api("/api/health", { token: null }),
+        200,
+      );
+      expect((await h.api(`/api/people/${personId}`, { method: "DELETE" })).status).toBe(204);
+      const after = await expectJson<{ gallery: { people: number } }>(await h.api("/api/health", { token: null }), 200);
+      expect(after.gallery.people).toBe(before.gallery.people - 1);
+      const people = await expectJson<Array<{ id: string }>>(await h.api("/api/people"), 200);
+      expect(people.map((p) => p.id)).not.toContain(personId);
+      expect((await h.api(`/api/people/${personId}`, { method: "DELETE" })).status).toBe(404);
+    });
+  });
+
   describe("roles", () => {
     it("answers 401 without a token and 403 to a role that may not act", async () => {
       expect((await h.api("/api/people", { token: null })).status).toBe(401);

@@ -98,5 +98,19 @@ export function peopleRouter(s: Services) {
             })),
         })),
       );
-    });
+    })
+    .delete(
+      "/:personId",
+      requireRole(s.db, ["hq-admin"]),
+      valid("param", z.object({ personId: z.string().min(1).max(64) })),
+      async (c) => {
+        const { personId } = c.req.valid("param");
+        // templates and consents go with the person (cascade); visits and plays keep only their counts (set null)
+        const deleted = await s.db.delete(people).where(eq(people.id, personId)).returning({ id: people.id });
+        if (deleted.length === 0) throw new GlanceError("NOT_FOUND", `Person ${personId} does not exist.`);
+        s.gallery.remove(personId);
+        s.logger.info({ personId }, "person erased");
+        return c.body(null, 204);
+      },
+    );
 }
