@@ -3,6 +3,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { GlanceError, ModelManifest } from "@glance/shared";
 import { sha256Of } from "../build.ts";
+import { signerLabel } from "../signing/keys.ts";
 import { verifyManifest } from "../signing/sign.ts";
 import { type ModelTrust, resolveTrust } from "../signing/trust.ts";
 
@@ -62,7 +63,10 @@ export async function loadManifest(
   if (sha256 !== manifest.sha256) {
     throw new GlanceError(
       "MODEL_CORRUPT",
-      `${base}@${version}: model file does not match the sha256 in its manifest; delete ${mdir} and run \`npm run models:build\`.`,
+      `${base}@${version}: model file does not match the sha256 in its (${signerLabel(signedBy)}) manifest; ` +
+        (signerLabel(signedBy) === "HQ-signed"
+          ? `replace ${mdir} with a fresh copy of the release from HQ.`
+          : `delete ${mdir} and run \`npm run models:build\`.`),
       { modelPath, expected: manifest.sha256, actual: sha256 },
     );
   }

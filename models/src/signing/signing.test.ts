@@ -84,7 +84,7 @@ describe("models signed at HQ", () => {
     await writeFile(file, bytes);
     const err = await loadError(dist, hq.trust);
     expect(isGlanceError(err, "MODEL_CORRUPT")).toBe(true);
-    expect((err as Error).message).toMatch(/does not match the sha256/);
+    expect((err as Error).message).toMatch(/does not match the sha256 in its \(HQ-signed\) manifest.*fresh copy/);
   });
 
   it("whose threshold was edited after signing are refused as MODEL_SIGNATURE_INVALID", async () => {
