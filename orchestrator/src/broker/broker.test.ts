@@ -122,6 +122,17 @@ describe("broker access control", () => {
     await client.endAsync();
   });
 
+  it("drops a connection that sends a packet far over the size limit, and keeps serving others", async () => {
+    const client = await connectNode(a);
+    const closed = dropped(client);
+    client.publish(topicFor("template", a.nodeId), Buffer.alloc(5 * 1024 * 1024, 0x7b), { qos: 1 });
+    expect(await closed).toBe(true);
+    await client.endAsync(true);
+    const again = await connectNode(a);
+    expect(again.connected).toBe(true);
+    await again.endAsync();
+  });
+
   it("lets a node publish its own template", async () => {
     const client = await connectNode(a);
     const t = sealTemplate({ node: a, seq: 1, embedding: randomEmbedding(), recipient: h.orch.sealingKey, space: "x" });

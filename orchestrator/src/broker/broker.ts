@@ -3,9 +3,13 @@ import { type Identity, mayPublish, maySubscribe } from "@glance/shared";
 import { Aedes, type AuthenticateError, type Client } from "aedes";
 import type { Logger } from "pino";
 import { hashSecret, secretMatches } from "../auth/secrets.ts";
+import { guardSocket } from "./packet-guard.ts";
 
 /** The orchestrator's own MQTT username; `$` cannot appear in a node id, so it never collides with one. */
 export const ORCHESTRATOR_USERNAME = "$orchestrator";
+
+/** Largest MQTT packet accepted on the wire; the contract's own limits (a few KB) are checked later, per message. */
+export const MAX_PACKET_BYTES = 64 * 1024;
 
 /** Client id prefix of node agents. Claiming another node's id would take over (disconnect) its session. */
 export const NODE_CLIENT_PREFIX = "glance-node-";
@@ -96,7 +100,12 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
     },
   });
 
-  const server: Server = createServer(aedes.handle);
+  const server: Server = createServer((socket) => {
+    guardSocket(socket, MAX_PACKET_BYTES, (declared) =>
+      log.warn({ remote: socket.remoteAddress, declared }, "connection dropped: MQTT packet over the size limit"),
+    );
+    aedes.handle(socket);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.host, () => {
