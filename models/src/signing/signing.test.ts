@@ -167,6 +167,23 @@ describe("the zero-config developer path", () => {
     expect(await loadError(await signedCopy())).toBeInstanceOf(FacePipeline);
   });
 
+  it("models:build keeps HQ signatures, and rebuilds (never re-signs) a dev-signed manifest edited by hand", async () => {
+    const hqDist = await signedCopy(hq.key);
+    const kept = await buildModels({ distDir: hqDist, only: [DEFAULT_EMBEDDER] });
+    expect(kept.map((r) => [r.status, r.signedBy])).toEqual([["up-to-date", hq.key.keyId]]);
+
+    const devDist = await signedCopy();
+    const dir = join(devDist, MODELS[1] as string);
+    await editManifest(dir, (m) => {
+      m.outputs = [{ name: "output", type: "float32", shape: [1, 128] }];
+    });
+    expect(isGlanceError(await loadError(devDist), "MODEL_SIGNATURE_INVALID")).toBe(true);
+    const [rebuilt] = await buildModels({ distDir: devDist, only: [DEFAULT_EMBEDDER] });
+    expect(rebuilt?.status).toBe("built");
+    const { manifest } = await loadManifest(devDist, DEFAULT_EMBEDDER);
+    expect(manifest.outputs[0]?.shape).toEqual([1, 512]);
+  });
+
   it("still refuses unsigned models", async () => {
     const dist = await signedCopy();
     await editManifest(join(dist, MODELS[1] as string), (m) => {
