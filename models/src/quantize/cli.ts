@@ -1,6 +1,6 @@
 /**
  * npm run models:quantize -- <model dir> [--method percentile|minmax|entropy] [--percentile 99.99]
- *                                       [--activations uint8|int8] [--force]
+ *                                       [--activations uint8|int8] [--reduce-range] [--force]
  * e.g. npm run models:quantize -- models/dist/fr-feature/0.0.1
  */
 import { resolve } from "node:path";
@@ -17,6 +17,7 @@ const { values, positionals } = parseArgs({
     percentile: { type: "string", default: "99.99" },
     activations: { type: "string", default: "uint8" },
     force: { type: "boolean", default: false },
+    "reduce-range": { type: "boolean", default: false },
   },
 });
 const dir = positionals[0];
@@ -26,7 +27,7 @@ if (
   !["uint8", "int8"].includes(values.activations)
 ) {
   console.error(
-    "usage: npm run models:quantize -- <model dir, e.g. models/dist/fr-feature/0.0.1> [--method percentile|minmax|entropy] [--percentile 99.99] [--activations uint8|int8] [--force]",
+    "usage: npm run models:quantize -- <model dir, e.g. models/dist/fr-feature/0.0.1> [--method percentile|minmax|entropy] [--percentile 99.99] [--activations uint8|int8] [--reduce-range] [--force]",
   );
   process.exit(2);
 }
@@ -45,6 +46,7 @@ try {
     percentile: Number(values.percentile),
     activationType: values.activations as ActivationType,
     force: values.force,
+    reduceRange: values["reduce-range"],
     onStage: (stage, done, total) => {
       if (stage !== current) {
         current = stage;

@@ -1,7 +1,7 @@
 /**
  * Which calibration is best for an embedder? Quantizes it with each method × activation type and measures LFW
  * AUC / TAR@FAR 1e-2 (template-placed crops, embedder only) and fp32 parity on the photos not used for calibration.
- *   tsx models/src/quantize/compare.ts [model dir, default models/dist/fr-feature/0.0.1]
+ *   tsx models/src/quantize/compare.ts [model dir, default models/dist/fr-feature/0.0.1] [methods, e.g. minmax,percentile]
  */
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -54,12 +54,18 @@ const configs: [CalibrationMethod, number | undefined][] = [
   ["percentile", 99.9],
   ["entropy", undefined],
 ];
-for (const [method, percentile] of configs) {
+const only = process.argv[3]?.split(",");
+for (const [method, percentile] of configs.filter(([m]) => !only || only.includes(m))) {
   const ranges = await calibrate(model, tensors, samples, { method, ...(percentile ? { percentile } : {}) });
-  for (const activationType of ["uint8", "int8"] as ActivationType[]) {
-    const q = encodeModel(quantizeQdq(model, { ranges, activationType }).model);
-    rows.push(row(`${method}${percentile ? ` ${percentile}` : ""} ${activationType}`, await embedAll(spec(q), files)));
-    console.error(`done ${method} ${percentile ?? ""} ${activationType}`);
+  for (const [activationType, reduceRange] of [
+    ["uint8", false],
+    ["uint8", true],
+    ["int8", false],
+  ] as [ActivationType, boolean][]) {
+    const q = encodeModel(quantizeQdq(model, { ranges, activationType, reduceRange }).model);
+    const label = `${method}${percentile ? ` ${percentile}` : ""} ${activationType}${reduceRange ? " 7-bit w" : ""}`;
+    rows.push(row(label, await embedAll(spec(q), files)));
+    console.error(`done ${label}`);
   }
 }
 console.table(rows);

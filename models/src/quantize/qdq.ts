@@ -70,11 +70,15 @@ export function activationQParams(range: Range, type: ActivationType): QParams {
   return { scale, zeroPoint };
 }
 
-/** Symmetric per-channel int8: scale_c = max|w_c| / 127, zero point 0. */
+/**
+ * Symmetric per-channel int8: scale_c = max|w_c| / qmax, zero point 0. qmax 63 ("reduce range", 7-bit weights)
+ * keeps u8×s8 pair sums inside int16 on AVX2 without VNNI, where VPMADDUBSW would otherwise saturate.
+ */
 export function quantizeWeightsPerChannel(
   w: Float32Array,
   shape: readonly number[],
   axis: number,
+  qmax = 127,
 ): { q: Int8Array; scales: Float32Array } {
   const channels = shape[axis] ?? 1;
   const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
@@ -84,13 +88,13 @@ export function quantizeWeightsPerChannel(
   for (let o = 0; o < outer; o++)
     for (let c = 0; c < channels; c++)
       for (let i = 0; i < inner; i++) maxAbs[c] = Math.max(maxAbs[c] ?? 0, Math.abs(w[at(o, c, i)] ?? 0));
-  const scales = Float32Array.from(maxAbs, (m) => (m > 0 ? m / 127 : 1));
+  const scales = Float32Array.from(maxAbs, (m) => (m > 0 ? m / qmax : 1));
   const q = new Int8Array(w.length);
   for (let o = 0; o < outer; o++)
     for (let c = 0; c < channels; c++)
       for (let i = 0; i < inner; i++) {
         const k = at(o, c, i);
-        q[k] = clampRound((w[k] ?? 0) / (scales[c] ?? 1), -127, 127);
+        q[k] = clampRound((w[k] ?? 0) / (scales[c] ?? 1), -qmax, qmax);
       }
   return { q, scales };
 }
@@ -108,6 +112,8 @@ export function roundHalfEven(v: number): number {
 export interface QuantizeOptions {
   ranges: Map<string, Range>;
   activationType: ActivationType;
+  /** 7-bit weights (see quantizeWeightsPerChannel) */
+  reduceRange?: boolean;
 }
 
 export interface QuantizeSummary {
@@ -193,9 +199,10 @@ export function quantizeQdq(
         const axis = op === "Conv" ? 0 : op === "Gemm" ? (getIntAttr(node, "transB", 0) ? 0 : 1) : -1;
         const perTensor = axis < 0;
         const values = tensorToFloat32(w);
+        const qmax = opts.reduceRange ? 63 : 127;
         const { q, scales } = perTensor
-          ? quantizeWeightsPerChannel(values, [1, values.length], 0)
-          : quantizeWeightsPerChannel(values, shape, axis);
+          ? quantizeWeightsPerChannel(values, [1, values.length], 0, qmax)
+          : quantizeWeightsPerChannel(values, shape, axis, qmax);
         const qName = name(`${wName}_quantized`);
         const sName = name(`${wName}_scale`);
         const zName = name(`${wName}_zero_point`);

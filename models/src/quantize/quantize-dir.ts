@@ -24,6 +24,8 @@ export interface QuantizeDirOptions {
   method?: CalibrationMethod;
   percentile?: number;
   activationType?: ActivationType;
+  /** 7-bit weights: no int16 saturation in u8×s8 kernels on AVX2 machines without VNNI */
+  reduceRange?: boolean;
   /** where the new model dir goes: <distDir>/<name>-int8/<version> (default: beside the source's name dir) */
   distDir?: string;
   /** quantize a detector anyway (measured slower and less accurate in int8: kept fp32 by default) */
@@ -40,6 +42,7 @@ export interface QuantizeDirResult {
 export interface QuantizeFigures {
   method: string;
   activationType: ActivationType;
+  reduceRange: boolean;
   calibrationImages: number;
   fp32: { bytes: number; medianMs: number; auc: number };
   int8: { bytes: number; medianMs: number; auc: number };
@@ -126,7 +129,8 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
     percentile,
     onProgress: (d, t) => stage(`calibrate (${method})`, d, t),
   });
-  const { model: q, summary } = quantizeQdq(model, { ranges, activationType });
+  const reduceRange = opts.reduceRange ?? false;
+  const { model: q, summary } = quantizeQdq(model, { ranges, activationType, reduceRange });
   const int8Bytes = encodeModel(q);
   // it must load (and fuse) in onnxruntime before anything is written
   await (await ort.InferenceSession.create(int8Bytes)).release();
@@ -166,6 +170,7 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
   const figures: QuantizeFigures = {
     method: method === "percentile" ? `percentile ${percentile}` : method,
     activationType,
+    reduceRange,
     calibrationImages: samples.length,
     fp32: { bytes: fp32Bytes.length, medianMs: round(fpMs, 2), auc: round(fpEval.metrics.auc) },
     int8: { bytes: int8Bytes.length, medianMs: round(qMs, 2), auc: round(qEval.metrics.auc) },
@@ -179,7 +184,7 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
   const distDir = opts.distDir ?? dirname(dirname(srcDir));
   const outDir = join(distDir, name, src.version);
   const reason =
-    `int8 QDQ (per-channel symmetric int8 weights, ${activationType} activations, ${figures.method} ranges from ` +
+    `int8 QDQ (per-channel symmetric ${reduceRange ? "7-bit" : "int8"} weights, ${activationType} activations, ${figures.method} ranges from ` +
     `${samples.length} LFW crops), measured ${new Date().toISOString().slice(0, 10)} on ${os.cpus()[0]?.model ?? "this CPU"} ` +
     `(load average ${os.loadavg()[0]?.toFixed(1)} over ${os.cpus().length} cores), 1 thread: ` +
     `${figures.fp32.medianMs} → ${figures.int8.medianMs} ms median, ${(fp32Bytes.length / 1e6).toFixed(2)} → ` +
