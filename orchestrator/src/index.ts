@@ -48,6 +48,8 @@ export interface OrchestratorOptions {
   logger?: Logger;
   /** one visit per person per store within this window; default 10 minutes */
   visitDedupeMs?: number;
+  /** templates older than this (a node's backlog) count as visits but trigger no promotion; default 60 s */
+  promotionMaxAgeMs?: number;
   /** SSE keep-alive interval; default 15 s */
   pingIntervalMs?: number;
 }
@@ -165,6 +167,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       events,
       logger: log.child({ component: "recognition" }),
       visitDedupeMs: opts.visitDedupeMs ?? 10 * 60_000,
+      promotionMaxAgeMs: opts.promotionMaxAgeMs ?? 60_000,
     });
     const ingest = await startIngest({
       client,

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { EventEmitter } from "node:events";
-import { and, eq, gt } from "drizzle-orm";
+import { and, eq, gt, lt } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Db } from "../db/client.ts";
 import { visits } from "../db/schema.ts";
@@ -28,6 +28,8 @@ export interface RecognizeDeps {
   logger: Logger;
   /** one visit per person (members) or per track (unknown visitors) per store within this window */
   visitDedupeMs: number;
+  /** a template older than this (a node's backlog after an outage) still counts as a visit but shows nothing */
+  promotionMaxAgeMs: number;
 }
 
 /** Match → visit → promotion → "recognition" event, for one accepted template. */
@@ -36,26 +38,38 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
   const lastUnknownVisit = new Map<string, number>();
 
   return async ({ header, embedding, node }) => {
-    const now = new Date(header.ts);
+    // when the face was seen (the node's clock) dates the visit; consent and promotions go by our clock
+    const seenAt = new Date(header.ts);
+    const now = new Date();
     const match = deps.gallery.match(embedding, node.storeId, now);
     const personId = match.kind === "member" ? match.personId : null;
     const displayName = match.kind === "member" ? match.displayName : null;
     const subject = personId ? `person:${personId}` : `track:${node.id}/${header.trackId}`;
 
-    const windowStart = new Date(now.getTime() - deps.visitDedupeMs);
+    // the window is centred on when the face was seen: a backlog arriving late still dedupes by its own time
+    const windowStart = new Date(seenAt.getTime() - deps.visitDedupeMs);
+    const windowEnd = new Date(seenAt.getTime() + deps.visitDedupeMs);
     let isNewVisit: boolean;
     if (personId) {
       const recent = await deps.db
         .select({ id: visits.id })
         .from(visits)
-        .where(and(eq(visits.personId, personId), eq(visits.storeId, node.storeId), gt(visits.ts, windowStart)))
+        .where(
+          and(
+            eq(visits.personId, personId),
+            eq(visits.storeId, node.storeId),
+            gt(visits.ts, windowStart),
+            lt(visits.ts, windowEnd),
+          ),
+        )
         .limit(1);
       isNewVisit = recent.length === 0;
     } else {
       const last = lastUnknownVisit.get(subject);
-      isNewVisit = last === undefined || last <= windowStart.getTime();
-      if (isNewVisit) lastUnknownVisit.set(subject, now.getTime());
-      for (const [key, ts] of lastUnknownVisit) if (ts <= windowStart.getTime()) lastUnknownVisit.delete(key);
+      isNewVisit = last === undefined || Math.abs(seenAt.getTime() - last) >= deps.visitDedupeMs;
+      if (isNewVisit) lastUnknownVisit.set(subject, seenAt.getTime());
+      const expired = now.getTime() - 2 * deps.visitDedupeMs;
+      for (const [key, ts] of lastUnknownVisit) if (ts < expired) lastUnknownVisit.delete(key);
     }
     if (isNewVisit) {
       await deps.db.insert(visits).values({
@@ -64,20 +78,23 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
         storeId: node.storeId,
         cameraId: header.cameraId,
         nodeId: node.id,
-        ts: now,
+        ts: seenAt,
         score: match.score,
         kind: match.kind,
       });
     }
 
-    const promotion = await triggerPromotion(deps.db, deps.hub, {
-      storeId: node.storeId,
-      audience: match.kind,
-      personId,
-      displayName,
-      subject,
-      now: new Date(),
-    });
+    const fresh = now.getTime() - seenAt.getTime() <= deps.promotionMaxAgeMs;
+    const promotion = fresh
+      ? await triggerPromotion(deps.db, deps.hub, {
+          storeId: node.storeId,
+          audience: match.kind,
+          personId,
+          displayName,
+          subject,
+          now,
+        })
+      : undefined;
 
     const recognition: Recognition = {
       nodeId: node.id,
