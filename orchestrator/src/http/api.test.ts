@@ -209,6 +209,30 @@ describe("HTTP API", () => {
     });
   });
 
+  describe("OpenAPI", () => {
+    it("describes every route with the schemas that validate it", async () => {
+      const doc = await expectJson<{
+        paths: Record<
+          string,
+          Record<string, { requestBody?: { content: Record<string, { schema: { required?: string[] } }> } }>
+        >;
+      }>(await h.api("/api/openapi.json", { token: null }), 200);
+      expect(Object.keys(doc.paths)).toEqual(
+        expect.arrayContaining(["/api/nodes", "/api/people", "/api/screens/{screenId}/events"]),
+      );
+      expect(doc.paths["/api/nodes"]?.post?.requestBody?.content["application/json"]?.schema.required).toEqual([
+        "nodeId",
+        "storeId",
+        "cameraId",
+        "signingPublicKey",
+      ]);
+      expect(doc.paths["/api/people"]?.post?.requestBody?.content["multipart/form-data"]?.schema.required).toEqual([
+        "displayName",
+        "photos",
+      ]);
+    });
+  });
+
   describe("bootstrap", () => {
     it("keeps the admin token in a file only its owner can read, and the same token after a restart", async () => {
       const file = join(h.dataDir, "admin-token");

@@ -4,6 +4,7 @@ import type { Services } from "../services.ts";
 import { signagePage } from "../signage/page.ts";
 import { assertScreenAccess, type Env, requireRole } from "./auth.ts";
 import { errorResponse } from "./errors.ts";
+import { openApiDocument } from "./openapi.ts";
 import { nodesRouter } from "./routes/nodes.ts";
 import { peopleRouter } from "./routes/people.ts";
 import { promotionsRouter } from "./routes/promotions.ts";
@@ -19,6 +20,8 @@ export function createApp(s: Services) {
   app.onError(errorResponse(s.logger));
   app.notFound((c) => c.json({ code: "NOT_FOUND", message: `No route ${c.req.method} ${c.req.path}.` }, 404));
 
+  const openapi = openApiDocument();
+  app.get("/api/openapi.json", (c) => c.json(openapi));
   app.get("/api/health", (c) => c.json({ ok: true, space: s.gallery.space, gallery: s.gallery.size }));
   app.get("/api/metrics", requireRole(s.db, ["hq-admin", "auditor", "technician"]), (c) =>
     c.json({ ingest: s.metrics(), gallery: s.gallery.size }),

@@ -1,0 +1,169 @@
+import { z } from "zod";
+import type { Role } from "../db/schema.ts";
+import { PromotionEvent } from "../signage/hub.ts";
+import { RegisterNode } from "./routes/nodes.ts";
+import { EnrolForm } from "./routes/people.ts";
+import { CreatePromotion } from "./routes/promotions.ts";
+import { CreateScreen, ProofOfPlay } from "./routes/screens.ts";
+import { CreateStore } from "./routes/stores.ts";
+import { CreateToken } from "./routes/tokens.ts";
+import { VisitQuery } from "./routes/visits.ts";
+
+interface Operation {
+  method: "get" | "post" | "delete";
+  path: string;
+  summary: string;
+  roles: readonly Role[] | "public";
+  json?: z.ZodType;
+  form?: z.ZodType;
+  query?: z.ZodType;
+}
+
+/** The same zod schemas that validate each route, listed once more as documentation. */
+const operations: Operation[] = [
+  { method: "get", path: "/api/health", summary: "Liveness, embedding space, gallery size", roles: "public" },
+  {
+    method: "get",
+    path: "/api/metrics",
+    summary: "Ingest accepted/rejected by code",
+    roles: ["hq-admin", "auditor", "technician"],
+  },
+  {
+    method: "post",
+    path: "/api/tokens",
+    summary: "Issue a role token (shown once)",
+    roles: ["hq-admin"],
+    json: CreateToken,
+  },
+  { method: "post", path: "/api/stores", summary: "Create a store", roles: ["hq-admin"], json: CreateStore },
+  {
+    method: "get",
+    path: "/api/stores",
+    summary: "List stores",
+    roles: ["hq-admin", "auditor", "store-manager", "technician"],
+  },
+  {
+    method: "post",
+    path: "/api/screens",
+    summary: "Create a signage screen; returns its token once",
+    roles: ["hq-admin", "store-manager"],
+    json: CreateScreen,
+  },
+  {
+    method: "get",
+    path: "/api/screens/{screenId}/events",
+    summary: `Server-Sent Events: hello, ping, promotion ${JSON.stringify(z.toJSONSchema(PromotionEvent).properties)}`,
+    roles: ["signage-screen", "hq-admin"],
+  },
+  {
+    method: "post",
+    path: "/api/screens/{screenId}/plays",
+    summary: "Proof of play",
+    roles: ["signage-screen"],
+    json: ProofOfPlay,
+  },
+  {
+    method: "post",
+    path: "/api/nodes",
+    summary: "Register a node; returns its MQTT credentials once",
+    roles: ["technician", "hq-admin"],
+    json: RegisterNode,
+  },
+  {
+    method: "get",
+    path: "/api/nodes",
+    summary: "List nodes",
+    roles: ["hq-admin", "technician", "auditor", "store-manager"],
+  },
+  {
+    method: "post",
+    path: "/api/people",
+    summary: "Enrol a consenting person from photos",
+    roles: ["hq-admin", "store-manager"],
+    form: EnrolForm,
+  },
+  {
+    method: "get",
+    path: "/api/people",
+    summary: "List people with consents",
+    roles: ["hq-admin", "auditor", "store-manager"],
+  },
+  { method: "delete", path: "/api/people/{personId}", summary: "Erase a person", roles: ["hq-admin"] },
+  {
+    method: "post",
+    path: "/api/promotions",
+    summary: "Create a promotion rule",
+    roles: ["hq-admin", "store-manager"],
+    json: CreatePromotion,
+  },
+  {
+    method: "get",
+    path: "/api/promotions",
+    summary: "List promotion rules",
+    roles: ["hq-admin", "store-manager", "auditor"],
+  },
+  {
+    method: "get",
+    path: "/api/visits",
+    summary: "List visits",
+    roles: ["hq-admin", "auditor", "store-manager"],
+    query: VisitQuery,
+  },
+  {
+    method: "get",
+    path: "/signage/{screenId}",
+    summary: "Signage player page (token in ?token=)",
+    roles: ["signage-screen"],
+  },
+];
+
+const schema = (s: z.ZodType) => {
+  const { $schema: _drop, ...rest } = z.toJSONSchema(s, { io: "input", unrepresentable: "any" }) as Record<
+    string,
+    unknown
+  >;
+  return rest;
+};
+
+export function openApiDocument(): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const op of operations) {
+    const params = [...op.path.matchAll(/\{(\w+)\}/g)].map((m) => ({
+      name: m[1],
+      in: "path",
+      required: true,
+      schema: { type: "string" },
+    }));
+    if (op.query) {
+      const q = schema(op.query) as { properties?: Record<string, unknown>; required?: string[] };
+      for (const [name, s] of Object.entries(q.properties ?? {})) {
+        params.push({
+          name,
+          in: "query",
+          required: q.required?.includes(name) ?? false,
+          schema: s as { type: string },
+        });
+      }
+    }
+    const body = op.json
+      ? { required: true, content: { "application/json": { schema: schema(op.json) } } }
+      : op.form
+        ? { required: true, content: { "multipart/form-data": { schema: schema(op.form) } } }
+        : undefined;
+    paths[op.path] ??= {};
+    (paths[op.path] as Record<string, unknown>)[op.method] = {
+      summary: op.summary,
+      ...(op.roles === "public" ? { security: [] } : { description: `Roles: ${op.roles.join(", ")}` }),
+      ...(params.length > 0 ? { parameters: params } : {}),
+      ...(body ? { requestBody: body } : {}),
+      responses: { default: { description: "Success, or {code, message, details?} with the error's status" } },
+    };
+  }
+  return {
+    openapi: "3.1.0",
+    info: { title: "Glance orchestrator", version: "0.1.0" },
+    components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+    security: [{ bearer: [] }],
+    paths,
+  };
+}
