@@ -1,4 +1,4 @@
-export { enrolFolder, seedDemo } from "../scripts/demo-seed.ts";
+export { type DemoSeed, enrolFolder, seedDemo } from "../scripts/demo-seed.ts";
 
 export interface SseEvent {
   event: string;
