@@ -20,6 +20,7 @@ import {
 import { ORCHESTRATOR_USERNAME, startBroker } from "./broker/broker.ts";
 import { type Db, openDatabase } from "./db/client.ts";
 import { apiTokens, nodes } from "./db/schema.ts";
+import { startStatusTracking } from "./fleet/status.ts";
 import { Gallery } from "./gallery/gallery.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
@@ -179,6 +180,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       },
     });
     cleanups.push(() => ingest.stop());
+    const stopStatus = await startStatusTracking({ client, db, logger: log.child({ component: "fleet" }) });
+    cleanups.push(async () => stopStatus());
 
     const metrics = () => ({
       accepted: ingest.metrics.accepted,

@@ -133,6 +133,42 @@ describe("broker access control", () => {
     await again.endAsync();
   });
 
+  it("shows the technician a node's reported status, and offline once it drops without saying goodbye", async () => {
+    const offline = encodeMessage("status", { nodeId: a.nodeId, online: false, ts: Date.now() });
+    const client = await mqtt.connectAsync(a.mqtt.url, {
+      username: a.nodeId,
+      password: a.mqtt.password,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+      will: { topic: topicFor("status", a.nodeId), payload: offline, qos: 1, retain: true },
+    });
+    const online = {
+      nodeId: a.nodeId,
+      online: true,
+      ts: Date.now() + 1,
+      agentVersion: "0.1.0",
+      privacyMode: "visitor" as const,
+    };
+    await client.publishAsync(topicFor("status", a.nodeId), encodeMessage("status", online), { qos: 1, retain: true });
+    const reported = async () => {
+      const list = (await (await h.api("/api/nodes")).json()) as Array<{
+        id: string;
+        reported: { online: boolean; agentVersion?: string } | null;
+        lastSeenAt: string | null;
+      }>;
+      return list.find((n) => n.id === a.nodeId);
+    };
+    await vi.waitFor(async () =>
+      expect((await reported())?.reported).toMatchObject({ online: true, agentVersion: "0.1.0" }),
+    );
+    expect((await reported())?.lastSeenAt).not.toBeNull();
+
+    client.stream.destroy(); // power cut: no DISCONNECT, so the broker publishes the last will
+    await vi.waitFor(async () => expect((await reported())?.reported?.online).toBe(false));
+    expect(h.orch.metrics().rejected).toEqual({});
+    client.end(true);
+  });
+
   it("lets a node publish its own template", async () => {
     const client = await connectNode(a);
     const t = sealTemplate({ node: a, seq: 1, embedding: randomEmbedding(), recipient: h.orch.sealingKey, space: "x" });

@@ -1,9 +1,11 @@
+import type { NodeStatus } from "@glance/shared";
 import {
   bigint,
   boolean,
   customType,
   index,
   integer,
+  jsonb,
   pgTable,
   real,
   text,
@@ -60,6 +62,10 @@ export const nodes = pgTable("nodes", {
   /** highest template sequence number accepted; anything at or below it is a replay */
   lastSeq: bigint("last_seq", { mode: "number" }),
   desiredVersion: integer("desired_version").notNull().default(1),
+  /** the node's own last retained status (reported state: online, agent version, models, privacy mode, stats) */
+  reported: jsonb("reported").$type<NodeStatus>(),
+  /** when the orchestrator last received a status from the node */
+  lastSeenAt: timestamp("last_seen_at", { withTimezone: true, mode: "date" }),
   revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
   createdAt: createdAt(),
 });

@@ -35,7 +35,15 @@ export interface Ingest {
  * processed in arrival order (sequence numbers must only go up); different nodes proceed in parallel. A bad message
  * is counted, logged without its payload and emitted as "rejection"; it never stops the loop.
  */
+/** MQTT single-level wildcard match (`+`), enough for the contract's filters. */
+export function matchesFilter(filter: string, topic: string): boolean {
+  const f = filter.split("/");
+  const t = topic.split("/");
+  return f.length === t.length && f.every((part, i) => part === "+" || part === t[i]);
+}
+
 export async function startIngest(opts: IngestOptions): Promise<Ingest> {
+  const templateFilter = filterFor("template");
   const log = opts.logger;
   const metrics: IngestMetrics = { accepted: 0, rejected: {} };
   const queues = new Map<string, Promise<void>>();
@@ -69,6 +77,8 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   };
 
   const onMessage = (topic: string, payload: Buffer) => {
+    // the orchestrator's client carries other subscriptions too (status)
+    if (!matchesFilter(templateFilter, topic)) return;
     const key = topicNodeId(topic) ?? "";
     const next = (queues.get(key) ?? Promise.resolve()).then(() => handle(topic, payload));
     queues.set(key, next);
@@ -78,7 +88,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   };
 
   opts.client.on("message", onMessage);
-  await opts.client.subscribeAsync(filterFor("template"), { qos: 1 });
+  await opts.client.subscribeAsync(templateFilter, { qos: 1 });
   log.info("ingest subscribed to node templates");
 
   const idle = async () => {

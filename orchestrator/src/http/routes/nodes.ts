@@ -60,6 +60,8 @@ export function nodesRouter(s: Services) {
       const rows = await s.db
         .select({
           id: nodes.id,
+          reported: nodes.reported,
+          lastSeenAt: nodes.lastSeenAt,
           storeId: nodes.storeId,
           cameraId: nodes.cameraId,
           lastSeq: nodes.lastSeq,
