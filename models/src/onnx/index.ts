@@ -1,1 +1,2 @@
 export * from "./proto.ts";
+export * from "./rewrite.ts";
