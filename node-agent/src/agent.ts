@@ -3,7 +3,14 @@ import { EventEmitter } from "node:events";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { type DetectedFace, FacePipeline } from "@glance/models";
-import { type DesiredState, GlanceError, isGlanceError, type KeyPair } from "@glance/shared";
+import {
+  type DesiredState,
+  GlanceError,
+  isGlanceError,
+  type KeyPair,
+  type NodeEvent,
+  type SealedTemplate,
+} from "@glance/shared";
 import { type Logger, pino } from "pino";
 import { NodeLink } from "./link.ts";
 import { bestShot, type ShotSettings } from "./pipeline/best-shot.ts";
@@ -13,8 +20,10 @@ import { newCounters, StageTimer } from "./pipeline/metrics.ts";
 import { publish } from "./pipeline/publish.ts";
 import { sealTemplates } from "./pipeline/seal.ts";
 import { IouTracker, track } from "./pipeline/track.ts";
+import { Outbox, type OutboxStats } from "./queue/outbox.ts";
 import { SequenceStore } from "./sequence.ts";
-import { openSource, type SourceSpec } from "./sources/index.ts";
+import { type Frame, type FrameSource, openSource, type SourceSpec } from "./sources/index.ts";
+import { cpuTemperatureC, modelLabel, Rates } from "./telemetry.ts";
 
 export interface AgentOptions {
   nodeId: string;
@@ -24,9 +33,28 @@ export interface AgentOptions {
   signingKey: KeyPair;
   source: SourceSpec;
   modelsDir?: string;
-  /** where the node keeps state that must survive restarts (sequence numbers); default ./.glance-agent/<nodeId> */
+  /** face model manifests (name or name@version); default the models package's defaults */
+  models?: { detector?: string; embedder?: string };
+  /** where the node keeps state that must survive restarts (sequence numbers, outgoing queue); default ./.glance-agent/<nodeId> */
   dataDir?: string;
+  /** most bytes the outgoing queue keeps on disk while the broker is unreachable (default 256 MiB) */
+  queueMaxBytes?: number;
+  /** heartbeat: the retained status is republished this often (default 30 s) */
+  heartbeatMs?: number;
+  watchdog?: WatchdogOptions;
   logger?: Logger;
+}
+
+export interface WatchdogOptions {
+  /** a stage call running longer than this is stalled: the pipeline is restarted (default 30 s) */
+  stallMs?: number;
+  /** no frame for this long while the pipeline waits for one: the camera is reconnected (default 15 s) */
+  cameraSilenceMs?: number;
+  /** camera reconnect backoff: first wait, doubling up to the cap (defaults 1 s, 60 s) */
+  backoffMs?: number;
+  backoffMaxMs?: number;
+  /** more restarts than this within 10 minutes and the agent gives up (error, exit 1 for the supervisor) */
+  maxRestarts?: number;
 }
 
 export interface AgentStats {
@@ -38,12 +66,21 @@ export interface AgentStats {
   stageMs: Record<string, { p50: number; p95: number }>;
   /** faces not sent, by reason */
   skipped: Record<string, number>;
+  queue: OutboxStats;
+  /** pipeline restarts by the watchdog, camera reconnects */
+  restarts: number;
+  reconnects: number;
 }
 
 export interface Agent {
-  /** "template" {trackId, seq, quality, bytes}, "desired" DesiredState | undefined, "source-ended", "error" GlanceError */
+  /**
+   * "template" {trackId, seq, quality, bytes} once the broker has it, "desired" DesiredState | undefined,
+   * "camera-down" {detail}, "camera-up", "stage-restarted" {stage, ms}, "source-ended", "error" GlanceError
+   */
   events: EventEmitter;
   stats(): AgentStats;
+  /** the status `stats` record the heartbeat sends (numbers only) */
+  telemetry(): Record<string, number>;
   stop(): Promise<void>;
 }
 
@@ -53,53 +90,116 @@ const DEFAULT_INTERVAL_MS = 5000;
 const DEFAULT_MIN_FACE_PX = 40;
 /** a face entering the frame is rarely its best: watch a new track this long before its first template */
 const SETTLE_MS = 1000;
+const RESTART_WINDOW_MS = 10 * 60_000;
 const AGENT_VERSION = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
+
+type RunEnd = { kind: "ended" } | { kind: "failed"; error: unknown } | { kind: "stalled"; stage: string; ms: number };
 
 /**
  * Starts a node: loads and warms the face models, opens the camera, connects to the broker and runs
- * frames → detect → track → best shot → embed → seal → publish until stopped or the source ends.
+ * frames → detect → track → best shot → embed → seal → queue → publish until stopped or the source ends.
  * Nothing biometric leaves before the orchestrator's desired state (with its sealing key) has arrived.
+ *
+ * A supervisor keeps it running: a stage call that hangs restarts the pipeline ("stage-restarted"), a camera that
+ * fails or falls silent after it once worked is reopened with capped exponential backoff ("camera-down" /
+ * "camera-up"). A camera that never gave a frame, or too many restarts, ends the agent with "error" so the
+ * process supervisor (systemd) restarts it: the agent never stops silently.
  */
 export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const log = (opts.logger ?? pino({ name: "glance-agent" })).child({ nodeId: opts.nodeId, cameraId: opts.cameraId });
-  const sequence = SequenceStore.open(opts.dataDir ?? join(process.cwd(), ".glance-agent", opts.nodeId));
+  const dataDir = opts.dataDir ?? join(process.cwd(), ".glance-agent", opts.nodeId);
+  const sequence = SequenceStore.open(dataDir);
   checkBrokerUrl(opts.mqtt.url);
-  const engine = await FacePipeline.load({ modelsDir: opts.modelsDir });
-  const source = await openSource(opts.source, log).catch(async (err: unknown) => {
+  const wd = {
+    stallMs: opts.watchdog?.stallMs ?? 30_000,
+    cameraSilenceMs: opts.watchdog?.cameraSilenceMs ?? 15_000,
+    backoffMs: opts.watchdog?.backoffMs ?? 1000,
+    backoffMaxMs: opts.watchdog?.backoffMaxMs ?? 60_000,
+    maxRestarts: opts.watchdog?.maxRestarts ?? 20,
+  };
+  const engine = await FacePipeline.load({ modelsDir: opts.modelsDir, ...opts.models });
+  let source = await openSource(opts.source, log).catch(async (err: unknown) => {
     await engine.close();
     throw err;
   });
 
+  const startedAt = Date.now();
   const events = new EventEmitter();
   const timer = new StageTimer();
   const counters = newCounters();
+  const rates = new Rates(startedAt);
+  let droppedBefore = 0;
+  let restarts = 0;
+  let reconnects = 0;
+  let outbox: Outbox | undefined;
   const stats = (): AgentStats => ({
     frames: counters.frames,
-    dropped: source.dropped,
+    dropped: droppedBefore + source.dropped,
     faces: counters.faces,
     templates: counters.templates,
     tracks: counters.tracks,
     stageMs: timer.summary(),
     skipped: { ...counters.skipped },
+    queue: outbox?.stats() ?? { depth: 0, bytes: 0, dropped: 0, torn: 0, failed: 0 },
+    restarts,
+    reconnects,
   });
+  const telemetry = (): Record<string, number> => {
+    const s = stats();
+    const out: Record<string, number> = {
+      uptimeS: Math.round((Date.now() - startedAt) / 1000),
+      frames: s.frames,
+      dropped: s.dropped,
+      faces: s.faces,
+      templates: s.templates,
+      tracks: s.tracks,
+      ...rates.sample(s.frames, s.tracks),
+      queueDepth: s.queue.depth,
+      queueBytes: s.queue.bytes,
+      queueDropped: s.queue.dropped,
+      queueTorn: s.queue.torn,
+      queueFailed: s.queue.failed,
+      stageRestarts: s.restarts,
+      cameraReconnects: s.reconnects,
+    };
+    for (const [stage, { p50, p95 }] of Object.entries(s.stageMs)) {
+      out[`${stage}P50Ms`] = p50;
+      out[`${stage}P95Ms`] = p95;
+    }
+    for (const [reason, n] of Object.entries(s.skipped)) out[`reject:${reason}`] = n;
+    const temperature = cpuTemperatureC();
+    if (temperature !== undefined) out.cpuTempC = temperature;
+    return out;
+  };
 
   const link = new NodeLink(
     {
       nodeId: opts.nodeId,
       mqtt: opts.mqtt,
-      status: () => {
-        const { stageMs: _s, skipped: _k, ...totals } = stats();
-        return {
-          agentVersion: AGENT_VERSION,
-          models: { embedding: engine.space },
-          privacyMode: link.desired?.privacyMode,
-          stats: totals,
-        };
-      },
+      statusEveryMs: opts.heartbeatMs,
+      status: () => ({
+        agentVersion: AGENT_VERSION,
+        models: { embedding: engine.space, detector: modelLabel(engine.detector), embedder: modelLabel(engine.embedder) },
+        privacyMode: link.desired?.privacyMode,
+        stats: telemetry(),
+      }),
     },
     log.child({ component: "link" }),
   );
   link.on("desired", (d: DesiredState | undefined) => events.emit("desired", d));
+  outbox = new Outbox(join(dataDir, "queue"), link, log.child({ component: "outbox" }), {
+    maxBytes: opts.queueMaxBytes,
+  });
+  outbox.on("delivered", ({ name, payload }) => {
+    if (name !== "template") return;
+    const { trackId, seq, quality } = JSON.parse(payload.toString("utf8")) as SealedTemplate;
+    counters.templates++;
+    events.emit("template", { trackId, seq, quality, bytes: payload.length });
+  });
+  const sendEvent = (kind: NodeEvent["kind"], detail?: string) =>
+    link
+      .send("event", { nodeId: opts.nodeId, ts: Date.now(), kind, cameraId: opts.cameraId, detail })
+      .catch(() => {});
 
   // "members-only" behaves like "visitor" until the edge gallery exists (see README)
   const templatesOn = (): DesiredState | undefined => {
@@ -114,66 +214,169 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     settleMs: SETTLE_MS,
   });
 
-  const tracker = new IouTracker<DetectedFace>({ idPrefix: `${randomBytes(3).toString("hex")}-` });
-  const detected = detect(source, engine, timer, counters);
-  const tracked = track(detected, tracker, counters);
-  const shots = bestShot(tracked, engine, settings, timer, counters);
-  const embedded = embed(shots, engine, timer);
-  const sealed = sealTemplates(
-    embedded,
-    {
+  let stopping = false;
+  let wakeStop: (() => void) | undefined;
+  const stopSignal = new Promise<void>((r) => {
+    wakeStop = r;
+  });
+  const pipelineLog = log.child({ component: "pipeline" });
+
+  /** One run of the pipeline over one open source, until it ends, fails or stalls. */
+  const runOnce = (current: FrameSource, generation: number): Promise<RunEnd> => {
+    let lastFrameAt = performance.now();
+    let frameSeen = false;
+    async function* watched(): AsyncGenerator<Frame> {
+      for await (const frame of current) {
+        lastFrameAt = performance.now();
+        if (!frameSeen) {
+          frameSeen = true;
+          everHadFrame = true;
+          if (cameraDown) {
+            cameraDown = false;
+            pipelineLog.info("camera back");
+            events.emit("camera-up");
+            sendEvent("camera-up");
+          }
+        }
+        yield frame;
+      }
+    }
+    const tracker = new IouTracker<DetectedFace>({ idPrefix: `${randomBytes(3).toString("hex")}-` });
+    const detected = detect(watched(), engine, timer, counters);
+    const tracked = track(detected, tracker, counters);
+    const shots = bestShot(tracked, engine, settings, timer, counters);
+    const embedded = embed(shots, engine, timer);
+    const sealed = sealTemplates(
+      embedded,
+      {
+        nodeId: opts.nodeId,
+        cameraId: opts.cameraId,
+        space: engine.space,
+        signingKey: opts.signingKey,
+        sequence,
+        recipient: () => templatesOn()?.sealingKey,
+      },
+      timer,
+    );
+    // an abandoned (stalled) run may still finish a call later: what it makes then is not sent
+    const guarded: Pick<Outbox, "enqueue"> = {
+      enqueue: (name, payload) =>
+        generation === currentGeneration ? (outbox as Outbox).enqueue(name, payload) : Promise.resolve(),
+    };
+    const finished = publish(sealed, {
+      outbox: guarded,
       nodeId: opts.nodeId,
       cameraId: opts.cameraId,
-      space: engine.space,
-      signingKey: opts.signingKey,
-      sequence,
-      recipient: () => templatesOn()?.sealingKey,
-    },
-    timer,
-  );
+      timer,
+      log: pipelineLog,
+    }).then(
+      (): RunEnd => ({ kind: "ended" }),
+      (error: unknown): RunEnd => ({ kind: "failed", error }),
+    );
+    const watchdog = new Promise<RunEnd>((resolve) => {
+      const tick = setInterval(() => {
+        const busy = timer.busiest();
+        if (busy && busy.ms > wd.stallMs) {
+          resolve({ kind: "stalled", stage: busy.stage, ms: Math.round(busy.ms) });
+        } else if (!busy && performance.now() - lastFrameAt > wd.cameraSilenceMs) {
+          resolve({
+            kind: "failed",
+            error: new GlanceError("CAMERA_UNAVAILABLE", `No frame from the camera for ${wd.cameraSilenceMs} ms.`),
+          });
+        }
+      }, Math.min(1000, wd.stallMs / 4, wd.cameraSilenceMs / 4));
+      tick.unref();
+      void finished.finally(() => clearInterval(tick));
+      void stopSignal.then(() => clearInterval(tick));
+    });
+    return Promise.race([finished, watchdog, stopSignal.then((): RunEnd => ({ kind: "ended" }))]);
+  };
 
-  let stopping = false;
-  let stopped: Promise<void> | undefined;
-  const pipelineLog = log.child({ component: "pipeline" });
-  const running = publish(sealed, {
-    link,
-    nodeId: opts.nodeId,
-    cameraId: opts.cameraId,
-    counters,
-    timer,
-    events,
-    log: pipelineLog,
-  }).then(
-    () => {
+  let currentGeneration = 0;
+  let everHadFrame = false;
+  let cameraDown = false;
+  const recent: number[] = [];
+  const giveUp = (error: unknown) => {
+    const code = isGlanceError(error) ? error.code : "INTERNAL";
+    pipelineLog.error({ code, err: (error as Error).message }, "pipeline stopped");
+    sendEvent("camera-down", code);
+    if (events.listenerCount("error") > 0) events.emit("error", error);
+  };
+
+  const supervise = async (): Promise<void> => {
+    let backoff = wd.backoffMs;
+    for (;;) {
+      const end = await runOnce(source, currentGeneration);
       if (stopping) return;
-      pipelineLog.info(stats(), "source ended");
-      events.emit("source-ended");
-    },
-    (err: unknown) => {
-      const code = isGlanceError(err) ? err.code : "INTERNAL";
-      pipelineLog.error({ code, err: (err as Error).message }, "pipeline stopped");
-      link
-        .send("event", {
-          nodeId: opts.nodeId,
-          ts: Date.now(),
-          kind: "camera-down",
-          cameraId: opts.cameraId,
-          detail: code,
-        })
-        .catch(() => {});
-      if (events.listenerCount("error") > 0) events.emit("error", err);
-    },
-  );
+      if (end.kind === "ended") {
+        pipelineLog.info(stats(), "source ended");
+        events.emit("source-ended");
+        return;
+      }
+      currentGeneration++;
+      timer.clearActive();
+      droppedBefore += source.dropped;
+      await source.close().catch(() => {});
+      if (end.kind === "failed" && !everHadFrame) return giveUp(end.error);
+      const now = Date.now();
+      recent.push(now);
+      while ((recent[0] ?? now) < now - RESTART_WINDOW_MS) recent.shift();
+      if (recent.length > wd.maxRestarts) {
+        return giveUp(
+          new GlanceError(
+            "CAMERA_UNAVAILABLE",
+            `${recent.length} pipeline restarts in 10 minutes; giving up so the service manager restarts the agent.`,
+          ),
+        );
+      }
+      if (end.kind === "stalled") {
+        restarts++;
+        pipelineLog.error({ stage: end.stage, ms: end.ms }, "stage stalled: pipeline restarted");
+        events.emit("stage-restarted", { stage: end.stage, ms: end.ms });
+        sendEvent("stage-restarted", `${end.stage} made no progress for ${end.ms} ms`);
+      } else {
+        const code = isGlanceError(end.error) ? end.error.code : "INTERNAL";
+        const detail = `${code}: ${(end.error as Error).message}`.slice(0, 256);
+        if (!cameraDown) {
+          cameraDown = true;
+          pipelineLog.warn({ err: (end.error as Error).message }, "camera down; reconnecting");
+          events.emit("camera-down", { detail });
+          sendEvent("camera-down", detail);
+        }
+      }
+      // reopen: at once after a stall, with capped exponential backoff while the camera stays away
+      for (let attempt = 0; ; attempt++) {
+        if (cameraDown || attempt > 0) {
+          await Promise.race([new Promise((r) => setTimeout(r, backoff).unref()), stopSignal]);
+          backoff = Math.min(backoff * 2, wd.backoffMaxMs);
+        }
+        if (stopping) return;
+        try {
+          source = await openSource(opts.source, log);
+          reconnects += cameraDown ? 1 : 0;
+          break;
+        } catch (err) {
+          pipelineLog.warn({ err: (err as Error).message, retryInMs: backoff }, "camera still unavailable");
+        }
+      }
+      if (!cameraDown) backoff = wd.backoffMs;
+    }
+  };
+  const running = supervise().catch((err: unknown) => giveUp(err));
   log.info({ source: opts.source.kind, space: engine.space, nextSeq: sequence.peek() }, "agent started");
 
+  let stopped: Promise<void> | undefined;
   return {
     events,
     stats,
+    telemetry,
     stop() {
       stopped ??= (async () => {
         stopping = true;
+        wakeStop?.();
         await source.close();
         await running;
+        await outbox.close();
         await link.close();
         await engine.close();
         log.info(stats(), "agent stopped");

@@ -17,6 +17,8 @@ export interface LinkOptions {
   mqtt: { url: string; username: string; password: string };
   /** fields of the retained status besides nodeId/online/ts, read at every publish */
   status: () => Omit<NodeStatus, "nodeId" | "online" | "ts">;
+  /** heartbeat: the status is republished this often (default 30 s) */
+  statusEveryMs?: number;
 }
 
 const STATUS_EVERY_MS = 30_000;
@@ -27,7 +29,7 @@ const CLOSE_GRACE_MS = 2000;
  * (online, with a last will saying offline), and sends contract messages with the contract's QoS and retain flag.
  * Reconnects by itself; messages sent while offline wait in the client's queue.
  */
-export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined] }> {
+export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]; connect: [] }> {
   readonly #client: MqttClient;
   readonly #o: LinkOptions;
   readonly #log: Logger;
@@ -63,11 +65,12 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
         }
       });
       this.publishStatus();
+      this.emit("connect");
     });
     this.#client.on("message", (topic, payload) => this.#onMessage(topic, payload));
     this.#client.on("offline", () => log.warn("broker unreachable; retrying"));
     this.#client.on("error", (err) => log.warn({ err: err.message }, "broker connection error"));
-    this.#statusTimer = setInterval(() => this.publishStatus(), STATUS_EVERY_MS);
+    this.#statusTimer = setInterval(() => this.publishStatus(), o.statusEveryMs ?? STATUS_EVERY_MS);
     this.#statusTimer.unref();
   }
 
@@ -81,7 +84,11 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
 
   /** Publishes a contract message; resolves with its size once the broker has it (QoS 1) or it is written (QoS 0). */
   send<N extends MessageName>(name: N, payload: Payload<N>): Promise<number> {
-    const bytes = encodeMessage(name, payload);
+    return this.sendEncoded(name, encodeMessage(name, payload));
+  }
+
+  /** Publishes a message already encoded with `encodeMessage` (from the outgoing queue). */
+  sendEncoded(name: MessageName, bytes: Buffer): Promise<number> {
     const { qos, retain } = contract[name];
     return new Promise((resolve, reject) => {
       this.#client.publish(topicFor(name, this.#o.nodeId), bytes, { qos, retain }, (err) =>

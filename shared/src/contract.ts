@@ -59,7 +59,8 @@ export type NodeStatus = z.infer<typeof NodeStatus>;
 export const NodeEvent = z.object({
   nodeId: Id,
   ts: z.number().int(),
-  kind: z.enum(["track-ended", "camera-down", "camera-up"]),
+  /** stage-restarted: the node's watchdog restarted a pipeline stage that stopped making progress (detail names it) */
+  kind: z.enum(["track-ended", "camera-down", "camera-up", "stage-restarted"]),
   cameraId: Id,
   trackId: z.string().max(64).optional(),
   dwellMs: z.number().int().nonnegative().optional(),

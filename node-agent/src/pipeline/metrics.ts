@@ -5,14 +5,31 @@ const WINDOW = 1000;
 /** Per-stage wall time over the last WINDOW samples, for stats() and the status message. */
 export class StageTimer {
   readonly #samples = new Map<string, { values: Float64Array; next: number; count: number }>();
+  /** stages with a call in progress, and since when: the watchdog's view of a stage that hangs */
+  readonly #active = new Map<string, number>();
 
   async time<T>(stage: string, work: () => T | Promise<T>): Promise<T> {
     const start = performance.now();
+    this.#active.set(stage, start);
     try {
       return await work();
     } finally {
+      this.#active.delete(stage);
       this.record(stage, performance.now() - start);
     }
+  }
+
+  /** The stage whose current call has run longest, if any is running. */
+  busiest(): { stage: string; ms: number } | undefined {
+    let out: { stage: string; ms: number } | undefined;
+    const now = performance.now();
+    for (const [stage, since] of this.#active) if (!out || now - since > out.ms) out = { stage, ms: now - since };
+    return out;
+  }
+
+  /** Forgets calls in progress (they belong to a pipeline the watchdog has abandoned). */
+  clearActive(): void {
+    this.#active.clear();
   }
 
   record(stage: string, ms: number): void {

@@ -1,50 +1,36 @@
-import type { EventEmitter } from "node:events";
 import type { Logger } from "pino";
-import type { NodeLink } from "../link.ts";
+import type { Outbox } from "../queue/outbox.ts";
 import type { TrackEnded } from "./best-shot.ts";
-import type { Counters, StageTimer } from "./metrics.ts";
+import type { StageTimer } from "./metrics.ts";
 import type { Sealed } from "./seal.ts";
 
 export interface PublishContext {
-  link: Pick<NodeLink, "send">;
+  outbox: Pick<Outbox, "enqueue">;
   nodeId: string;
   cameraId: string;
-  counters: Counters;
   timer: StageTimer;
-  /** receives "template" {trackId, seq, quality, bytes} once the broker has the template */
-  events: EventEmitter;
   log: Logger;
 }
 
 /**
- * Sink: sealed templates to the template topic, ended tracks as anonymous dwell events. It does not wait for the
- * broker: a slow or absent broker must not stall the cameras (the client queues while offline).
+ * Sink: sealed templates and ended tracks (anonymous dwell events) into the store-and-forward queue. It does not
+ * wait for the disk or the broker: a slow SD card or an absent broker must not stall the cameras. The outbox sends
+ * them in order, and the agent reports a template once the broker has it.
  */
 export async function publish(input: AsyncIterable<Sealed | TrackEnded>, ctx: PublishContext): Promise<void> {
   for await (const item of input) {
-    if (item.kind === "template") {
-      const { trackId, seq, quality } = item.template;
-      const started = performance.now();
-      ctx.link.send("template", item.template).then(
-        (bytes) => {
-          ctx.timer.record("deliver", performance.now() - started);
-          ctx.counters.templates++;
-          ctx.events.emit("template", { trackId, seq, quality, bytes });
-        },
-        (err: Error) => ctx.log.warn({ seq, err: err.message }, "template not delivered"),
-      );
-    } else {
-      const { track } = item;
-      ctx.link
-        .send("event", {
-          nodeId: ctx.nodeId,
-          ts: Math.round(track.lastSeenTs),
-          kind: "track-ended",
-          cameraId: ctx.cameraId,
-          trackId: track.trackId,
-          dwellMs: Math.max(0, Math.round(track.lastSeenTs - track.firstSeenTs)),
-        })
-        .catch((err: Error) => ctx.log.warn({ trackId: track.trackId, err: err.message }, "track event not delivered"));
-    }
+    const started = performance.now();
+    const queued =
+      item.kind === "template"
+        ? ctx.outbox.enqueue("template", item.template)
+        : ctx.outbox.enqueue("event", {
+            nodeId: ctx.nodeId,
+            ts: Math.round(item.track.lastSeenTs),
+            kind: "track-ended",
+            cameraId: ctx.cameraId,
+            trackId: item.track.trackId,
+            dwellMs: Math.max(0, Math.round(item.track.lastSeenTs - item.track.firstSeenTs)),
+          });
+    void queued.then(() => ctx.timer.record("queue", performance.now() - started));
   }
 }

@@ -1,0 +1,61 @@
+import { createServer, type Server } from "node:net";
+import {
+  encodeEmbedding,
+  generateSealingKeyPair,
+  generateSigningKeyPair,
+  parseTopic,
+  type SealedTemplate,
+  seal,
+  type TemplateHeader,
+} from "@glance/shared";
+import { Aedes } from "aedes";
+
+/** A real aedes broker on 127.0.0.1 that records every template it receives from a client, in arrival order. */
+export interface TestBroker {
+  port: number;
+  /** template seqs as the broker received them (duplicates included) */
+  received: number[];
+  stop(): Promise<void>;
+}
+
+export async function startBroker(port = 0, received: number[] = []): Promise<TestBroker> {
+  const broker = await Aedes.createBroker();
+  broker.on("publish", (packet, client) => {
+    if (!client || parseTopic(packet.topic)?.name !== "template") return;
+    received.push((JSON.parse(packet.payload.toString()) as SealedTemplate).seq);
+  });
+  const server: Server = createServer(broker.handle);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", resolve);
+  });
+  return {
+    port: (server.address() as { port: number }).port,
+    received,
+    async stop() {
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+const sealing = generateSealingKeyPair();
+const signing = generateSigningKeyPair();
+
+/** A genuinely sealed template (random 512-d embedding) with the given sequence number. */
+export function sealedTemplate(nodeId: string, seq: number): SealedTemplate {
+  const header: TemplateHeader = {
+    v: 1,
+    nodeId,
+    seq,
+    ts: Date.now(),
+    space: "test-space@1",
+    kid: "k1",
+    cameraId: "cam-1",
+    trackId: `t-${seq}`,
+    quality: 0.9,
+  };
+  const v = new Float32Array(512).map(() => Math.random() - 0.5);
+  const norm = Math.hypot(...v);
+  return { ...header, ...seal(encodeEmbedding(v.map((x) => x / norm)), header, sealing.publicKey, signing) };
+}
