@@ -20,6 +20,7 @@ import { newCounters, StageTimer } from "./pipeline/metrics.ts";
 import { publish } from "./pipeline/publish.ts";
 import { sealTemplates } from "./pipeline/seal.ts";
 import { IouTracker, track } from "./pipeline/track.ts";
+import type { AgentEngine } from "./pipeline/types.ts";
 import { Outbox, type OutboxStats } from "./queue/outbox.ts";
 import { SequenceStore } from "./sequence.ts";
 import { type Frame, type FrameSource, openSource, type SourceSpec } from "./sources/index.ts";
@@ -35,6 +36,8 @@ export interface AgentOptions {
   modelsDir?: string;
   /** face model manifests (name or name@version); default the models package's defaults */
   models?: { detector?: string; embedder?: string };
+  /** an engine already loaded (by `FacePipeline.load`); the agent closes it on stop. Default: load one. */
+  engine?: AgentEngine;
   /** where the node keeps state that must survive restarts (sequence numbers, outgoing queue); default ./.glance-agent/<nodeId> */
   dataDir?: string;
   /** most bytes the outgoing queue keeps on disk while the broker is unreachable (default 256 MiB) */
@@ -117,7 +120,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     backoffMaxMs: opts.watchdog?.backoffMaxMs ?? 60_000,
     maxRestarts: opts.watchdog?.maxRestarts ?? 20,
   };
-  const engine = await FacePipeline.load({ modelsDir: opts.modelsDir, ...opts.models });
+  const engine: AgentEngine = opts.engine ?? (await FacePipeline.load({ modelsDir: opts.modelsDir, ...opts.models }));
   let source = await openSource(opts.source, log).catch(async (err: unknown) => {
     await engine.close();
     throw err;
