@@ -1,6 +1,6 @@
 /**
- * npm run models:quantize -- <model dir> [--method percentile|minmax|entropy] [--percentile 99.99]
- *                                       [--activations uint8|int8] [--reduce-range] [--force]
+ * npm run models:quantize -- <model dir> [--method percentile|minmax|entropy] [--percentile 99.999]
+ *                                       [--activations uint8|int8] [--full-range] [--force]
  * e.g. npm run models:quantize -- models/dist/fr-feature/0.0.1
  */
 import { resolve } from "node:path";
@@ -14,10 +14,10 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     method: { type: "string", default: "percentile" },
-    percentile: { type: "string", default: "99.99" },
+    percentile: { type: "string", default: "99.999" },
     activations: { type: "string", default: "uint8" },
     force: { type: "boolean", default: false },
-    "reduce-range": { type: "boolean", default: false },
+    "full-range": { type: "boolean", default: false },
   },
 });
 const dir = positionals[0];
@@ -27,7 +27,7 @@ if (
   !["uint8", "int8"].includes(values.activations)
 ) {
   console.error(
-    "usage: npm run models:quantize -- <model dir, e.g. models/dist/fr-feature/0.0.1> [--method percentile|minmax|entropy] [--percentile 99.99] [--activations uint8|int8] [--reduce-range] [--force]",
+    "usage: npm run models:quantize -- <model dir, e.g. models/dist/fr-feature/0.0.1> [--method percentile|minmax|entropy] [--percentile 99.999] [--activations uint8|int8] [--full-range] [--force]",
   );
   process.exit(2);
 }
@@ -46,7 +46,7 @@ try {
     percentile: Number(values.percentile),
     activationType: values.activations as ActivationType,
     force: values.force,
-    reduceRange: values["reduce-range"],
+    reduceRange: !values["full-range"],
     onStage: (stage, done, total) => {
       if (stage !== current) {
         current = stage;
@@ -60,6 +60,11 @@ try {
   console.log(`\nwrote ${res.dir}`);
   console.table({
     fp32: { MB: +(f.fp32.bytes / 1e6).toFixed(2), "median ms (1 thread)": f.fp32.medianMs, "LFW AUC": f.fp32.auc },
+    "fp32, PRelu rewritten": {
+      MB: Number.NaN,
+      "median ms (1 thread)": f.fp32PReluRewritten.medianMs,
+      "LFW AUC": Number.NaN,
+    },
     int8: { MB: +(f.int8.bytes / 1e6).toFixed(2), "median ms (1 thread)": f.int8.medianMs, "LFW AUC": f.int8.auc },
   });
   console.log(

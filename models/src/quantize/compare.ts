@@ -1,7 +1,7 @@
 /**
  * Which calibration is best for an embedder? Quantizes it with each method × activation type and measures LFW
  * AUC / TAR@FAR 1e-2 (template-placed crops, embedder only) and fp32 parity on the photos not used for calibration.
- *   tsx models/src/quantize/compare.ts [model dir, default models/dist/fr-feature/0.0.1] [methods, e.g. minmax,percentile]
+ *   tsx models/src/quantize/compare.ts [model dir, default models/dist/fr-feature/0.0.1] [methods, e.g. minmax,percentile] [uint8,uint8-7bit,int8]
  */
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -50,11 +50,13 @@ const rows = [row("fp32", base)];
 const tensors = activationsToQuantize(model);
 const configs: [CalibrationMethod, number | undefined][] = [
   ["minmax", undefined],
+  ["percentile", 99.999],
   ["percentile", 99.99],
   ["percentile", 99.9],
   ["entropy", undefined],
 ];
 const only = process.argv[3]?.split(",");
+const activations = (process.argv[4] ?? "uint8,uint8-7bit,int8").split(",");
 for (const [method, percentile] of configs.filter(([m]) => !only || only.includes(m))) {
   const ranges = await calibrate(model, tensors, samples, { method, ...(percentile ? { percentile } : {}) });
   for (const [activationType, reduceRange] of [
@@ -62,6 +64,7 @@ for (const [method, percentile] of configs.filter(([m]) => !only || only.include
     ["uint8", true],
     ["int8", false],
   ] as [ActivationType, boolean][]) {
+    if (!activations.includes(`${activationType}${reduceRange ? "-7bit" : ""}`)) continue;
     const q = encodeModel(quantizeQdq(model, { ranges, activationType, reduceRange }).model);
     const label = `${method}${percentile ? ` ${percentile}` : ""} ${activationType}${reduceRange ? " 7-bit w" : ""}`;
     rows.push(row(label, await embedAll(spec(q), files)));

@@ -8,6 +8,7 @@ import { cropToTensor, loadLfw } from "../eval/lfw.ts";
 import { cosine } from "../eval/metrics.ts";
 import { defaultModelsDir, loadManifest } from "../inference/manifest.ts";
 import { encodeModel, readModel } from "../onnx/proto.ts";
+import { decomposePRelu } from "../onnx/rewrite.ts";
 import { calibrate } from "./calibrate.ts";
 import {
   activationQParams,
@@ -23,6 +24,8 @@ describe("int8 quantization arithmetic", () => {
     expect(Array.from(scales)).toEqual([Math.fround(2 / 127), Math.fround(0.5 / 127)]);
     // 1 / (2/127) = 63.5 and 0.25 / (0.5/127) = 63.5 round half to even: 64
     expect(Array.from(q)).toEqual([64, -127, 127, 64]);
+    // 7-bit ("reduce range"): max |w| ↦ 63
+    expect(Array.from(quantizeWeightsPerChannel(Float32Array.from([0.5, -2]), [1, 2], 0, 63).q)).toEqual([16, -63]);
   });
 
   it("activation ranges always hold zero exactly, as QLinear kernels need", () => {
@@ -53,7 +56,9 @@ describe("quantizing the shipped embedder", () => {
       samples.push({ feeds: { input: { data: await cropToTensor(f, pre), dims: [1, 3, 112, 112] } } });
     }
     const ranges = await calibrate(model, activationsToQuantize(model), samples, { method: "minmax" });
-    int8 = encodeModel(quantizeQdq(model, { ranges, activationType: "uint8" }).model);
+    int8 = encodeModel(
+      decomposePRelu(quantizeQdq(model, { ranges, activationType: "uint8", reduceRange: true }).model).model,
+    );
     fp32 = await ort.InferenceSession.create(modelPath);
   });
 
@@ -71,6 +76,7 @@ describe("quantizing the shipped embedder", () => {
       const convs = (readModel(modelPath).graph?.node ?? []).filter((n) => n.opType === "Conv").length;
       expect(ops.filter((op) => op === "QLinearConv")).toHaveLength(convs);
       expect(ops).not.toContain("Conv");
+      expect(ops).not.toContain("PRelu");
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
