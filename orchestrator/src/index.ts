@@ -111,6 +111,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     const adminToken = await ensureAdminToken(db, opts.dataDir, log);
 
     const faces = await FacePipeline.load(opts.modelsDir ? { modelsDir: opts.modelsDir } : {});
+    cleanups.push(() => faces.close());
     const gallery = await Gallery.load(db, faces.space, faces.threshold("1e-3"));
     log.info({ space: gallery.space, threshold: gallery.threshold, ...gallery.size }, "gallery loaded");
 
