@@ -12,9 +12,17 @@ const USAGE = `glance-agent run --config <node.json>
 Runs one camera node. The config file (JSON):
   nodeId, cameraId          ids this node was claimed with
   mqtt: { url, username, password }   broker credentials from the claim (password may come from GLANCE_MQTT_PASSWORD)
-  source: { kind: "replay", path, loop?, fps?, width?, pace? } | { kind: "folder", path, loop?, fps?, pace? }
-  dataDir                   node state: identity key, sequence numbers (created 0700)
-  modelsDir?                face models (default: the models package's dist)
+  source: one of
+    { kind: "picamera", width?, height?, fps? }            Raspberry Pi camera through rpicam-vid (MJPEG)
+    { kind: "v4l2", device: "/dev/video0", inputFormat?, captureWidth?, captureHeight?, captureFps?, fps?, width? }
+    { kind: "rtsp", url: "rtsp://user:pass@cam/stream", fps?, width? }
+    { kind: "replay", path, loop?, fps?, width?, pace? }   a video file
+    { kind: "folder", path, loop?, fps?, pace? }           a folder of images
+  dataDir                   node state: identity key, sequence numbers, outgoing queue (created 0700)
+  modelsDir?, models?       face models (default: the models package's dist; models: { detector?, embedder? })
+  queueMaxBytes?            outgoing queue bound on disk (default 268435456 = 256 MiB); oldest dropped beyond
+  heartbeatMs?              status heartbeat period (default 30000)
+  watchdog?                 { stallMs?, cameraSilenceMs?, backoffMs?, backoffMaxMs?, maxRestarts? }
   logLevel?                 pino level (default info)
 Relative paths are resolved against the config file's folder.`;
 
@@ -39,9 +47,44 @@ const NodeConfig = z.object({
       fps: z.number().positive().optional(),
       pace: Pace.optional(),
     }),
+    z.object({
+      kind: z.literal("v4l2"),
+      device: z.string().min(1),
+      inputFormat: z.string().optional(),
+      captureWidth: z.number().int().positive().optional(),
+      captureHeight: z.number().int().positive().optional(),
+      captureFps: z.number().positive().optional(),
+      fps: z.number().positive().optional(),
+      width: z.number().int().positive().optional(),
+    }),
+    z.object({
+      kind: z.literal("rtsp"),
+      url: z.string().min(1),
+      fps: z.number().positive().optional(),
+      width: z.number().int().positive().optional(),
+    }),
+    z.object({
+      kind: z.literal("picamera"),
+      width: z.number().int().positive().optional(),
+      height: z.number().int().positive().optional(),
+      fps: z.number().positive().optional(),
+      command: z.array(z.string().min(1)).min(1).optional(),
+    }),
   ]),
   dataDir: z.string().min(1),
   modelsDir: z.string().optional(),
+  models: z.object({ detector: z.string().optional(), embedder: z.string().optional() }).optional(),
+  queueMaxBytes: z.number().int().positive().optional(),
+  heartbeatMs: z.number().int().positive().optional(),
+  watchdog: z
+    .object({
+      stallMs: z.number().int().positive().optional(),
+      cameraSilenceMs: z.number().int().positive().optional(),
+      backoffMs: z.number().int().positive().optional(),
+      backoffMaxMs: z.number().int().positive().optional(),
+      maxRestarts: z.number().int().nonnegative().optional(),
+    })
+    .optional(),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
 });
 type NodeConfig = z.infer<typeof NodeConfig>;
@@ -67,7 +110,7 @@ function readConfig(file: string): NodeConfig {
     ...c,
     dataDir: resolve(base, c.dataDir),
     modelsDir: c.modelsDir && resolve(base, c.modelsDir),
-    source: { ...c.source, path: resolve(base, c.source.path) },
+    source: "path" in c.source ? { ...c.source, path: resolve(base, c.source.path) } : c.source,
   };
 }
 
@@ -118,6 +161,10 @@ async function run(configFile: string): Promise<number> {
     source: config.source,
     dataDir: config.dataDir,
     modelsDir: config.modelsDir,
+    models: config.models,
+    queueMaxBytes: config.queueMaxBytes,
+    heartbeatMs: config.heartbeatMs,
+    watchdog: config.watchdog,
     logger: log,
   });
 

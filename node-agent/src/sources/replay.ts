@@ -26,12 +26,24 @@ interface OutputFormat {
 const STDERR_LINES_KEPT = 20;
 const KILL_GRACE_MS = 2000;
 
+/** What ffmpeg reads: its input arguments (ending with `-i <input>`) and a label for messages (no credentials). */
+export interface FfmpegInput {
+  args: string[];
+  label: string;
+  /** a live camera runs at its own rate: no `-re`, no looping */
+  live: boolean;
+}
+
 /** ffmpeg arguments for raw RGB frames on stdout. */
 export function replayArgs(o: ReplayOptions): string[] {
+  return ffmpegArgs({ args: ["-i", o.path], label: o.path, live: false }, o);
+}
+
+export function ffmpegArgs(input: FfmpegInput, o: Omit<ReplayOptions, "path">): string[] {
   const args = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"];
-  if ((o.pace ?? "realtime") === "realtime") args.push("-re");
-  if (o.loop) args.push("-stream_loop", "-1");
-  args.push("-i", o.path, "-an", "-sn", "-dn");
+  if (!input.live && (o.pace ?? "realtime") === "realtime") args.push("-re");
+  if (!input.live && o.loop) args.push("-stream_loop", "-1");
+  args.push(...input.args, "-an", "-sn", "-dn");
   const filters: string[] = [];
   if (o.fps) filters.push(`fps=${o.fps}`);
   if (o.width) filters.push(`scale=${o.width}:-2`);
@@ -65,12 +77,24 @@ export function openReplay(o: ReplayOptions, log: Logger): FrameSource & { reado
       `Replay file ${o.path} does not exist: check source.path in the node config.`,
     );
   }
-  const pace = o.pace ?? "realtime";
-  const args = replayArgs(o);
+  return openFfmpeg({ args: ["-i", o.path], label: o.path, live: false }, o, log);
+}
+
+/**
+ * Any ffmpeg input (file, V4L2 device, RTSP stream) as a camera of raw RGB frames. A live input always hands the
+ * pipeline only the newest frame.
+ */
+export function openFfmpeg(
+  input: FfmpegInput,
+  o: Omit<ReplayOptions, "path">,
+  log: Logger,
+): FrameSource & { readonly pid: number | undefined } {
+  const pace = input.live ? "realtime" : (o.pace ?? "realtime");
+  const args = ffmpegArgs(input, o);
   const child: ChildProcessByStdio<null, Readable, Readable> = spawn(ffmpegPath(), args, {
     stdio: ["ignore", "pipe", "pipe"],
   });
-  log.debug({ args, pid: child.pid }, "ffmpeg started");
+  log.debug({ input: input.label, pid: child.pid }, "ffmpeg started");
 
   let closing = false;
   const stderrTail: string[] = [];
@@ -80,7 +104,7 @@ export function openReplay(o: ReplayOptions, log: Logger): FrameSource & { reado
   const failure = (what: string) =>
     new GlanceError(
       "CAMERA_UNAVAILABLE",
-      `Replay of ${o.path} failed (${what}): check that the file is a readable video. ffmpeg said: ${stderrTail.slice(-3).join(" | ")}`,
+      `${input.live ? "Camera" : "Replay of"} ${input.label} failed (${what}): check that ${input.live ? "the camera is connected and reachable" : "the file is a readable video"}. ffmpeg said: ${stderrTail.slice(-3).join(" | ")}`,
     );
 
   const format = new Promise<OutputFormat>((resolve, reject) => {
@@ -92,7 +116,8 @@ export function openReplay(o: ReplayOptions, log: Logger): FrameSource & { reado
       partial = lines.pop() ?? "";
       for (const line of lines) {
         if (!line.trim()) continue;
-        stderrTail.push(line.trim());
+        // a camera URL may carry credentials: never keep them in a message that gets logged
+        stderrTail.push(line.trim().replace(/(\w+:\/\/)[^/@\s]+@/g, "$1***@"));
         if (stderrTail.length > STDERR_LINES_KEPT) stderrTail.shift();
         if (line.startsWith("Output #")) output = true;
         const parsed = output ? parseOutputStream(line) : undefined;
