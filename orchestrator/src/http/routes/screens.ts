@@ -1,5 +1,5 @@
 import { GlanceError } from "@glance/shared";
-import { and, eq } from "drizzle-orm";
+import { and, desc, eq } from "drizzle-orm";
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "zod";
@@ -104,6 +104,29 @@ export function screensRouter(s: Services) {
           unsubscribe();
           log.info("screen disconnected");
         });
+      },
+    )
+    .get(
+      "/:screenId/plays",
+      requireRole(s.db, ["hq-admin", "auditor", "store-manager"]),
+      valid("param", ScreenParam),
+      async (c) => {
+        const { screenId } = c.req.valid("param");
+        const screen = await findScreen(s.db, screenId);
+        assertStoreAccess(c.get("principal"), screen.storeId);
+        const rows = await s.db
+          .select({
+            id: plays.id,
+            promotionId: plays.promotionId,
+            sentAt: plays.sentAt,
+            playedAt: plays.playedAt,
+            playedMs: plays.playedMs,
+          })
+          .from(plays)
+          .where(eq(plays.screenId, screenId))
+          .orderBy(desc(plays.sentAt))
+          .limit(500);
+        return c.json(rows);
       },
     )
     .post(
