@@ -111,3 +111,23 @@ describe("glance-agent run", () => {
     expect((error as { stderr: string }).stderr).toMatch(/CONFIG_INVALID: .*mqtt/);
   });
 });
+
+describe("glance-agent bench", () => {
+  it("prints per-stage latency on this CPU as JSON, fp32 and int8 embedders side by side when both are installed", async () => {
+    const { stdout } = await run(TSX, [CLI, "bench", "--frames", "12", "--width", "320", "--json"], { cwd: ROOT });
+    const result = JSON.parse(stdout) as {
+      frames: number;
+      faces: number;
+      stages: Record<string, { n: number; p50: number; p95: number }>;
+      embedders: { name: string; loaded: boolean; embed?: { n: number }; agreement?: { mean: number } }[];
+    };
+    expect(result.frames).toBe(12);
+    expect(result.stages.detect?.n).toBe(12);
+    expect(result.stages.detect?.p50).toBeGreaterThan(0);
+    expect(result.stages.detect?.p95).toBeGreaterThanOrEqual(result.stages.detect?.p50 ?? 0);
+    const [fp32, int8] = result.embedders;
+    expect(fp32).toMatchObject({ name: expect.stringMatching(/^fr-feature@/), loaded: true, embed: { n: result.faces } });
+    // the int8 model is built by the models package; where it is, it must embed the same faces close to fp32
+    if (int8?.loaded) expect(int8.agreement?.mean).toBeGreaterThan(0.9);
+  }, 60_000);
+});

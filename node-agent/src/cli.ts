@@ -1,13 +1,20 @@
 #!/usr/bin/env -S npx --no-install tsx
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { GlanceError, generateSigningKeyPair, isGlanceError, type KeyPair } from "@glance/shared";
+import { DEFAULT_EMBEDDER } from "@glance/models";
+import { GlanceError, isGlanceError } from "@glance/shared";
 import { pino } from "pino";
-import { z } from "zod";
 import { startAgent } from "./agent.ts";
+import { loadOrCreateKey, readConfig } from "./config.ts";
+import { doctor, formatChecks } from "./doctor.ts";
+import { benchStages, formatStageBench } from "./stage-bench.ts";
 
-const USAGE = `glance-agent run --config <node.json>
+const DEMO_VIDEO = new URL("../../demo/people/video/hamilton-clip.mp4", import.meta.url).pathname;
+
+const USAGE = `glance-agent run --config <node.json>       run the node
+glance-agent doctor --config <node.json>    check key, disk, clock, models, camera, broker; exit 1 on a failure
+glance-agent bench [--width 640] [--frames 150] [--video file] [--embedder name]... [--json]
+                                            per-stage latency on this CPU (fp32 and int8 embedders if installed)
 
 Runs one camera node. The config file (JSON):
   nodeId, cameraId          ids this node was claimed with
@@ -25,120 +32,6 @@ Runs one camera node. The config file (JSON):
   watchdog?                 { stallMs?, cameraSilenceMs?, backoffMs?, backoffMaxMs?, maxRestarts? }
   logLevel?                 pino level (default info)
 Relative paths are resolved against the config file's folder.`;
-
-const Pace = z.enum(["realtime", "every-frame"]);
-const NodeConfig = z.object({
-  nodeId: z.string().min(1),
-  cameraId: z.string().min(1),
-  mqtt: z.object({ url: z.string().min(1), username: z.string().min(1), password: z.string().optional() }),
-  source: z.discriminatedUnion("kind", [
-    z.object({
-      kind: z.literal("replay"),
-      path: z.string().min(1),
-      loop: z.boolean().optional(),
-      fps: z.number().positive().optional(),
-      width: z.number().int().positive().optional(),
-      pace: Pace.optional(),
-    }),
-    z.object({
-      kind: z.literal("folder"),
-      path: z.string().min(1),
-      loop: z.boolean().optional(),
-      fps: z.number().positive().optional(),
-      pace: Pace.optional(),
-    }),
-    z.object({
-      kind: z.literal("v4l2"),
-      device: z.string().min(1),
-      inputFormat: z.string().optional(),
-      captureWidth: z.number().int().positive().optional(),
-      captureHeight: z.number().int().positive().optional(),
-      captureFps: z.number().positive().optional(),
-      fps: z.number().positive().optional(),
-      width: z.number().int().positive().optional(),
-    }),
-    z.object({
-      kind: z.literal("rtsp"),
-      url: z.string().min(1),
-      fps: z.number().positive().optional(),
-      width: z.number().int().positive().optional(),
-    }),
-    z.object({
-      kind: z.literal("picamera"),
-      width: z.number().int().positive().optional(),
-      height: z.number().int().positive().optional(),
-      fps: z.number().positive().optional(),
-      command: z.array(z.string().min(1)).min(1).optional(),
-    }),
-  ]),
-  dataDir: z.string().min(1),
-  modelsDir: z.string().optional(),
-  models: z.object({ detector: z.string().optional(), embedder: z.string().optional() }).optional(),
-  queueMaxBytes: z.number().int().positive().optional(),
-  heartbeatMs: z.number().int().positive().optional(),
-  watchdog: z
-    .object({
-      stallMs: z.number().int().positive().optional(),
-      cameraSilenceMs: z.number().int().positive().optional(),
-      backoffMs: z.number().int().positive().optional(),
-      backoffMaxMs: z.number().int().positive().optional(),
-      maxRestarts: z.number().int().nonnegative().optional(),
-    })
-    .optional(),
-  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
-});
-type NodeConfig = z.infer<typeof NodeConfig>;
-
-function readConfig(file: string): NodeConfig {
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(file, "utf8"));
-  } catch (cause) {
-    throw new GlanceError("CONFIG_INVALID", `Cannot read ${file} as JSON: ${(cause as Error).message}`);
-  }
-  const parsed = NodeConfig.safeParse(json);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
-    throw new GlanceError(
-      "CONFIG_INVALID",
-      `${file} is not a valid node config (${issues}). Run with --help for the format.`,
-    );
-  }
-  const base = dirname(resolve(file));
-  const c = parsed.data;
-  return {
-    ...c,
-    dataDir: resolve(base, c.dataDir),
-    modelsDir: c.modelsDir && resolve(base, c.modelsDir),
-    source: "path" in c.source ? { ...c.source, path: resolve(base, c.source.path) } : c.source,
-  };
-}
-
-/**
- * The node's Ed25519 identity, created on first run and readable only by its owner. Same file and format as
- * provisioning's loadOrCreateNodeKey, so a node claimed with keyDir = dataDir signs with the key it registered.
- */
-function loadOrCreateKey(dataDir: string): { key: KeyPair; created: boolean } {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const file = join(dataDir, "node-signing-key.json");
-  try {
-    const key = JSON.parse(readFileSync(file, "utf8")) as Partial<KeyPair>;
-    if (typeof key.publicKey !== "string" || typeof key.privateKey !== "string") {
-      throw new GlanceError(
-        "CONFIG_INVALID",
-        `${file} is not a node key; restore it, or delete it and re-claim the node.`,
-      );
-    }
-    if ((statSync(file).mode & 0o077) !== 0) chmodSync(file, 0o600);
-    return { key: { publicKey: key.publicKey, privateKey: key.privateKey }, created: false };
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-  }
-  const key = generateSigningKeyPair();
-  writeFileSync(file, JSON.stringify(key), { mode: 0o600 });
-  chmodSync(file, 0o600);
-  return { key, created: true };
-}
 
 async function run(configFile: string): Promise<number> {
   const config = readConfig(configFile);
@@ -183,11 +76,42 @@ async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } },
+    options: {
+      config: { type: "string", short: "c" },
+      help: { type: "boolean", short: "h" },
+      json: { type: "boolean" },
+      width: { type: "string", default: "640" },
+      frames: { type: "string", default: "150" },
+      video: { type: "string", default: DEMO_VIDEO },
+      embedder: { type: "string", multiple: true },
+      "models-dir": { type: "string" },
+    },
   });
-  if (values.help || positionals[0] !== "run" || !values.config) {
+  const command = positionals[0];
+  if (values.help || !command || !["run", "doctor", "bench"].includes(command)) {
     process.stderr.write(`${USAGE}\n`);
     return values.help ? 0 : 2;
+  }
+  if (command === "bench") {
+    const result = await benchStages({
+      video: resolve(values.video),
+      width: Number(values.width),
+      frames: Number(values.frames),
+      modelsDir: values["models-dir"],
+      embedders: values.embedder ?? [DEFAULT_EMBEDDER, `${DEFAULT_EMBEDDER}-int8`],
+    });
+    process.stdout.write(`${values.json ? JSON.stringify(result, null, 2) : formatStageBench(result)}\n`);
+    return 0;
+  }
+  if (!values.config) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  if (command === "doctor") {
+    const config = readConfig(values.config);
+    const checks = await doctor(config, config.mqtt.password ?? process.env.GLANCE_MQTT_PASSWORD);
+    process.stdout.write(`${values.json ? JSON.stringify(checks, null, 2) : formatChecks(checks)}\n`);
+    return checks.every((c) => c.ok) ? 0 : 1;
   }
   return run(values.config);
 }
