@@ -15,14 +15,14 @@ import {
   nextEvent,
   randomEmbedding,
   registerNode,
+  requiredPostgresUrl,
+  runPostgres,
   sealTemplate,
   startHarness,
   type TestNode,
 } from "../testing/harness.ts";
 
-const databaseUrl = process.env.DATABASE_URL;
-
-function ingestSuite(label: string, pg: string | undefined) {
+function ingestSuite(label: string, pg: () => string | undefined) {
   describe(`template ingest (${label})`, () => {
     let h: Harness;
     let node: TestNode;
@@ -52,7 +52,7 @@ function ingestSuite(label: string, pg: string | undefined) {
     }
 
     beforeAll(async () => {
-      h = await startHarness({ databaseUrl: pg });
+      h = await startHarness({ databaseUrl: pg() });
       const res = await h.api("/api/health");
       space = ((await res.json()) as { space: string }).space;
       const storeId = await createStore(h);
@@ -216,7 +216,7 @@ function ingestSuite(label: string, pg: string | undefined) {
   });
 }
 
-ingestSuite("PGlite", undefined);
-describe.runIf(databaseUrl)("on real Postgres", () => {
-  ingestSuite("Postgres", databaseUrl);
+ingestSuite("PGlite", () => undefined);
+describe.runIf(runPostgres)("on real Postgres", () => {
+  ingestSuite("Postgres", requiredPostgresUrl);
 });

@@ -15,6 +15,8 @@ import {
   nextEvent,
   openSse,
   registerNode,
+  requiredPostgresUrl,
+  runPostgres,
   sealTemplate,
   startHarness,
   type TestNode,
@@ -37,7 +39,7 @@ async function enrol(h: Harness, displayName: string, files: string[]) {
  * The member journey: enrolled with consent at HQ, seen by a store camera (a real scene photo through the real
  * models, sealed like a node does), recognised, counted as one visit, greeted by name on the store's screen.
  */
-function memberJourney(label: string, databaseUrl: string | undefined) {
+function memberJourney(label: string, databaseUrl: () => string | undefined) {
   describe(`an enrolled member walking into a store (${label})`, () => {
     let h: Harness;
     let faces: FacePipeline;
@@ -67,7 +69,10 @@ function memberJourney(label: string, databaseUrl: string | undefined) {
     }
 
     beforeAll(async () => {
-      [h, faces] = await Promise.all([startHarness({ pingIntervalMs: 200, databaseUrl }), FacePipeline.load()]);
+      [h, faces] = await Promise.all([
+        startHarness({ pingIntervalMs: 200, databaseUrl: databaseUrl() }),
+        FacePipeline.load(),
+      ]);
       storeId = await createStore(h, "soho", "Glance Soho");
       screen = await createScreen(h, storeId);
       node = await registerNode(h, storeId);
@@ -207,7 +212,7 @@ function memberJourney(label: string, databaseUrl: string | undefined) {
   });
 }
 
-memberJourney("PGlite", undefined);
-describe.runIf(process.env.DATABASE_URL)("on real Postgres", () => {
-  memberJourney("Postgres", process.env.DATABASE_URL);
+memberJourney("PGlite", () => undefined);
+describe.runIf(runPostgres)("on real Postgres", () => {
+  memberJourney("Postgres", requiredPostgresUrl);
 });

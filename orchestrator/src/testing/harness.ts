@@ -31,6 +31,18 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+/**
+ * The Postgres suites run when DATABASE_URL is set, and must run when GLANCE_REQUIRE_POSTGRES is (CI): then a
+ * missing URL fails them instead of skipping them quietly.
+ */
+export const postgresUrl = process.env.DATABASE_URL;
+export const runPostgres = !!(postgresUrl || process.env.GLANCE_REQUIRE_POSTGRES);
+
+export function requiredPostgresUrl(): string {
+  if (!postgresUrl) throw new Error("GLANCE_REQUIRE_POSTGRES is set but DATABASE_URL is not: start PostgreSQL first.");
+  return postgresUrl;
+}
+
 /** A throwaway database on the Postgres server at `url`, dropped by `drop()`. */
 export async function freshPostgres(url: string): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `glance_test_${randomBytes(6).toString("hex")}`;
