@@ -1,0 +1,218 @@
+/**
+ * `npm run bench:match` — 1:N matching at chain scale: exact brute force vs the HNSW index (usearch) on synthetic
+ * clustered 512-d galleries. Not a test: it prints a table and writes JSON to bench-results/.
+ *
+ *   --sizes 10000,100000,1000000   gallery sizes in templates (4 per person)
+ *   --queries 1000                 probes per size for recall and ANN latency
+ *   --exact-sample 1000,200,20     probes per size timed on the JS brute force (slow at 1M)
+ *   --ef 64 --m 16 --ef-add 128    HNSW search/build parameters
+ *   --no-cache                     rebuild the ANN index even if bench-results/cache holds one
+ *
+ * Recall@1 is measured against exact ground truth for every probe (usearch's SIMD exact search, checked against
+ * our JS brute force on the timed sample): the share of probes whose top-1 person is the exact top-1 person.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import usearch, { type BatchMatches } from "usearch";
+import { AnnIndex, type AnnOptions } from "../gallery/index-ann.ts";
+import { ExactIndex } from "../gallery/index-exact.ts";
+import { syntheticGallery } from "../gallery/synthetic.ts";
+import { machine, mib, percentile, repoRoot, table, writeResults } from "./stats.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "10000,100000,1000000" },
+    queries: { type: "string", default: "1000" },
+    "exact-sample": { type: "string", default: "1000,200,20" },
+    ef: { type: "string", default: "64" },
+    m: { type: "string", default: "16" },
+    "ef-add": { type: "string", default: "128" },
+    "no-cache": { type: "boolean", default: false },
+  },
+});
+
+const DIM = 512;
+const PER_PERSON = 4;
+const sizes = args.sizes.split(",").map(Number);
+const queryCount = Number(args.queries);
+const exactSamples = args["exact-sample"].split(",").map(Number);
+const ann: AnnOptions = {
+  connectivity: Number(args.m),
+  expansionAdd: Number(args["ef-add"]),
+  expansionSearch: Number(args.ef),
+};
+const cacheDir = join(repoRoot, "bench-results", "cache");
+
+const person = (key: number) => Math.floor(key / PER_PERSON);
+const rss = () => process.memoryUsage().rss;
+
+interface Timing {
+  p50: number;
+  p99: number;
+  mean: number;
+  /** process CPU per query: on a loaded machine wall time overstates the cost, CPU time does not */
+  cpuMean: number;
+}
+
+function time(queries: Float32Array[], run: (q: Float32Array) => number): { timing: Timing; results: number[] } {
+  for (const q of queries.slice(0, Math.min(20, queries.length))) run(q);
+  const lat: number[] = [];
+  const results: number[] = [];
+  const cpu0 = process.cpuUsage();
+  for (const q of queries) {
+    const t = performance.now();
+    results.push(run(q));
+    lat.push(performance.now() - t);
+  }
+  const cpu = process.cpuUsage(cpu0);
+  const sorted = [...lat].sort((a, b) => a - b);
+  return {
+    results,
+    timing: {
+      p50: percentile(sorted, 0.5),
+      p99: percentile(sorted, 0.99),
+      mean: lat.reduce((a, b) => a + b, 0) / lat.length,
+      cpuMean: (cpu.user + cpu.system) / 1000 / queries.length,
+    },
+  };
+}
+
+const ms = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.toFixed(3));
+
+const results = [];
+console.log(
+  `bench:match on ${JSON.stringify(machine())}; HNSW M=${ann.connectivity} efAdd=${ann.expansionAdd} ef=${ann.expansionSearch}`,
+);
+for (const [i, size] of sizes.entries()) {
+  const people = Math.ceil(size / PER_PERSON);
+  let t = performance.now();
+  const g = syntheticGallery({ people, templatesPerPerson: PER_PERSON, dim: DIM, seed: size });
+  const probes = g.queries(queryCount);
+  const truthPerson = probes.map((p) => Number(p.personId.slice("person-".length)));
+  const probeVectors = probes.map((p) => p.vector);
+  console.log(`${size}: gallery generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+
+  // ground truth for every probe: SIMD brute force, all cores
+  t = performance.now();
+  const flatProbes = new Float32Array(probes.length * DIM);
+  for (const [j, v] of probeVectors.entries()) flatProbes.set(v, j * DIM);
+  const truth = usearch.exactSearch(g.vectors, flatProbes, DIM, 1, usearch.MetricKind.IP, 0) as BatchMatches;
+  const exactTop = Array.from({ length: probes.length }, (_, j) => Number(truth.keys[j * truth.k]));
+  const truthSeconds = (performance.now() - t) / 1000;
+
+  // JS brute force (the gallery's exact index) on a sample
+  let before = rss();
+  t = performance.now();
+  let exact: ExactIndex | undefined = new ExactIndex(DIM, size);
+  exact.addMany(
+    Uint32Array.from({ length: size }, (_, k) => k),
+    g.vectors,
+  );
+  const exactBuild = (performance.now() - t) / 1000;
+  const exactMemory = exact.memoryBytes();
+  const sample = Math.min(probes.length, exactSamples[i] ?? exactSamples.at(-1) ?? 20);
+  const exactRun = time(probeVectors.slice(0, sample), (q) => exact?.search(q, 1)[0]?.key ?? -1);
+  const jsAgrees = exactRun.results.every((key, j) => person(key) === person(exactTop[j] as number));
+  exact = undefined;
+  before = rss();
+
+  // ANN: built once per (size, parameters) and cached, since a 1M build takes minutes on two cores
+  const cacheFile = join(
+    cacheDir,
+    `ann-${size}-${DIM}-m${ann.connectivity}-efa${ann.expansionAdd}-seed${size}.usearch`,
+  );
+  let annIndex: AnnIndex;
+  let annBuild: number;
+  let cached = false;
+  if (!args["no-cache"] && existsSync(cacheFile)) {
+    annIndex = AnnIndex.restore(cacheFile, DIM, ann);
+    annBuild = JSON.parse(readFileSync(`${cacheFile}.json`, "utf8")).buildSeconds;
+    cached = true;
+  } else {
+    t = performance.now();
+    annIndex = new AnnIndex(DIM, ann);
+    annIndex.addMany(
+      Uint32Array.from({ length: size }, (_, k) => k),
+      g.vectors,
+    );
+    annBuild = (performance.now() - t) / 1000;
+    mkdirSync(cacheDir, { recursive: true });
+    annIndex.save(cacheFile);
+    writeFileSync(`${cacheFile}.json`, JSON.stringify({ buildSeconds: annBuild, machine: machine() }));
+  }
+  const annRss = rss() - before;
+  const annRun = time(probeVectors, (q) => annIndex.search(q, 16)[0]?.key ?? -1);
+  let agree = 0;
+  let identified = 0;
+  annRun.results.forEach((key, j) => {
+    if (person(key) === person(exactTop[j] as number)) agree++;
+    if (person(key) === truthPerson[j]) identified++;
+  });
+  const exactIdentified = exactTop.filter((key, j) => person(key) === truthPerson[j]).length;
+
+  const row = {
+    size,
+    people,
+    dim: DIM,
+    queries: probes.length,
+    exact: {
+      sampleQueries: sample,
+      buildSeconds: exactBuild,
+      memoryMiB: mib(exactMemory),
+      latencyMs: exactRun.timing,
+      agreesWithSimdGroundTruth: jsAgrees,
+      identificationRate: exactIdentified / probes.length,
+    },
+    ann: {
+      ...ann,
+      cached,
+      buildSeconds: annBuild,
+      memoryMiB: mib(annIndex.memoryBytes()),
+      rssGrowthMiB: mib(annRss),
+      latencyMs: annRun.timing,
+      recallAt1: agree / probes.length,
+      identificationRate: identified / probes.length,
+      speedupP50: exactRun.timing.p50 / annRun.timing.p50,
+    },
+    groundTruthSeconds: truthSeconds,
+  };
+  results.push(row);
+  console.log(
+    `${size}: exact p50 ${ms(exactRun.timing.p50)} ms, ANN p50 ${ms(annRun.timing.p50)} ms, recall@1 ${row.ann.recallAt1}`,
+  );
+}
+
+const printed = table(
+  [
+    "templates",
+    "exact p50 ms",
+    "exact p99 ms",
+    "exact cpu ms/q",
+    "ANN build s",
+    "ANN p50 ms",
+    "ANN p99 ms",
+    "ANN cpu ms/q",
+    "recall@1",
+    "ident. exact/ANN",
+    "× brute force",
+    "mem exact/ANN MiB",
+  ],
+  results.map((r) => [
+    r.size,
+    ms(r.exact.latencyMs.p50),
+    ms(r.exact.latencyMs.p99),
+    ms(r.exact.latencyMs.cpuMean),
+    `${r.ann.buildSeconds.toFixed(1)}${r.ann.cached ? " (cached)" : ""}`,
+    ms(r.ann.latencyMs.p50),
+    ms(r.ann.latencyMs.p99),
+    ms(r.ann.latencyMs.cpuMean),
+    r.ann.recallAt1.toFixed(4),
+    `${r.exact.identificationRate.toFixed(3)}/${r.ann.identificationRate.toFixed(3)}`,
+    r.ann.speedupP50.toFixed(0),
+    `${r.exact.memoryMiB}/${r.ann.memoryMiB}`,
+  ]),
+);
+console.log(`\n${printed}\n`);
+const file = await writeResults("match", { machine: machine(), perPerson: PER_PERSON, results, table: printed });
+console.log(`results: ${file}`);

@@ -1,0 +1,140 @@
+/** One search hit: a template key and its cosine similarity (vectors are L2-normalised, so a dot product). */
+export interface Neighbour {
+  key: number;
+  score: number;
+}
+
+/**
+ * A vector index over L2-normalised embeddings of one space. Keys are template numbers chosen by the caller; a
+ * removed key is never returned again.
+ */
+export interface VectorIndex {
+  readonly kind: "exact" | "ann";
+  readonly dim: number;
+  readonly size: number;
+  add(key: number, vector: Float32Array): void;
+  /** many rows at once (row-major `vectors`, keys.length × dim); the ANN index builds them in parallel */
+  addMany(keys: Uint32Array, vectors: Float32Array): void;
+  remove(key: number): boolean;
+  /** up to `k` neighbours, best first */
+  search(query: Float32Array, k: number): Neighbour[];
+  /** every (key, vector) held, for moving to another index */
+  entries(): Iterable<[number, Float32Array]>;
+  /** bytes held for vectors and graph, as far as the index can tell */
+  memoryBytes(): number;
+}
+
+/**
+ * Brute force over one row-major Float32Array (rows × dim): a tight loop over contiguous memory, exact by
+ * definition, and fast enough for galleries of a few tens of thousands of templates (about 1 ms per 10k × 512 on
+ * one core).
+ */
+export class ExactIndex implements VectorIndex {
+  readonly kind = "exact";
+  private matrix: Float32Array;
+  private keys: Uint32Array;
+  private readonly rowOf = new Map<number, number>();
+  private rows = 0;
+
+  constructor(
+    readonly dim: number,
+    capacity = 64,
+  ) {
+    this.matrix = new Float32Array(capacity * dim);
+    this.keys = new Uint32Array(capacity);
+  }
+
+  get size(): number {
+    return this.rows;
+  }
+
+  private reserve(rows: number): void {
+    if (rows <= this.keys.length) return;
+    const capacity = Math.max(rows, this.keys.length * 2);
+    const matrix = new Float32Array(capacity * this.dim);
+    matrix.set(this.matrix.subarray(0, this.rows * this.dim));
+    const keys = new Uint32Array(capacity);
+    keys.set(this.keys.subarray(0, this.rows));
+    this.matrix = matrix;
+    this.keys = keys;
+  }
+
+  add(key: number, vector: Float32Array): void {
+    if (vector.length !== this.dim) throw new Error(`index holds ${this.dim}-d vectors, not ${vector.length}-d`);
+    if (this.rowOf.has(key)) throw new Error(`key ${key} is already in the index`);
+    this.reserve(this.rows + 1);
+    this.matrix.set(vector, this.rows * this.dim);
+    this.keys[this.rows] = key;
+    this.rowOf.set(key, this.rows);
+    this.rows += 1;
+  }
+
+  addMany(keys: Uint32Array, vectors: Float32Array): void {
+    if (vectors.length !== keys.length * this.dim) throw new Error("vectors must be keys.length × dim");
+    this.reserve(this.rows + keys.length);
+    for (let i = 0; i < keys.length; i++)
+      this.add(keys[i] as number, vectors.subarray(i * this.dim, (i + 1) * this.dim));
+  }
+
+  remove(key: number): boolean {
+    const row = this.rowOf.get(key);
+    if (row === undefined) return false;
+    this.rowOf.delete(key);
+    const last = this.rows - 1;
+    // the last row fills the hole, so the matrix stays dense and removal costs one row copy
+    if (row !== last) {
+      this.matrix.copyWithin(row * this.dim, last * this.dim, (last + 1) * this.dim);
+      const moved = this.keys[last] as number;
+      this.keys[row] = moved;
+      this.rowOf.set(moved, row);
+    }
+    this.matrix.fill(0, last * this.dim, (last + 1) * this.dim);
+    this.rows = last;
+    return true;
+  }
+
+  /** The exact similarity of one stored vector to `query`; undefined for a key not (or no longer) held. */
+  score(key: number, query: Float32Array): number | undefined {
+    const row = this.rowOf.get(key);
+    if (row === undefined) return undefined;
+    const { matrix, dim } = this;
+    const base = row * dim;
+    let score = 0;
+    for (let i = 0; i < dim; i++) score += (query[i] as number) * (matrix[base + i] as number);
+    return score;
+  }
+
+  search(query: Float32Array, k: number): Neighbour[] {
+    const { matrix, dim, rows } = this;
+    if (query.length !== dim || k <= 0) return [];
+    // the current top k, best first; k is small, so insertion into a short array beats a heap
+    const topScores: number[] = [];
+    const topRows: number[] = [];
+    let floor = -Infinity;
+    for (let row = 0; row < rows; row++) {
+      const base = row * dim;
+      let score = 0;
+      for (let i = 0; i < dim; i++) score += (query[i] as number) * (matrix[base + i] as number);
+      if (topScores.length === k && score <= floor) continue;
+      let at = topScores.length;
+      while (at > 0 && (topScores[at - 1] as number) < score) at--;
+      topScores.splice(at, 0, score);
+      topRows.splice(at, 0, row);
+      if (topScores.length > k) {
+        topScores.pop();
+        topRows.pop();
+      }
+      if (topScores.length === k) floor = topScores[k - 1] as number;
+    }
+    return topRows.map((row, i) => ({ key: this.keys[row] as number, score: topScores[i] as number }));
+  }
+
+  *entries(): Iterable<[number, Float32Array]> {
+    for (let row = 0; row < this.rows; row++)
+      yield [this.keys[row] as number, this.matrix.subarray(row * this.dim, (row + 1) * this.dim)];
+  }
+
+  memoryBytes(): number {
+    return this.matrix.byteLength + this.keys.byteLength + this.rowOf.size * 16;
+  }
+}

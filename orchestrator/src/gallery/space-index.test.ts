@@ -1,0 +1,102 @@
+import { describe, expect, it } from "vitest";
+import { ExactIndex } from "./index-exact.ts";
+import { SpaceIndex } from "./space-index.ts";
+import { syntheticGallery } from "./synthetic.ts";
+
+const DIM = 128;
+
+describe("matching index at scale", () => {
+  it("exact search and the ANN graph name the same person for new photos of enrolled people", () => {
+    const g = syntheticGallery({ people: 2000, templatesPerPerson: 3, dim: DIM, seed: 7 });
+    const exact = new SpaceIndex({ annThreshold: Number.POSITIVE_INFINITY });
+    const ann = new SpaceIndex({ annThreshold: 0 });
+    exact.addMany(g.personIds, g.counts, g.vectors);
+    ann.addMany(g.personIds, g.counts, g.vectors);
+    expect(exact.kind).toBe("exact");
+    expect(ann.kind).toBe("ann");
+    expect(ann.templates).toBe(6000);
+
+    let agree = 0;
+    let right = 0;
+    const queries = g.queries(300);
+    for (const q of queries) {
+      const e = exact.search(q.vector, { people: 1 })[0];
+      const a = ann.search(q.vector, { people: 1 })[0];
+      if (e?.personId === a?.personId && Math.abs((e?.score ?? 0) - (a?.score ?? 1)) < 1e-4) agree++;
+      if (e?.personId === q.personId) right++;
+    }
+    // the synthetic gallery is meaningful: exact search finds the enrolled identity
+    expect(right).toBeGreaterThanOrEqual(297);
+    expect(agree).toBeGreaterThanOrEqual(297);
+  });
+
+  it("never returns an erased person again, from the exact index or the ANN graph", () => {
+    const g = syntheticGallery({ people: 500, templatesPerPerson: 4, dim: DIM, seed: 11 });
+    for (const annThreshold of [Number.POSITIVE_INFINITY, 0]) {
+      const index = new SpaceIndex({ annThreshold });
+      index.addMany(g.personIds, g.counts, g.vectors);
+      const erased = g.personIds.slice(0, 50);
+      const probes = g.queries(2000).filter((q) => erased.includes(q.personId));
+      expect(probes.length).toBeGreaterThan(50);
+      for (const q of probes) expect(index.search(q.vector, { people: 1 })[0]?.personId).toBe(q.personId);
+      for (const personId of erased) expect(index.remove(personId)).toBe(4);
+      expect(index.templates).toBe(450 * 4);
+      for (const q of probes) {
+        const hits = index.search(q.vector, { people: 5 });
+        expect(hits).toHaveLength(5);
+        for (const hit of hits) expect(erased).not.toContain(hit.personId);
+        // their own template vectors as probes: still nobody erased
+        const own = g.vectors.subarray(
+          g.personIds.indexOf(q.personId) * 4 * DIM,
+          g.personIds.indexOf(q.personId) * 4 * DIM + DIM,
+        );
+        expect(erased).not.toContain(index.search(own, { people: 1 })[0]?.personId);
+      }
+      expect(index.remove(erased[0] as string)).toBe(0);
+    }
+  });
+
+  it("moves from exact search to the ANN graph when the gallery outgrows the threshold, keeping every match", () => {
+    const g = syntheticGallery({ people: 300, templatesPerPerson: 2, dim: DIM, seed: 3 });
+    const index = new SpaceIndex({ annThreshold: 400 });
+    for (let p = 0; p < 300; p++) {
+      const rows = [0, 1].map((t) => g.vectors.slice((p * 2 + t) * DIM, (p * 2 + t + 1) * DIM));
+      index.add(g.personIds[p] as string, rows);
+      if (p === 150) expect(index.kind).toBe("exact");
+    }
+    expect(index.kind).toBe("ann");
+    const queries = g.queries(200);
+    const right = queries.filter((q) => index.search(q.vector, { people: 1 })[0]?.personId === q.personId).length;
+    expect(right).toBeGreaterThanOrEqual(198);
+  });
+
+  it("skips people whose consent does not cover the store, even when they are the nearest", () => {
+    const g = syntheticGallery({ people: 1000, templatesPerPerson: 2, dim: DIM, seed: 5 });
+    for (const annThreshold of [Number.POSITIVE_INFINITY, 0]) {
+      const index = new SpaceIndex({ annThreshold });
+      index.addMany(g.personIds, g.counts, g.vectors);
+      const q = g.queries(1)[0] as { personId: string; vector: Float32Array };
+      const [first, second] = index.search(q.vector, { people: 2 });
+      expect(first?.personId).toBe(q.personId);
+      const filtered = index.search(q.vector, { people: 1, accept: (p) => p !== q.personId });
+      expect(filtered[0]?.personId).toBe(second?.personId);
+      // only one person in a thousand may be recognised here: the search widens until it reaches them
+      const only = g.personIds[999] as string;
+      const far = index.search(q.vector, { people: 1, accept: (p) => p === only });
+      expect(far[0]?.personId).toBe(only);
+      // ...unless nobody it could still reach is above the open-set floor
+      expect(index.search(q.vector, { people: 1, accept: (p) => p === only, floor: 0.5 })).toEqual([]);
+    }
+  });
+
+  it("exact index keeps its rows dense when keys are removed from the middle", () => {
+    const index = new ExactIndex(2);
+    index.add(1, Float32Array.of(1, 0));
+    index.add(2, Float32Array.of(0, 1));
+    index.add(3, Float32Array.of(Math.SQRT1_2, Math.SQRT1_2));
+    expect(index.remove(1)).toBe(true);
+    expect(index.remove(1)).toBe(false);
+    expect(index.size).toBe(2);
+    expect(index.search(Float32Array.of(1, 0), 3).map((n) => n.key)).toEqual([3, 2]);
+  });
+});

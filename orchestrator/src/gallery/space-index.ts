@@ -1,0 +1,183 @@
+import { AnnIndex, type AnnOptions } from "./index-ann.ts";
+import { ExactIndex, type Neighbour } from "./index-exact.ts";
+
+export interface PersonHit {
+  personId: string;
+  /** the person's best template */
+  score: number;
+}
+
+export interface SpaceIndexOptions {
+  /** above this many templates the index moves from exact search to ANN; default 20,000 (≈ 2–3 ms exact on 1 core) */
+  annThreshold?: number;
+  ann?: AnnOptions;
+}
+
+export interface SearchOptions {
+  /** how many distinct people to return; default 2 (best and runner-up, for a margin) */
+  people?: number;
+  /** people who may be returned here (consent covers this store); others are skipped */
+  accept?: (personId: string) => boolean;
+  /**
+   * similarity below which nobody interests the caller (the open-set threshold): when every candidate so far was
+   * refused by `accept`, the search widens only while candidates can still reach it
+   */
+  floor?: number;
+}
+
+/**
+ * Templates of one embedding space, searched by person. Every template lives in a flat f32 store (exact brute force
+ * for small galleries); once the gallery outgrows `annThreshold` an HNSW graph (usearch, i8) is built beside it and
+ * proposes candidates, which are then re-scored exactly from the store. So scores, and with them the calibrated
+ * open-set thresholds, are the same whichever path answered. A person's score is their best template. Removing a
+ * person removes every template key of theirs from the store and the graph, so they are never returned again.
+ */
+export class SpaceIndex {
+  private store: ExactIndex | undefined;
+  private graph: AnnIndex | undefined;
+  private readonly owner = new Map<number, string>();
+  private readonly keysOf = new Map<string, number[]>();
+  private nextKey = 0;
+  private readonly annThreshold: number;
+
+  constructor(private readonly opts: SpaceIndexOptions = {}) {
+    this.annThreshold = opts.annThreshold ?? 20_000;
+  }
+
+  get kind(): "exact" | "ann" | "empty" {
+    return this.graph ? "ann" : this.store ? "exact" : "empty";
+  }
+
+  get dim(): number {
+    return this.store?.dim ?? 0;
+  }
+
+  get templates(): number {
+    return this.owner.size;
+  }
+
+  get people(): number {
+    return this.keysOf.size;
+  }
+
+  memoryBytes(): number {
+    return (this.store?.memoryBytes() ?? 0) + (this.graph?.memoryBytes() ?? 0);
+  }
+
+  private allot(personId: string, count: number): Uint32Array {
+    const keys = new Uint32Array(count);
+    const list = this.keysOf.get(personId) ?? [];
+    for (let i = 0; i < count; i++) {
+      const key = this.nextKey++;
+      keys[i] = key;
+      list.push(key);
+      this.owner.set(key, personId);
+    }
+    if (count > 0) this.keysOf.set(personId, list);
+    return keys;
+  }
+
+  /** Adds templates of a person (more may follow later). */
+  add(personId: string, embeddings: readonly Float32Array[]): void {
+    if (embeddings.length === 0) return;
+    const dim = (embeddings[0] as Float32Array).length;
+    const vectors = new Float32Array(embeddings.length * dim);
+    embeddings.forEach((e, i) => {
+      if (e.length !== dim) throw new Error(`this space holds ${dim}-d embeddings, not ${e.length}-d`);
+      vectors.set(e, i * dim);
+    });
+    this.addMany([personId], [embeddings.length], vectors);
+  }
+
+  /**
+   * Bulk load: `counts[i]` templates of `personIds[i]`, their rows consecutive in `vectors` (row-major). Used when
+   * the gallery is rebuilt from the database and by the benches; the graph inserts them in parallel.
+   */
+  addMany(personIds: readonly string[], counts: readonly number[], vectors: Float32Array): void {
+    const total = counts.reduce((a, b) => a + b, 0);
+    if (total === 0) return;
+    if (vectors.length % total !== 0) throw new Error("vectors must hold sum(counts) rows of equal length");
+    const dim = vectors.length / total;
+    if (this.store && this.store.dim !== dim)
+      throw new Error(`this space holds ${this.store.dim}-d embeddings, not ${dim}-d`);
+    const keys = new Uint32Array(total);
+    let at = 0;
+    personIds.forEach((personId, i) => {
+      keys.set(this.allot(personId, counts[i] ?? 0), at);
+      at += counts[i] ?? 0;
+    });
+    this.store ??= new ExactIndex(dim, total);
+    this.store.addMany(keys, vectors);
+    if (this.graph) this.graph.addMany(keys, vectors);
+    else if (this.store.size > this.annThreshold) {
+      // outgrown brute force: build the graph once from everything held; later additions go to both
+      const graph = new AnnIndex(dim, this.opts.ann);
+      const all = new Uint32Array(this.store.size);
+      const rows = new Float32Array(this.store.size * dim);
+      let row = 0;
+      for (const [key, vector] of this.store.entries()) {
+        all[row] = key;
+        rows.set(vector, row * dim);
+        row++;
+      }
+      graph.addMany(all, rows);
+      this.graph = graph;
+    }
+  }
+
+  /** Removes every template of a person; returns how many were removed. */
+  remove(personId: string): number {
+    const keys = this.keysOf.get(personId);
+    if (!keys) return 0;
+    for (const key of keys) {
+      this.store?.remove(key);
+      this.graph?.remove(key);
+      this.owner.delete(key);
+    }
+    this.keysOf.delete(personId);
+    return keys.length;
+  }
+
+  /** Up to `k` templates nearest to the probe, best first, with exact scores. */
+  private neighbours(probe: Float32Array, k: number): Neighbour[] {
+    const store = this.store as ExactIndex;
+    if (!this.graph) return store.search(probe, k);
+    const hits: Neighbour[] = [];
+    for (const { key } of this.graph.search(probe, k)) {
+      const score = store.score(key, probe);
+      if (score !== undefined) hits.push({ key, score });
+    }
+    return hits.sort((a, b) => b.score - a.score);
+  }
+
+  /** The best `people` distinct people for a probe, best first, each with their best template's score. */
+  search(probe: Float32Array, opts: SearchOptions = {}): PersonHit[] {
+    const size = this.store?.size ?? 0;
+    const want = opts.people ?? 2;
+    if (size === 0 || probe.length !== this.dim) return [];
+    const accept = opts.accept ?? (() => true);
+    const floor = opts.floor ?? -Infinity;
+    // a person holds a few templates: ask for enough neighbours to see `want` people, widen if consent filtered
+    // them out and the candidates could still be above the floor
+    let k = Math.min(size, Math.max(16, want * 8));
+    for (;;) {
+      const hits = this.neighbours(probe, k);
+      const best = new Map<string, number>();
+      const refused = new Set<string>();
+      for (const { key, score } of hits) {
+        const personId = this.owner.get(key);
+        if (personId === undefined || best.has(personId) || refused.has(personId)) continue;
+        if (!accept(personId)) {
+          refused.add(personId);
+          continue;
+        }
+        best.set(personId, score);
+      }
+      const found = [...best].map(([personId, score]) => ({ personId, score }));
+      const lowest = hits.length > 0 ? (hits[hits.length - 1] as Neighbour).score : -Infinity;
+      if (found.length >= want || hits.length < k || k >= size || lowest < floor)
+        return found.sort((a, b) => b.score - a.score).slice(0, want);
+      k = Math.min(size, k * 4);
+    }
+  }
+}
