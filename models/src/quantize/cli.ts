@@ -1,6 +1,6 @@
 /**
  * npm run models:quantize -- <model dir> [--method percentile|minmax|entropy] [--percentile 99.999]
- *                                       [--activations uint8|int8] [--full-range] [--force]
+ *                                       [--activations uint8|int8] [--full-range]
  * e.g. npm run models:quantize -- models/dist/fr-feature/0.0.1
  */
 import { resolve } from "node:path";
@@ -16,7 +16,6 @@ const { values, positionals } = parseArgs({
     method: { type: "string", default: "percentile" },
     percentile: { type: "string", default: "99.999" },
     activations: { type: "string", default: "uint8" },
-    force: { type: "boolean", default: false },
     "full-range": { type: "boolean", default: false },
   },
 });
@@ -27,7 +26,7 @@ if (
   !["uint8", "int8"].includes(values.activations)
 ) {
   console.error(
-    "usage: npm run models:quantize -- <model dir, e.g. models/dist/fr-feature/0.0.1> [--method percentile|minmax|entropy] [--percentile 99.999] [--activations uint8|int8] [--full-range] [--force]",
+    "usage: npm run models:quantize -- <model dir, e.g. models/dist/fr-feature/0.0.1> [--method percentile|minmax|entropy] [--percentile 99.999] [--activations uint8|int8] [--full-range]",
   );
   process.exit(2);
 }
@@ -45,7 +44,6 @@ try {
     method: values.method as CalibrationMethod,
     percentile: Number(values.percentile),
     activationType: values.activations as ActivationType,
-    force: values.force,
     reduceRange: !values["full-range"],
     onStage: (stage, done, total) => {
       if (stage !== current) {

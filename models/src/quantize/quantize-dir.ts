@@ -33,8 +33,6 @@ export interface QuantizeDirOptions {
   reduceRange?: boolean;
   /** where the new model dir goes: <distDir>/<name>-int8/<version> (default: beside the source's name dir) */
   distDir?: string;
-  /** quantize a detector anyway (measured slower and less accurate in int8: kept fp32 by default) */
-  force?: boolean;
   onStage?: (stage: string, done: number, total: number) => void;
 }
 
@@ -102,10 +100,11 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
   if (src.precision !== "fp32") {
     throw new GlanceError("CONFIG_INVALID", `${src.name} is already ${src.precision}: quantize its fp32 build.`);
   }
-  if (src.task !== "embedder" && !opts.force) {
+  if (src.task !== "embedder") {
+    // calibration here feeds aligned face crops, which is only right for an embedder's input
     throw new GlanceError(
       "CONFIG_INVALID",
-      `${src.name} is a ${src.task}: detectors measured slower and less accurate in int8, so they stay fp32 (pass --force to try anyway).`,
+      `${src.name} is a ${src.task}: only embedders are quantized. Detectors stay fp32 (BlazeFace measured slower and less accurate in int8 in earlier research).`,
     );
   }
   const input = src.inputs[0];
