@@ -94,6 +94,7 @@ const DEFAULT_MIN_FACE_PX = 40;
 /** a face entering the frame is rarely its best: watch a new track this long before its first template */
 const SETTLE_MS = 1000;
 const RESTART_WINDOW_MS = 10 * 60_000;
+const STOP_DRAIN_MS = 5000;
 const AGENT_VERSION = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
 
 type RunEnd = { kind: "ended" } | { kind: "failed"; error: unknown } | { kind: "stalled"; stage: string; ms: number };
@@ -292,10 +293,12 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       void finished.finally(() => clearInterval(tick));
       void stopSignal.then(() => clearInterval(tick));
     });
+    currentFinished = finished;
     return Promise.race([finished, watchdog, stopSignal.then((): RunEnd => ({ kind: "ended" }))]);
   };
 
   let currentGeneration = 0;
+  let currentFinished: Promise<unknown> = Promise.resolve();
   let everHadFrame = false;
   let cameraDown = false;
   const recent: number[] = [];
@@ -379,6 +382,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         wakeStop?.();
         await source.close();
         await running;
+        // the pipeline ends every open track when its source closes: let those events reach the queue
+        await Promise.race([currentFinished, new Promise((r) => setTimeout(r, STOP_DRAIN_MS).unref())]);
         await outbox.close();
         await link.close();
         await engine.close();

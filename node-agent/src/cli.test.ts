@@ -1,6 +1,6 @@
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { statSync, writeFileSync } from "node:fs";
+import { readdirSync, statSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -10,11 +10,14 @@ import { decodeMessage, type NodeStatus, topicFor } from "@glance/shared";
 import { Aedes } from "aedes";
 import { connectAsync } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DiskQueue } from "./queue/disk-queue.ts";
+import { startBroker } from "./queue/test-helpers.ts";
 
 const run = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
 const TSX = join(ROOT, "node_modules", ".bin", "tsx");
 const CLI = new URL("./cli.ts", import.meta.url).pathname;
+const VIDEO = join(ROOT, "demo/people/video/hamilton-clip.mp4");
 
 let broker: Aedes;
 let server: Server;
@@ -130,4 +133,72 @@ describe("glance-agent bench", () => {
     // the int8 model is built by the models package; where it is, it must embed the same faces close to fp32
     if (int8?.loaded) expect(int8.agreement?.mean).toBeGreaterThan(0.9);
   }, 60_000);
+});
+
+describe("glance-agent run, killed while offline", () => {
+  it("a node killed with SIGKILL while its broker was down delivers that backlog first, in order, on its next run", async () => {
+    // a port nothing listens on yet
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const brokerPort = (probe.address() as { port: number }).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+
+    const dir = await mkdtemp(join(tmpdir(), "glance-cli-"));
+    const config = join(dir, "node.json");
+    const write = (cameraId: string) =>
+      writeFileSync(
+        config,
+        JSON.stringify({
+          nodeId: "cli-offline",
+          cameraId,
+          mqtt: { url: `mqtt://127.0.0.1:${brokerPort}`, username: "cli-offline", password: "pw" },
+          // people walk through the clip, so tracks end (and dwell events are queued) all the time
+          source: { kind: "replay", path: VIDEO, fps: 10, width: 320, pace: "every-frame", loop: true },
+          dataDir: "state",
+          logLevel: "silent",
+        }),
+      );
+    write("cam-a");
+    // one process (no tsx wrapper), so SIGKILL kills the node itself
+    const first = spawn(process.execPath, ["--import", "tsx", CLI, "run", "--config", config], { cwd: ROOT, stdio: "ignore" });
+    const queueDir = join(dir, "state", "queue");
+    const queued = () => {
+      try {
+        return readdirSync(queueDir)
+          .filter((n) => n.endsWith(".seg"))
+          .reduce((sum, n) => sum + statSync(join(queueDir, n)).size, 0);
+      } catch {
+        return 0;
+      }
+    };
+    const deadline = Date.now() + 60_000;
+    while (queued() < 1500 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const exited = once(first, "exit");
+    first.kill("SIGKILL");
+    await exited;
+    const backlog = DiskQueue.open(queueDir);
+    const depth = backlog.depth;
+    await backlog.close();
+    expect(depth).toBeGreaterThan(3);
+
+    const broker = await startBroker(brokerPort);
+    write("cam-b");
+    const second = spawn(process.execPath, ["--import", "tsx", CLI, "run", "--config", config], { cwd: ROOT, stdio: "ignore" });
+    const fromA = () => broker.events.filter((e) => e.cameraId === "cam-a");
+    const until = Date.now() + 60_000;
+    while ((fromA().length < depth || !broker.events.some((e) => e.cameraId === "cam-b")) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const stopped = once(second, "exit");
+    second.kill("SIGTERM");
+    await stopped;
+    await broker.stop();
+
+    expect(fromA()).toHaveLength(depth);
+    expect(new Set(fromA().map((e) => e.trackId)).size).toBe(depth);
+    // the backlog goes first: no event of this run before the last one of the killed run
+    const lastA = broker.events.findLastIndex((e) => e.cameraId === "cam-a");
+    const firstB = broker.events.findIndex((e) => e.cameraId === "cam-b");
+    expect(firstB).toBeGreaterThan(lastA);
+  }, 150_000);
 });

@@ -11,7 +11,6 @@ import { sealedTemplate, startBroker, type TestBroker } from "./test-helpers.ts"
 
 const log = pino({ level: "silent" });
 const ROOT = new URL("../../../", import.meta.url).pathname;
-const TSX = join(ROOT, "node_modules", ".bin", "tsx");
 const CHILD = new URL("./enqueue-child.fixture.ts", import.meta.url).pathname;
 
 function linkTo(port: number, nodeId: string): NodeLink {
@@ -93,7 +92,11 @@ describe("store-and-forward", () => {
   it("a node killed while queueing (SIGKILL) delivers its whole backlog, in order, after restart", async () => {
     const nodeId = "node-killed";
     const dir = await mkdtemp(join(tmpdir(), "glance-outbox-"));
-    const child = spawn(TSX, [CHILD, dir, nodeId], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+    // one process (no tsx wrapper), so SIGKILL kills the writer itself
+    const child = spawn(process.execPath, ["--import", "tsx", CHILD, dir, nodeId], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
     let durable = -1;
     child.stdout.setEncoding("utf8");
     child.stdout.on("data", (chunk: string) => {
@@ -103,6 +106,7 @@ describe("store-and-forward", () => {
     const exited = new Promise((r) => child.once("exit", r));
     child.kill("SIGKILL");
     await exited;
+    expect(() => process.kill(child.pid as number, 0)).toThrow();
     expect(readdirSync(dir).filter((n) => n.endsWith(".seg")).length).toBeGreaterThan(1);
 
     const received: number[] = [];

@@ -67,6 +67,11 @@ export class Outbox extends EventEmitter<{ delivered: [{ name: Queued; payload: 
    * a slow SD card or an absent broker never stalls the camera pipeline. Resolves when it is on disk.
    */
   enqueue<N extends Queued>(name: N, payload: Payload<N>): Promise<void> {
+    if (this.#closing) {
+      this.#failed++;
+      this.#log.warn({ name }, "message after the outbox closed was not queued");
+      return Promise.resolve();
+    }
     const bytes = encodeMessage(name, payload);
     const written = this.#queue.append(name, bytes).then(
       () => this.#wake(),
@@ -123,8 +128,12 @@ export class Outbox extends EventEmitter<{ delivered: [{ name: Queued; payload: 
       }
       if (retry) {
         // a publish failed: let the rest of the window settle, then resend from the oldest unacknowledged
-        await Promise.allSettled(this.#inflight.values());
-        await new Promise((r) => setTimeout(r, RETRY_MS).unref());
+        // (every wait here also ends on close, so stopping never hangs on a broker that is gone)
+        if (this.#inflight.size > 0) {
+          await Promise.race([...this.#inflight.values(), this.#sleep(seen)]);
+          continue;
+        }
+        await Promise.race([new Promise((r) => setTimeout(r, RETRY_MS).unref()), this.#sleep(seen)]);
         cursor = this.#queue.head;
         retry = false;
         continue;

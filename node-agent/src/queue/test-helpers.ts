@@ -3,6 +3,7 @@ import {
   encodeEmbedding,
   generateSealingKeyPair,
   generateSigningKeyPair,
+  type NodeEvent,
   parseTopic,
   type SealedTemplate,
   seal,
@@ -15,14 +16,18 @@ export interface TestBroker {
   port: number;
   /** template seqs as the broker received them (duplicates included) */
   received: number[];
+  /** events as the broker received them */
+  events: NodeEvent[];
   stop(): Promise<void>;
 }
 
 export async function startBroker(port = 0, received: number[] = []): Promise<TestBroker> {
   const broker = await Aedes.createBroker();
+  const events: NodeEvent[] = [];
   broker.on("publish", (packet, client) => {
-    if (!client || parseTopic(packet.topic)?.name !== "template") return;
-    received.push((JSON.parse(packet.payload.toString()) as SealedTemplate).seq);
+    const name = client ? parseTopic(packet.topic)?.name : undefined;
+    if (name === "template") received.push((JSON.parse(packet.payload.toString()) as SealedTemplate).seq);
+    if (name === "event") events.push(JSON.parse(packet.payload.toString()) as NodeEvent);
   });
   const server: Server = createServer(broker.handle);
   await new Promise<void>((resolve, reject) => {
@@ -32,6 +37,7 @@ export async function startBroker(port = 0, received: number[] = []): Promise<Te
   return {
     port: (server.address() as { port: number }).port,
     received,
+    events,
     async stop() {
       await new Promise<void>((resolve) => broker.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
