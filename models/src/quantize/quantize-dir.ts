@@ -259,7 +259,7 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
         genuinePairs: c.genuinePairs,
         impostorPairs: c.impostorPairs,
         thresholds: c.thresholds,
-        tar: c.tar,
+        tar: Object.fromEntries(Object.entries(c.tar).map(([k, v]) => [k, round(v, 4)])),
         auc: round(c.auc),
         lfwAccuracy: round(c.bestAccuracy),
         undetected: scores.undetected,
