@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type Consent, Gallery, type Member } from "./gallery.ts";
+import { syntheticGallery } from "./synthetic.ts";
 
 const unit = (...xs: number[]) => {
   const n = Math.hypot(...xs);
@@ -57,3 +58,58 @@ describe("gallery matching (open set)", () => {
     expect(g.size).toEqual({ people: 0, templates: 0 });
   });
 });
+
+describe("gallery matching through the ANN graph (large galleries)", () => {
+  const g = syntheticGallery({ people: 1500, templatesPerPerson: 2, dim: 64, seed: 21 });
+  const build = (annThreshold: number) => {
+    const gallery = new Gallery("s@1", 0.45, { annThreshold });
+    g.personIds.forEach((personId, p) => {
+      const scope = p % 2 === 0 ? "all-stores" : "soho";
+      gallery.add(
+        member(personId, { scope }),
+        [0, 1].map((t) => g.vectors.slice((p * 2 + t) * 64, (p * 2 + t + 1) * 64)),
+      );
+    });
+    return gallery;
+  };
+
+  it("makes the same member/unknown decisions, with the same scores, as exact search", () => {
+    const exact = build(Number.POSITIVE_INFINITY);
+    const ann = build(0);
+    const probes = [...g.queries(150).map((q) => q.vector), ...Array.from({ length: 50 }, () => randomUnit(64))];
+    let members = 0;
+    let unknowns = 0;
+    for (const probe of probes) {
+      for (const store of ["soho", "camden"]) {
+        const a = ann.match(probe, store);
+        const e = exact.match(probe, store);
+        if (e.kind === "member") {
+          members++;
+          expect(a).toEqual(e);
+        } else {
+          unknowns++;
+          expect(a.kind).toBe("unknown");
+        }
+      }
+    }
+    // both sides of the threshold were exercised: soho sees everyone, camden only the all-stores half
+    expect(members).toBeGreaterThan(150);
+    expect(unknowns).toBeGreaterThan(100);
+  });
+
+  it("forgets a removed person found through the graph", () => {
+    const ann = build(0);
+    const q = g.queries(1)[0] as { personId: string; vector: Float32Array };
+    expect(ann.match(q.vector, "soho")).toMatchObject({ kind: "member", personId: q.personId });
+    ann.remove(q.personId);
+    const after = ann.match(q.vector, "soho");
+    expect(after.kind === "member" ? after.personId : null).not.toBe(q.personId);
+    expect(ann.size).toEqual({ people: 1499, templates: 2998 });
+  });
+});
+
+function randomUnit(dim: number): Float32Array {
+  const v = Float32Array.from({ length: dim }, () => Math.random() - 0.5);
+  const n = Math.hypot(...v);
+  return v.map((x) => x / n);
+}

@@ -2,6 +2,7 @@ import { decodeEmbedding } from "@glance/shared";
 import { and, eq, gt, isNull, or } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { consents, people, templates } from "../db/schema.ts";
+import { SpaceIndex, type SpaceIndexOptions } from "./space-index.ts";
 
 export interface Consent {
   /** "all-stores" or the one store the person agreed to be recognised in */
@@ -28,25 +29,27 @@ export type Match =
   | { kind: "unknown"; score: number };
 
 /**
- * In-memory 1:N index of consented members for one embedding space. Exact cosine (vectors are L2-normalised, so a
- * dot product); a person's score is their best template; open set: below the threshold the visitor is unknown.
- * Rebuilt from the database at start, updated on enrolment.
+ * In-memory 1:N index of consented members for one embedding space. Cosine (vectors are L2-normalised, so a dot
+ * product), exact or through an ANN graph whose candidates are re-scored exactly; a person's score is their best
+ * template; open set: below the threshold the visitor is unknown. Rebuilt from the database at start (in bulk, so a
+ * large gallery's graph is built in parallel), updated on enrolment.
  */
 export class Gallery {
   private readonly members = new Map<string, Member>();
-  /** all templates as one row-major matrix (rows × dim), so a 1:N scan is a tight loop over contiguous memory */
-  private matrix = new Float32Array(0);
-  private owners: string[] = [];
-  private dim = 0;
+  /** exact brute force over one f32 matrix for small galleries, an HNSW graph (re-scored exactly) above 20k */
+  private readonly index: SpaceIndex;
 
   constructor(
     readonly space: string,
     /** calibrated cosine threshold (1:1 FAR 1e-3 from the embedder manifest) */
     readonly threshold: number,
-  ) {}
+    indexOptions: SpaceIndexOptions = {},
+  ) {
+    this.index = new SpaceIndex(indexOptions);
+  }
 
   get size(): { people: number; templates: number } {
-    return { people: this.members.size, templates: this.owners.length };
+    return { people: this.members.size, templates: this.index.templates };
   }
 
   /** Adds templates (and consents) of a person; calling it again for the same person merges. */
@@ -57,65 +60,42 @@ export class Gallery {
         all.findIndex((d) => d.scope === c.scope && d.expiresAt?.getTime() === c.expiresAt?.getTime()) === i,
     );
     this.members.set(member.personId, { ...member, consents });
-    for (const e of embeddings) {
-      if (this.dim === 0) this.dim = e.length;
-      if (e.length !== this.dim)
-        throw new Error(`space ${this.space} holds ${this.dim}-d embeddings, not ${e.length}-d`);
-      const row = this.owners.length;
-      if ((row + 1) * this.dim > this.matrix.length) {
-        const grown = new Float32Array(Math.max(64, row * 2) * this.dim);
-        grown.set(this.matrix);
-        this.matrix = grown;
-      }
-      this.matrix.set(e, row * this.dim);
-      this.owners.push(member.personId);
-    }
+    const odd = embeddings.find((e) => e.length !== (this.index.dim || embeddings[0]?.length));
+    if (odd)
+      throw new Error(
+        `space ${this.space} holds ${this.index.dim || embeddings[0]?.length}-d embeddings, not ${odd.length}-d`,
+      );
+    this.index.add(member.personId, embeddings);
   }
 
   remove(personId: string): void {
     this.members.delete(personId);
-    let kept = 0;
-    for (let row = 0; row < this.owners.length; row++) {
-      if (this.owners[row] === personId) continue;
-      if (kept !== row) this.matrix.copyWithin(kept * this.dim, row * this.dim, (row + 1) * this.dim);
-      this.owners[kept++] = this.owners[row] as string;
-    }
-    this.owners.length = kept;
+    this.index.remove(personId);
   }
 
   /** Best consented member for a probe seen in `storeId`; members whose consent does not cover it are skipped. */
   match(probe: Float32Array, storeId: string, now = new Date()): Match {
-    const { matrix, owners, dim } = this;
-    if (probe.length !== dim) return { kind: "unknown", score: 0 };
-    const eligible = new Map<string, boolean>();
-    let bestRow = -1;
-    let bestScore = -Infinity;
-    for (let row = 0; row < owners.length; row++) {
-      const owner = owners[row] as string;
-      let ok = eligible.get(owner);
-      if (ok === undefined) {
-        const member = this.members.get(owner);
-        ok = !!member && covers(member, storeId, now);
-        eligible.set(owner, ok);
-      }
-      if (!ok) continue;
-      let score = 0;
-      const base = row * dim;
-      for (let i = 0; i < dim; i++) score += (probe[i] as number) * (matrix[base + i] as number);
-      if (score > bestScore) {
-        bestScore = score;
-        bestRow = row;
-      }
-    }
-    if (bestRow < 0) return { kind: "unknown", score: 0 };
-    const member = this.members.get(owners[bestRow] as string) as Member;
-    if (bestScore < this.threshold) return { kind: "unknown", score: bestScore };
-    return { kind: "member", personId: member.personId, displayName: member.displayName, score: bestScore };
+    const eligible = (personId: string) => {
+      const member = this.members.get(personId);
+      return !!member && covers(member, storeId, now);
+    };
+    // floor: when consent filters out every candidate, stop widening once nobody left could reach the threshold
+    const [best] = this.index.search(probe, { people: 1, accept: eligible, floor: this.threshold });
+    if (!best) return { kind: "unknown", score: 0 };
+    const member = this.members.get(best.personId) as Member;
+    if (best.score < this.threshold) return { kind: "unknown", score: best.score };
+    return { kind: "member", personId: member.personId, displayName: member.displayName, score: best.score };
   }
 
   /** Loads every template of `space` whose person holds a live (granted, not withdrawn, not expired) consent. */
-  static async load(db: Db, space: string, threshold: number, now = new Date()): Promise<Gallery> {
-    const gallery = new Gallery(space, threshold);
+  static async load(
+    db: Db,
+    space: string,
+    threshold: number,
+    now = new Date(),
+    indexOptions: SpaceIndexOptions = {},
+  ): Promise<Gallery> {
+    const gallery = new Gallery(space, threshold, indexOptions);
     const rows = await db
       .select({
         templateId: templates.id,
@@ -137,12 +117,28 @@ export class Gallery {
       );
     // a person with several consents appears once per consent: one copy of each template, every consent
     const seen = new Set<string>();
+    const embeddingsOf = new Map<string, Float32Array[]>();
     for (const row of rows) {
       const consent: Consent = { scope: row.scope, expiresAt: row.expiresAt };
-      const embeddings = seen.has(row.templateId) ? [] : [decodeEmbedding(row.embedding)];
+      gallery.add({ personId: row.personId, displayName: row.displayName, consents: [consent] }, []);
+      if (seen.has(row.templateId)) continue;
       seen.add(row.templateId);
-      gallery.add({ personId: row.personId, displayName: row.displayName, consents: [consent] }, embeddings);
+      const list = embeddingsOf.get(row.personId) ?? [];
+      list.push(decodeEmbedding(row.embedding));
+      embeddingsOf.set(row.personId, list);
     }
+    const all = [...embeddingsOf.values()].flat();
+    const dim = all[0]?.length ?? 0;
+    if (all.some((e) => e.length !== dim)) throw new Error(`space ${space} holds embeddings of different lengths`);
+    const vectors = new Float32Array(all.length * dim);
+    all.forEach((e, i) => {
+      vectors.set(e, i * dim);
+    });
+    gallery.index.addMany(
+      [...embeddingsOf.keys()],
+      [...embeddingsOf.values()].map((l) => l.length),
+      vectors,
+    );
     return gallery;
   }
 }
