@@ -131,7 +131,9 @@ export class DiskQueue {
 
   /** records waiting for delivery */
   get depth(): number {
-    return this.#end() - this.#head;
+    let n = 0;
+    for (const s of this.#segments) n += Math.max(0, s.base + s.offsets.length - Math.max(s.base, this.#head));
+    return n;
   }
 
   get bytes(): number {
@@ -269,11 +271,14 @@ export class DiskQueue {
   }
 
   #advance(to: number): void {
-    for (let id = this.#head; id < to; id++) {
-      const s = this.#segmentOf(id);
-      if (s) this.#liveBytes -= (s.lengths[id - s.base] ?? 0) + HEADER;
+    for (const seg of this.#segments) {
+      for (let id = Math.max(this.#head, seg.base); id < Math.min(to, seg.base + seg.offsets.length); id++) {
+        this.#liveBytes -= (seg.lengths[id - seg.base] ?? 0) + HEADER;
+      }
     }
-    this.#head = to;
+    // a gap between segments (one lost or deleted by hand) holds no records: the head skips it
+    const next = this.#segments.find((seg) => to < seg.base + seg.offsets.length);
+    this.#head = next ? Math.max(to, next.base) : to;
     this.#headDirty = true;
     // fully delivered segments go, except the one being written
     while (this.#segments.length > 0) {

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { appendFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -191,6 +191,32 @@ describe("store-and-forward", () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(received).toEqual(range(36 - depth, 36));
     await outbox.close();
+    await link.close();
+    await broker.stop();
+  }, 30_000);
+
+  it("a segment file lost from the middle of the queue does not stop the rest from being delivered and deleted", async () => {
+    const nodeId = "node-gap";
+    const dir = await mkdtemp(join(tmpdir(), "glance-outbox-"));
+    const size = Buffer.byteLength(JSON.stringify(sealedTemplate(nodeId, 0))) + 20;
+    const options = { segmentBytes: Math.floor(size * 2.5) }; // three records a segment
+    const offline = new Outbox(dir, { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} }, log, options);
+    for (let seq = 0; seq < 12; seq++) await offline.enqueue("template", sealedTemplate(nodeId, seq));
+    await offline.close();
+    const segments = readdirSync(dir).filter((n) => n.endsWith(".seg")).sort();
+    expect(segments).toHaveLength(4);
+    unlinkSync(join(dir, segments[1] as string)); // seqs 3, 4, 5
+
+    const received: number[] = [];
+    const broker = await startBroker(0, received);
+    const link = linkTo(broker.port, nodeId);
+    const outbox = new Outbox(dir, link, log, options);
+    expect(outbox.stats().depth).toBe(9);
+    await until(() => outbox.stats().depth === 0, "the backlog");
+    await outbox.close();
+    expect(received).toEqual([0, 1, 2, 6, 7, 8, 9, 10, 11]);
+    // everything delivered is gone from disk, apart from the segment still open for writing
+    expect(readdirSync(dir).filter((n) => n.endsWith(".seg")).length).toBeLessThanOrEqual(1);
     await link.close();
     await broker.stop();
   }, 30_000);

@@ -177,9 +177,8 @@ export class Outbox extends EventEmitter<{ delivered: [{ name: Queued; payload: 
   /** Acks may come out of order; the queue head moves over the contiguous acknowledged run only. */
   #ack(id: number): void {
     this.#acked.add(id);
-    let head = this.#queue.head;
-    while (this.#acked.has(head)) head++;
-    this.#queue.ackUpTo(head);
+    // ackUpTo(h + 1) may jump further (over a gap left by a lost segment)
+    while (this.#acked.has(this.#queue.head)) this.#queue.ackUpTo(this.#queue.head + 1);
     for (const a of this.#acked) if (a < this.#queue.head) this.#acked.delete(a);
     this.#wake();
   }
