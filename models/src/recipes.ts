@@ -184,6 +184,17 @@ export const FACERES_ZOOMS = {
 /** the alignment zoom of the faceres template (chosen on LFW through the production path, see FACERES_ZOOMS) */
 export const FACERES_ZOOM = 1;
 
+/**
+ * `tsx models/src/dlib/measure.ts --embedder faceres` (2026-11-25, demo clip at 10 fps, detector minScore 0.3):
+ * best cosine of any face against each demo member, at the FAR 1e-3 threshold 0.6388. Lin-Manuel Miranda (in the
+ * clip) clears it; the members not in the clip stay below it; Alex Lacamoire (profile only) does not reach it.
+ */
+export const FACERES_MEASUREMENTS = {
+  alexFrames15to25Max: 0.5522,
+  linManuelMax: 0.7508,
+  absentMax: { barack_obama: 0.5883, joe_biden: 0.4388, kit_harington: 0.4932, rose_leslie: 0.4254 },
+};
+
 export function faceresRecipe(zoom = FACERES_ZOOM, calibration = FACERES_CALIBRATION): Recipe {
   const f = calibration;
   return {
@@ -263,7 +274,7 @@ export function faceresRecipe(zoom = FACERES_ZOOM, calibration = FACERES_CALIBRA
         "models/src/convert (TF.js graph → ONNX opset 13 in TypeScript), only the global_pooling/Mean:0 output; " +
         "parity with TF.js checked by models/src/convert/convert.test.ts; byte-for-byte reproducible",
     },
-    metrics: { lfw: f },
+    metrics: { lfw: f, demoClip: FACERES_MEASUREMENTS },
   };
 }
 
