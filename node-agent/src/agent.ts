@@ -183,7 +183,11 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       statusEveryMs: opts.heartbeatMs,
       status: () => ({
         agentVersion: AGENT_VERSION,
-        models: { embedding: engine.space, detector: modelLabel(engine.detector), embedder: modelLabel(engine.embedder) },
+        models: {
+          embedding: engine.space,
+          detector: modelLabel(engine.detector),
+          embedder: modelLabel(engine.embedder),
+        },
         privacyMode: link.desired?.privacyMode,
         stats: telemetry(),
       }),
@@ -201,9 +205,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     events.emit("template", { trackId, seq, quality, bytes: payload.length });
   });
   const sendEvent = (kind: NodeEvent["kind"], detail?: string) =>
-    link
-      .send("event", { nodeId: opts.nodeId, ts: Date.now(), kind, cameraId: opts.cameraId, detail })
-      .catch(() => {});
+    link.send("event", { nodeId: opts.nodeId, ts: Date.now(), kind, cameraId: opts.cameraId, detail }).catch(() => {});
 
   // "members-only" behaves like "visitor" until the edge gallery exists (see README)
   const templatesOn = (): DesiredState | undefined => {
@@ -278,17 +280,20 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       (error: unknown): RunEnd => ({ kind: "failed", error }),
     );
     const watchdog = new Promise<RunEnd>((resolve) => {
-      const tick = setInterval(() => {
-        const busy = timer.busiest();
-        if (busy && busy.ms > wd.stallMs) {
-          resolve({ kind: "stalled", stage: busy.stage, ms: Math.round(busy.ms) });
-        } else if (!busy && performance.now() - lastFrameAt > wd.cameraSilenceMs) {
-          resolve({
-            kind: "failed",
-            error: new GlanceError("CAMERA_UNAVAILABLE", `No frame from the camera for ${wd.cameraSilenceMs} ms.`),
-          });
-        }
-      }, Math.min(1000, wd.stallMs / 4, wd.cameraSilenceMs / 4));
+      const tick = setInterval(
+        () => {
+          const busy = timer.busiest();
+          if (busy && busy.ms > wd.stallMs) {
+            resolve({ kind: "stalled", stage: busy.stage, ms: Math.round(busy.ms) });
+          } else if (!busy && performance.now() - lastFrameAt > wd.cameraSilenceMs) {
+            resolve({
+              kind: "failed",
+              error: new GlanceError("CAMERA_UNAVAILABLE", `No frame from the camera for ${wd.cameraSilenceMs} ms.`),
+            });
+          }
+        },
+        Math.min(1000, wd.stallMs / 4, wd.cameraSilenceMs / 4),
+      );
       tick.unref();
       void finished.finally(() => clearInterval(tick));
       void stopSignal.then(() => clearInterval(tick));

@@ -129,7 +129,11 @@ describe("glance-agent bench", () => {
     expect(result.stages.detect?.p50).toBeGreaterThan(0);
     expect(result.stages.detect?.p95).toBeGreaterThanOrEqual(result.stages.detect?.p50 ?? 0);
     const [fp32, int8] = result.embedders;
-    expect(fp32).toMatchObject({ name: expect.stringMatching(/^fr-feature@/), loaded: true, embed: { n: result.faces } });
+    expect(fp32).toMatchObject({
+      name: expect.stringMatching(/^fr-feature@/),
+      loaded: true,
+      embed: { n: result.faces },
+    });
     // the int8 model is built by the models package; where it is, it must embed the same faces close to fp32
     if (int8?.loaded) expect(int8.agreement?.mean).toBeGreaterThan(0.9);
   }, 60_000);
@@ -160,7 +164,10 @@ describe("glance-agent run, killed while offline", () => {
       );
     write("cam-a");
     // one process (no tsx wrapper), so SIGKILL kills the node itself
-    const first = spawn(process.execPath, ["--import", "tsx", CLI, "run", "--config", config], { cwd: ROOT, stdio: "ignore" });
+    const first = spawn(process.execPath, ["--import", "tsx", CLI, "run", "--config", config], {
+      cwd: ROOT,
+      stdio: "ignore",
+    });
     const queueDir = join(dir, "state", "queue");
     const queued = () => {
       try {
@@ -183,7 +190,10 @@ describe("glance-agent run, killed while offline", () => {
 
     const broker = await startBroker(brokerPort);
     write("cam-b");
-    const second = spawn(process.execPath, ["--import", "tsx", CLI, "run", "--config", config], { cwd: ROOT, stdio: "ignore" });
+    const second = spawn(process.execPath, ["--import", "tsx", CLI, "run", "--config", config], {
+      cwd: ROOT,
+      stdio: "ignore",
+    });
     const fromA = () => broker.events.filter((e) => e.cameraId === "cam-a");
     const until = Date.now() + 60_000;
     while ((fromA().length < depth || !broker.events.some((e) => e.cameraId === "cam-b")) && Date.now() < until) {

@@ -96,6 +96,9 @@ describe("glance-agent doctor", () => {
       mqtt: { url: "mqtt://127.0.0.1:9", username: "doc-node", password: "right" },
     });
     const checks = await doctor(config, "right");
-    expect(checks.find((c) => c.name === "broker")).toMatchObject({ ok: false, next: expect.stringMatching(/network/) });
+    expect(checks.find((c) => c.name === "broker")).toMatchObject({
+      ok: false,
+      next: expect.stringMatching(/network/),
+    });
   }, 60_000);
 });

@@ -74,7 +74,12 @@ function checkKey(dataDir: string): Check {
     };
   }
   if (process.getuid && uid !== process.getuid()) {
-    return { name, ok: false, detail: `${file} belongs to uid ${uid}, not to this user`, next: `chown glance: ${file}` };
+    return {
+      name,
+      ok: false,
+      detail: `${file} belongs to uid ${uid}, not to this user`,
+      next: `chown glance: ${file}`,
+    };
   }
   return { name, ok: true, detail: `${file}, mode 0600, owned by this user` };
 }
@@ -95,7 +100,12 @@ function checkDisk(dataDir: string): Check {
     }
     return { name, ok: true, detail: `${mib} MiB free under ${dataDir}` };
   } catch (err) {
-    return { name, ok: false, detail: `${dataDir}: ${why(err)}`, next: "Create dataDir and give it to the glance user." };
+    return {
+      name,
+      ok: false,
+      detail: `${dataDir}: ${why(err)}`,
+      next: "Create dataDir and give it to the glance user.",
+    };
   }
 }
 

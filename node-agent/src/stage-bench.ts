@@ -105,7 +105,10 @@ export async function benchStages(o: StageBenchOptions): Promise<StageBenchResul
   for (const name of [first, ...rest]) {
     let engine: FacePipeline;
     try {
-      engine = name === first ? base : await FacePipeline.load({ modelsDir: o.modelsDir, detector: o.detector, embedder: name });
+      engine =
+        name === first
+          ? base
+          : await FacePipeline.load({ modelsDir: o.modelsDir, detector: o.detector, embedder: name });
     } catch (err) {
       embedders.push({ name: name ?? "default", loaded: false, error: (err as Error).message.slice(0, 300) });
       continue;
@@ -169,7 +172,11 @@ export function formatStageBench(r: StageBenchResult): string {
     if (!e.loaded || !e.embed) rows.push(`embed ${e.name.padEnd(22)} not available: ${e.error}`);
     else
       rows.push(
-        row(`embed ${e.name}`, e.embed, e.agreement ? `   cosine to first: mean ${e.agreement.mean}, min ${e.agreement.min}` : ""),
+        row(
+          `embed ${e.name}`,
+          e.embed,
+          e.agreement ? `   cosine to first: mean ${e.agreement.mean}, min ${e.agreement.min}` : "",
+        ),
       );
   }
   if (r.stages.seal) rows.push(row("seal", r.stages.seal));

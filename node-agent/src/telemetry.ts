@@ -32,7 +32,8 @@ export class Rates {
   sample(frames: number, tracks: number, now = Date.now()): { fps: number; facesPerHour: number } {
     const previous = this.#samples.at(-1) as { at: number; frames: number; tracks: number };
     this.#samples.push({ at: now, frames, tracks });
-    while (this.#samples.length > 2 && now - (this.#samples[1] as { at: number }).at >= 3_600_000) this.#samples.shift();
+    while (this.#samples.length > 2 && now - (this.#samples[1] as { at: number }).at >= 3_600_000)
+      this.#samples.shift();
     const oldest = this.#samples[0] as { at: number; tracks: number };
     const seconds = (now - previous.at) / 1000;
     const hours = (now - oldest.at) / 3_600_000;

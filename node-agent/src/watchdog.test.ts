@@ -4,7 +4,14 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FacePipeline } from "@glance/models";
-import { decodeMessage, filterFor, generateSigningKeyPair, type NodeEvent, type NodeStatus, parseTopic } from "@glance/shared";
+import {
+  decodeMessage,
+  filterFor,
+  generateSigningKeyPair,
+  type NodeEvent,
+  type NodeStatus,
+  parseTopic,
+} from "@glance/shared";
 import { connectAsync, type MqttClient } from "mqtt";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -119,7 +126,9 @@ describe("watchdog", () => {
     await until(() => agent.stats().frames > framesAfter + 5, "frames after the restart");
     expect(agent.stats().restarts).toBe(1);
     await agent.stop();
-    expect(events).toContainEqual(expect.objectContaining({ kind: "stage-restarted", detail: expect.stringMatching(/^detect /) }));
+    expect(events).toContainEqual(
+      expect.objectContaining({ kind: "stage-restarted", detail: expect.stringMatching(/^detect /) }),
+    );
     await client.endAsync();
   }, 40_000);
 });

@@ -84,7 +84,8 @@ export class DiskQueue {
     this.#head = head;
     this.#torn = torn;
     for (const s of segments) {
-      for (let i = 0; i < s.offsets.length; i++) if (s.base + i >= head) this.#liveBytes += (s.lengths[i] ?? 0) + HEADER;
+      for (let i = 0; i < s.offsets.length; i++)
+        if (s.base + i >= head) this.#liveBytes += (s.lengths[i] ?? 0) + HEADER;
     }
   }
 
@@ -95,7 +96,8 @@ export class DiskQueue {
     try {
       const parsed = Number(readFileSync(join(dir, HEAD_FILE), "utf8").trim());
       if (Number.isSafeInteger(parsed) && parsed >= 0) head = parsed;
-      else o.log?.warn("queue head file is damaged: delivering everything still on disk (the orchestrator drops repeats)");
+      else
+        o.log?.warn("queue head file is damaged: delivering everything still on disk (the orchestrator drops repeats)");
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
     }
@@ -332,7 +334,13 @@ export class DiskQueue {
       segment = last;
     } else {
       const base = this.#end();
-      segment = { base, file: join(this.#dir, `${String(base).padStart(20, "0")}.seg`), offsets: [], lengths: [], size: 0 };
+      segment = {
+        base,
+        file: join(this.#dir, `${String(base).padStart(20, "0")}.seg`),
+        offsets: [],
+        lengths: [],
+        size: 0,
+      };
       this.#segments.push(segment);
     }
     const fh = await open(segment.file, segment.size === 0 ? "w" : "r+", 0o600);

@@ -74,7 +74,11 @@ describe("store-and-forward", () => {
     await first.close();
 
     // the second run queues while it cannot reach the broker yet
-    const offline = new Outbox(dir, { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} }, log);
+    const offline = new Outbox(
+      dir,
+      { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} },
+      log,
+    );
     for (let seq = 10; seq < 15; seq++) await offline.enqueue("template", sealedTemplate(nodeId, seq));
     await offline.close();
 
@@ -127,14 +131,18 @@ describe("store-and-forward", () => {
   it("a record torn by a power cut is dropped and counted; the records before it are delivered", async () => {
     const nodeId = "node-torn";
     const dir = await mkdtemp(join(tmpdir(), "glance-outbox-"));
-    const offline = new Outbox(dir, { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} }, log);
+    const offline = new Outbox(
+      dir,
+      { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} },
+      log,
+    );
     for (let seq = 0; seq < 5; seq++) await offline.enqueue("template", sealedTemplate(nodeId, seq));
     await offline.close();
     const [segment] = readdirSync(dir).filter((n) => n.endsWith(".seg"));
     const file = join(dir, segment as string);
     // the first 300 bytes of a sixth record: its header says 1200 bytes follow
     const whole = readFileSync(file);
-    const record = whole.subarray(whole.length / 5 * 4);
+    const record = whole.subarray((whole.length / 5) * 4);
     appendFileSync(file, record.subarray(0, 300));
 
     const received: number[] = [];
@@ -153,7 +161,11 @@ describe("store-and-forward", () => {
   it("a record whose checksum does not match is dropped with the rest of its segment, not delivered", async () => {
     const nodeId = "node-bitrot";
     const dir = await mkdtemp(join(tmpdir(), "glance-outbox-"));
-    const offline = new Outbox(dir, { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} }, log);
+    const offline = new Outbox(
+      dir,
+      { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} },
+      log,
+    );
     for (let seq = 0; seq < 4; seq++) await offline.enqueue("template", sealedTemplate(nodeId, seq));
     await offline.close();
     const file = join(dir, readdirSync(dir).find((n) => n.endsWith(".seg")) as string);
@@ -162,7 +174,11 @@ describe("store-and-forward", () => {
     bytes[at] = (bytes[at] as number) ^ 0xff;
     writeFileSync(file, bytes);
 
-    const reopened = new Outbox(dir, { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} }, log);
+    const reopened = new Outbox(
+      dir,
+      { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} },
+      log,
+    );
     expect(reopened.stats()).toMatchObject({ depth: 3, torn: 1 });
     await reopened.close();
   });
@@ -172,7 +188,12 @@ describe("store-and-forward", () => {
     const dir = await mkdtemp(join(tmpdir(), "glance-outbox-"));
     const size = Buffer.byteLength(JSON.stringify(sealedTemplate(nodeId, 0))) + 20;
     const options = { maxBytes: size * 10, segmentBytes: size * 3 };
-    const offline = new Outbox(dir, { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} }, log, options);
+    const offline = new Outbox(
+      dir,
+      { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} },
+      log,
+      options,
+    );
     for (let seq = 0; seq < 35; seq++) void offline.enqueue("template", sealedTemplate(nodeId, seq));
     await offline.enqueue("template", sealedTemplate(nodeId, 35));
     const { depth, dropped } = offline.stats();
@@ -200,10 +221,17 @@ describe("store-and-forward", () => {
     const dir = await mkdtemp(join(tmpdir(), "glance-outbox-"));
     const size = Buffer.byteLength(JSON.stringify(sealedTemplate(nodeId, 0))) + 20;
     const options = { segmentBytes: Math.floor(size * 2.5) }; // three records a segment
-    const offline = new Outbox(dir, { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} }, log, options);
+    const offline = new Outbox(
+      dir,
+      { connected: false, sendEncoded: () => new Promise(() => {}), on() {}, off() {} },
+      log,
+      options,
+    );
     for (let seq = 0; seq < 12; seq++) await offline.enqueue("template", sealedTemplate(nodeId, seq));
     await offline.close();
-    const segments = readdirSync(dir).filter((n) => n.endsWith(".seg")).sort();
+    const segments = readdirSync(dir)
+      .filter((n) => n.endsWith(".seg"))
+      .sort();
     expect(segments).toHaveLength(4);
     unlinkSync(join(dir, segments[1] as string)); // seqs 3, 4, 5
 

@@ -11,9 +11,9 @@ import { type FolderOptions, openFolder } from "./folder.ts";
 import type { FrameSource } from "./frame.ts";
 import { openReplay, type ReplayOptions } from "./replay.ts";
 
+export { MjpegSplitter, openPiCamera, openRtsp, openV4l2, piCameraCommand } from "./camera.ts";
 export type { Frame, FrameSource, Pace } from "./frame.ts";
 export { latest } from "./latest.ts";
-export { MjpegSplitter, openPiCamera, openRtsp, openV4l2, piCameraCommand } from "./camera.ts";
 export { openFolder, openReplay };
 
 export type SourceSpec =
