@@ -21,11 +21,19 @@ import { ORCHESTRATOR_USERNAME, startBroker } from "./broker/broker.ts";
 import { type Db, openDatabase } from "./db/client.ts";
 import { apiTokens, nodes } from "./db/schema.ts";
 import { startStatusTracking } from "./fleet/status.ts";
-import { Gallery } from "./gallery/gallery.ts";
+import type { Gallery } from "./gallery/gallery.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
 import { startIngest } from "./ingest/ingest.ts";
+import { commandSender, startErasureAcks } from "./privacy/erase.ts";
+import { loadOrCreateMasterKey } from "./privacy/keyring.ts";
+import { loadGallery, sealLegacyTemplates } from "./privacy/templates.ts";
 import { createRecognizer } from "./recognition/recognize.ts";
+import {
+  DEFAULT_RETENTION_INTERVAL_MS,
+  DEFAULT_VISITOR_RETENTION_MS,
+  startRetention,
+} from "./retention/retention.ts";
 import type { Services } from "./services.ts";
 import { ScreenHub } from "./signage/hub.ts";
 
@@ -53,6 +61,13 @@ export interface OrchestratorOptions {
   promotionMaxAgeMs?: number;
   /** SSE keep-alive interval; default 15 s */
   pingIntervalMs?: number;
+  /** pseudonymous visitor records older than this are deleted; default 30 days */
+  visitorRetentionMs?: number;
+  /** how often the retention job runs (it also runs at start); default 1 hour */
+  retentionIntervalMs?: number;
+  /** master key (hex or base64, 32 bytes) wrapping every person's data key; default env GLANCE_MASTER_KEY, else
+   * `<dataDir>/master-key` (created 0600) */
+  masterKey?: string;
 }
 
 export interface Orchestrator {
@@ -112,7 +127,14 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
 
     const faces = await FacePipeline.load(opts.modelsDir ? { modelsDir: opts.modelsDir } : {});
     cleanups.push(() => faces.close());
-    const gallery = await Gallery.load(db, faces.space, faces.threshold("1e-3"));
+    const { masterKey, source: masterKeySource } = await loadOrCreateMasterKey(
+      opts.dataDir,
+      opts.masterKey ?? process.env.GLANCE_MASTER_KEY,
+    );
+    log.info({ masterKeyId: masterKey.id, source: masterKeySource }, "master key loaded");
+    const sealedLegacy = await sealLegacyTemplates(db, masterKey);
+    if (sealedLegacy > 0) log.warn({ templates: sealedLegacy }, "plaintext templates from before 0002 sealed at rest");
+    const gallery: Gallery = await loadGallery(db, masterKey, faces.space, faces.threshold("1e-3"));
     log.info({ space: gallery.space, threshold: gallery.threshold, ...gallery.size }, "gallery loaded");
 
     const orchestratorSecret = newSecret();
@@ -181,6 +203,15 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       },
     });
     cleanups.push(() => ingest.stop());
+    const stopAcks = await startErasureAcks({ client, db, logger: log.child({ component: "erasure" }) });
+    cleanups.push(async () => stopAcks());
+    const stopRetention = await startRetention({
+      db,
+      logger: log.child({ component: "retention" }),
+      visitorRetentionMs: opts.visitorRetentionMs ?? DEFAULT_VISITOR_RETENTION_MS,
+      intervalMs: opts.retentionIntervalMs ?? DEFAULT_RETENTION_INTERVAL_MS,
+    });
+    cleanups.push(async () => stopRetention());
     const stopStatus = await startStatusTracking({ client, db, logger: log.child({ component: "fleet" }) });
     cleanups.push(async () => stopStatus());
 
@@ -197,6 +228,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       mqttUrl: broker.url,
       publishDesired,
       metrics,
+      masterKey,
+      sendCommand: commandSender(client),
       logger: log.child({ component: "http" }),
       pingIntervalMs: opts.pingIntervalMs ?? 15_000,
     };

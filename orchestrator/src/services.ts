@@ -1,9 +1,10 @@
 import type { FacePipeline } from "@glance/models";
-import type { DesiredState } from "@glance/shared";
+import type { Command, DesiredState } from "@glance/shared";
 import type { Logger } from "pino";
 import type { Db } from "./db/client.ts";
 import type { Gallery } from "./gallery/gallery.ts";
 import type { IngestMetrics } from "./ingest/ingest.ts";
+import type { MasterKey } from "./privacy/keyring.ts";
 import type { ScreenHub } from "./signage/hub.ts";
 
 /** What the HTTP routers need from the running orchestrator; built once in index.ts. */
@@ -17,6 +18,10 @@ export interface Services {
   /** publishes (retained) and returns the desired state of a registered node */
   publishDesired(nodeId: string): Promise<DesiredState>;
   metrics(): IngestMetrics;
+  /** wraps every person's data key (templates are encrypted at rest) */
+  masterKey: MasterKey;
+  /** publishes a contract `command` to one node (erase-member on erasure) */
+  sendCommand(nodeId: string, command: Command): Promise<void>;
   logger: Logger;
   /** SSE keep-alive interval */
   pingIntervalMs: number;

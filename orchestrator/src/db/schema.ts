@@ -17,8 +17,9 @@ import {
  * The single source of table truth. Migrations in orchestrator/drizzle/ are generated from this file with
  * `npx drizzle-kit generate --config orchestrator/drizzle.config.ts`; never edit them by hand.
  *
- * Biometric rule: templates hold an int8-quantised embedding (shared `encodeEmbedding`) and the sha256 of the
- * photo it came from, never the photo.
+ * Biometric rule: templates hold only the AES-256-GCM ciphertext of an int8-quantised embedding (shared
+ * `encodeEmbedding`), sealed with the person's data key, and the sha256 of the photo it came from, never the photo.
+ * The data key lives wrapped by the master key in `person_keys`; deleting that row crypto-shreds every copy.
  */
 
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({
@@ -107,12 +108,73 @@ export const templates = pgTable(
       .references(() => people.id, { onDelete: "cascade" }),
     /** embedding space id (embedder name@version); templates compare only within one space */
     space: text("space").notNull(),
-    embedding: bytea("embedding").notNull(),
+    /** AES-256-GCM(person data key) of the encoded embedding, tag appended; AAD binds template id, person, space */
+    ciphertext: bytea("ciphertext"),
+    iv: bytea("iv"),
+    /** data key version of person_keys that sealed it */
+    keyVersion: integer("key_version"),
+    /**
+     * Legacy plaintext (before encryption at rest). Only databases from before migration 0002 hold values here;
+     * the orchestrator seals them and empties this column at start (privacy/legacy.ts).
+     */
+    legacyEmbedding: bytea("embedding"),
     quality: real("quality").notNull(),
     sourceSha256: text("source_sha256").notNull(),
     createdAt: createdAt(),
   },
   (t) => [index("templates_space_idx").on(t.space), index("templates_person_idx").on(t.personId)],
+);
+
+/**
+ * One data key per person (AES-256-GCM), wrapped by the master key. Erasure deletes this row: every template
+ * ciphertext of the person (in the database and in any backup) becomes unreadable.
+ */
+export const personKeys = pgTable("person_keys", {
+  personId: text("person_id")
+    .primaryKey()
+    .references(() => people.id, { onDelete: "cascade" }),
+  version: integer("version").notNull().default(1),
+  /** AES-256-GCM(master key) of the 32-byte data key, tag appended; AAD binds the person id */
+  wrappedKey: bytea("wrapped_key").notNull(),
+  iv: bytea("iv").notNull(),
+  /** sha256 fingerprint (16 hex) of the master key that wrapped it, so a wrong master key is refused by name */
+  masterKeyId: text("master_key_id").notNull(),
+  createdAt: createdAt(),
+});
+
+/**
+ * Append-only, hash-chained audit trail: hash = sha256(canonical JSON of every other column incl. prevHash), so
+ * editing or deleting a row breaks the chain at that row (audit/log.ts verifyAudit).
+ */
+export const auditLog = pgTable("audit_log", {
+  seq: bigint("seq", { mode: "number" }).primaryKey(),
+  at: timestamp("at", { withTimezone: true, mode: "date" }).notNull(),
+  /** "token:<id>/<role>", "system:<job>" */
+  actor: text("actor").notNull(),
+  /** "person.enrol", "person.erase", "person.export", "people.read", "admin POST /api/tokens", ... */
+  action: text("action").notNull(),
+  /** what it is about, e.g. "person:<id>" */
+  subject: text("subject"),
+  details: jsonb("details").$type<Record<string, unknown>>().notNull(),
+  prevHash: text("prev_hash").notNull(),
+  hash: text("hash").notNull(),
+});
+
+/** Edge erasure: one `erase-member` command per node in the person's consent scope, until the node acks it. */
+export const edgeErasures = pgTable(
+  "edge_erasures",
+  {
+    /** the command id sent to the node */
+    id: text("id").primaryKey(),
+    /** no foreign key: the person is gone by the time the ack arrives */
+    personId: text("person_id").notNull(),
+    nodeId: text("node_id").notNull(),
+    sentAt: timestamp("sent_at", { withTimezone: true, mode: "date" }).notNull(),
+    ackedAt: timestamp("acked_at", { withTimezone: true, mode: "date" }),
+    ok: boolean("ok"),
+    error: text("error"),
+  },
+  (t) => [index("edge_erasures_person_idx").on(t.personId)],
 );
 
 export const visits = pgTable(

@@ -1,10 +1,12 @@
 import { createHash } from "node:crypto";
 import { decodeImage, type FacePipeline } from "@glance/models";
-import { decodeEmbedding, type ErrorCode, encodeEmbedding, GlanceError, isGlanceError } from "@glance/shared";
+import { type ErrorCode, GlanceError, isGlanceError } from "@glance/shared";
 import type { Db } from "../db/client.ts";
-import { consents, people, templates } from "../db/schema.ts";
+import { consents, people } from "../db/schema.ts";
 import type { Gallery } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
+import type { MasterKey } from "../privacy/keyring.ts";
+import { storeSealedTemplates } from "../privacy/templates.ts";
 
 export interface Photo {
   name: string;
@@ -34,10 +36,11 @@ export interface Enrolment {
 
 /**
  * Consent first, then one template per photo that shows exactly one face. The photo itself is dropped as soon as
- * it is embedded; only its sha256 is kept, as evidence of which photo a template came from.
+ * it is embedded; only its sha256 is kept, as evidence of which photo a template came from. Templates are stored
+ * sealed with a fresh data key of the person (privacy/templates.ts), never in the clear.
  */
 export async function enrolPerson(
-  deps: { db: Db; faces: FacePipeline; gallery: Gallery },
+  deps: { db: Db; faces: FacePipeline; gallery: Gallery; masterKey: MasterKey },
   req: EnrolRequest,
 ): Promise<Enrolment> {
   const feedback: PhotoFeedback[] = [];
@@ -97,13 +100,12 @@ export async function enrolPerson(
   const space = deps.faces.space;
   const rows = accepted.map((a) => ({
     id: newId(),
-    personId,
     space,
-    embedding: encodeEmbedding(a.embedding),
+    embedding: a.embedding,
     quality: a.quality,
     sourceSha256: a.sourceSha256,
   }));
-  await deps.db.transaction(async (tx) => {
+  const stored = await deps.db.transaction(async (tx) => {
     await tx.insert(people).values({ id: personId, displayName: req.displayName });
     await tx.insert(consents).values({
       id: newId(),
@@ -115,16 +117,16 @@ export async function enrolPerson(
       grantedAt: new Date(),
       expiresAt: req.consent.expiresAt,
     });
-    await tx.insert(templates).values(rows);
+    return storeSealedTemplates(tx, deps.masterKey, personId, rows);
   });
+  // index what a restart would load: the stored, quantised form
   deps.gallery.add(
     {
       personId,
       displayName: req.displayName,
       consents: [{ scope: req.consent.scope, expiresAt: req.consent.expiresAt }],
     },
-    // index what a restart would load: the stored, quantised form
-    rows.map((r) => decodeEmbedding(r.embedding)),
+    stored,
   );
 
   return {

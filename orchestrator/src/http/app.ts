@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { z } from "zod";
+import { auditAdminActions, auditRouter } from "../audit/http.ts";
 import type { Services } from "../services.ts";
 import { signagePage } from "../signage/page.ts";
 import { assertScreenAccess, type Env, requireRole } from "./auth.ts";
@@ -26,6 +27,8 @@ export function createApp(s: Services) {
   app.get("/api/metrics", requireRole(s.db, ["hq-admin", "auditor", "technician"]), (c) =>
     c.json({ ingest: s.metrics(), gallery: s.gallery.size }),
   );
+  app.use("/api/*", auditAdminActions(s));
+  app.route("/api/audit", auditRouter(s));
   app.route("/api/stores", storesRouter(s));
   app.route("/api/screens", screensRouter(s));
   app.route("/api/nodes", nodesRouter(s));

@@ -25,6 +25,8 @@ export const demoDir = join(import.meta.dirname, "..", "..", "..", "demo", "peop
 export interface Harness {
   orch: Orchestrator;
   dataDir: string;
+  /** the fresh Postgres database this harness runs on; undefined on PGlite */
+  databaseUrl: string | undefined;
   /** fetch against the orchestrator's HTTP API, with the admin token unless `token` is given */
   api(path: string, init?: RequestInit & { token?: string | null; json?: unknown }): Promise<Response>;
   restart(): Promise<void>;
@@ -80,6 +82,7 @@ export async function startHarness(
       return orch;
     },
     dataDir,
+    databaseUrl: pg?.url,
     api(path, init = {}) {
       const { token = orch.adminToken, json, ...rest } = init;
       const headers = new Headers(rest.headers);

@@ -3,8 +3,12 @@ import { count, eq } from "drizzle-orm";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
-import { consents, people, templates } from "../../db/schema.ts";
+import { actorOf } from "../../audit/http.ts";
+import { appendAudit } from "../../audit/log.ts";
+import { consents, edgeErasures, people, templates } from "../../db/schema.ts";
 import { enrolPerson } from "../../enrolment/enrol.ts";
+import { erasePerson } from "../../privacy/erase.ts";
+import { exportPerson } from "../../privacy/export.ts";
 import type { Services } from "../../services.ts";
 import { type Env, requireRole } from "../auth.ts";
 import { valid } from "../validate.ts";
@@ -24,6 +28,9 @@ export const EnrolForm = z.object({
 export type EnrolForm = z.infer<typeof EnrolForm>;
 
 const MAX_UPLOAD_BYTES = 40 * 1024 * 1024;
+
+const PersonParam = z.object({ personId: z.string().min(1).max(64) });
+export const WithdrawConsent = z.object({ reason: z.string().trim().max(500).optional() });
 
 export function peopleRouter(s: Services) {
   return new Hono<Env>()
@@ -65,6 +72,16 @@ export function peopleRouter(s: Services) {
           },
           photos,
         });
+        await appendAudit(s.db, {
+          actor: actorOf(p),
+          action: "person.enrol",
+          subject: `person:${result.personId}`,
+          details: {
+            templates: result.templates.length,
+            space: s.faces.space,
+            consent: { source: form.consentSource, scope, evidenceRef: form.consentEvidence ?? null },
+          },
+        });
         s.logger.info({ personId: result.personId, templates: result.templates.length }, "person enrolled");
         return c.json(result, 201);
       },
@@ -82,6 +99,12 @@ export function peopleRouter(s: Services) {
         .groupBy(people.id)
         .orderBy(people.displayName);
       const consentRows = await s.db.select().from(consents);
+      // template metadata of everyone is a biometric read, even without embeddings
+      await appendAudit(s.db, {
+        actor: actorOf(c.get("principal")),
+        action: "people.read",
+        details: { people: rows.length },
+      });
       return c.json(
         rows.map((r) => ({
           ...r,
@@ -99,18 +122,64 @@ export function peopleRouter(s: Services) {
         })),
       );
     })
-    .delete(
-      "/:personId",
-      requireRole(s.db, ["hq-admin"]),
-      valid("param", z.object({ personId: z.string().min(1).max(64) })),
+    .get("/:personId/export", requireRole(s.db, ["hq-admin", "auditor"]), valid("param", PersonParam), async (c) => {
+      const { personId } = c.req.valid("param");
+      const body = await exportPerson(s.db, personId);
+      await appendAudit(s.db, {
+        actor: actorOf(c.get("principal")),
+        action: "person.export",
+        subject: `person:${personId}`,
+        details: { templates: body.templates.length, visits: body.visits.length },
+      });
+      c.header("Content-Disposition", `attachment; filename="glance-person-${personId}.json"`);
+      return c.json(body);
+    })
+    .get("/:personId/erasure", requireRole(s.db, ["hq-admin", "auditor"]), valid("param", PersonParam), async (c) => {
+      const { personId } = c.req.valid("param");
+      const rows = await s.db
+        .select({
+          commandId: edgeErasures.id,
+          nodeId: edgeErasures.nodeId,
+          sentAt: edgeErasures.sentAt,
+          ackedAt: edgeErasures.ackedAt,
+          ok: edgeErasures.ok,
+          error: edgeErasures.error,
+        })
+        .from(edgeErasures)
+        .where(eq(edgeErasures.personId, personId));
+      return c.json({ personId, nodes: rows, pending: rows.filter((r) => !r.ackedAt).map((r) => r.nodeId) });
+    })
+    .post(
+      "/:personId/withdraw-consent",
+      requireRole(s.db, ["hq-admin", "store-manager"]),
+      valid("param", PersonParam),
+      valid("json", WithdrawConsent),
       async (c) => {
         const { personId } = c.req.valid("param");
-        // templates and consents go with the person (cascade); visits and plays keep only their counts (set null)
-        const deleted = await s.db.delete(people).where(eq(people.id, personId)).returning({ id: people.id });
-        if (deleted.length === 0) throw new GlanceError("NOT_FOUND", `Person ${personId} does not exist.`);
-        s.gallery.remove(personId);
-        s.logger.info({ personId }, "person erased");
-        return c.body(null, 204);
+        const p = c.get("principal");
+        if (p.role === "store-manager") {
+          // a store manager may record a withdrawal for someone enrolled at their store
+          const scopes = await s.db
+            .select({ scope: consents.scope })
+            .from(consents)
+            .where(eq(consents.personId, personId));
+          if (!scopes.some((k) => k.scope === p.storeId)) {
+            throw new GlanceError("FORBIDDEN", "This person did not consent at your store; ask HQ to record it.");
+          }
+        }
+        const erasure = await erasePerson(s, personId, {
+          mode: "withdraw",
+          actor: actorOf(p),
+          reason: c.req.valid("json").reason,
+        });
+        return c.json(erasure);
       },
-    );
+    )
+    .delete("/:personId", requireRole(s.db, ["hq-admin"]), valid("param", PersonParam), async (c) => {
+      const { personId } = c.req.valid("param");
+      // crypto-shred: key and templates destroyed, person and consents deleted (cascade); visits and plays remain
+      // without the person
+      await erasePerson(s, personId, { mode: "erase", actor: actorOf(c.get("principal")) });
+      return c.body(null, 204);
+    });
 }

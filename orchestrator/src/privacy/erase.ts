@@ -1,0 +1,170 @@
+import {
+  type Command,
+  decodeMessage,
+  encodeMessage,
+  filterFor,
+  GlanceError,
+  isGlanceError,
+  parseTopic,
+  topicFor,
+} from "@glance/shared";
+import { and, eq, inArray, isNull } from "drizzle-orm";
+import type { MqttClient } from "mqtt";
+import type { Logger } from "pino";
+import { appendAudit } from "../audit/log.ts";
+import type { Db } from "../db/client.ts";
+import { consents, edgeErasures, nodes, people, personKeys, templates } from "../db/schema.ts";
+import type { Gallery } from "../gallery/gallery.ts";
+import { newId } from "../http/ids.ts";
+import { matchesFilter } from "../ingest/ingest.ts";
+
+export interface ErasureDeps {
+  db: Db;
+  gallery: Gallery;
+  /** publishes a contract `command` to one node (QoS 1) */
+  sendCommand(nodeId: string, command: Command): Promise<void>;
+  logger: Logger;
+}
+
+export interface Erasure {
+  personId: string;
+  /** "erase": the person is gone; "withdraw": the person and their (withdrawn) consent records stay as evidence */
+  mode: "erase" | "withdraw";
+  templatesDestroyed: number;
+  keyDestroyed: boolean;
+  /** nodes told to drop the person from their edge gallery; acks arrive later (GET /api/people/:id/erasure) */
+  edgeCommands: { commandId: string; nodeId: string }[];
+  auditSeq: number;
+}
+
+/**
+ * Crypto-shred: the person's wrapped data key and their template rows are deleted in one transaction, so from then
+ * on no copy of those ciphertexts (replicas, dumps, backups) can be opened; the in-memory index entry is dropped;
+ * every node in the consent scope is sent an `erase-member` command whose ack is recorded when it arrives; an audit
+ * entry records it all. `withdraw` keeps the person row and marks the consents withdrawn; `erase` deletes the person
+ * (consents cascade; visits and plays keep their counts without the person).
+ */
+export async function erasePerson(
+  deps: ErasureDeps,
+  personId: string,
+  opts: { mode: "erase" | "withdraw"; actor: string; reason?: string | undefined; now?: Date },
+): Promise<Erasure> {
+  const now = opts.now ?? new Date();
+  const { scopes, templatesDestroyed, keyDestroyed } = await deps.db.transaction(async (tx) => {
+    const [person] = await tx.select({ id: people.id }).from(people).where(eq(people.id, personId));
+    if (!person) throw new GlanceError("NOT_FOUND", `Person ${personId} does not exist.`);
+    const scopes = (
+      await tx.select({ scope: consents.scope }).from(consents).where(eq(consents.personId, personId))
+    ).map((c) => c.scope);
+    const keys = await tx
+      .delete(personKeys)
+      .where(eq(personKeys.personId, personId))
+      .returning({ id: personKeys.personId });
+    const gone = await tx.delete(templates).where(eq(templates.personId, personId)).returning({ id: templates.id });
+    if (opts.mode === "erase") {
+      await tx.delete(people).where(eq(people.id, personId));
+    } else {
+      await tx
+        .update(consents)
+        .set({ withdrawnAt: now })
+        .where(and(eq(consents.personId, personId), isNull(consents.withdrawnAt)));
+    }
+    return { scopes, templatesDestroyed: gone.length, keyDestroyed: keys.length > 0 };
+  });
+  deps.gallery.remove(personId);
+
+  // edge galleries: every live node of every store the person was ever in scope for
+  const allStores = scopes.includes("all-stores");
+  const storeIds = [...new Set(scopes.filter((s) => s !== "all-stores"))];
+  const targets =
+    allStores || storeIds.length > 0
+      ? await deps.db
+          .select({ id: nodes.id })
+          .from(nodes)
+          .where(allStores ? isNull(nodes.revokedAt) : and(isNull(nodes.revokedAt), inArray(nodes.storeId, storeIds)))
+      : [];
+  const edgeCommands = targets.map((n) => ({ commandId: newId(), nodeId: n.id }));
+  if (edgeCommands.length > 0) {
+    await deps.db
+      .insert(edgeErasures)
+      .values(edgeCommands.map((c) => ({ id: c.commandId, personId, nodeId: c.nodeId, sentAt: now })));
+  }
+  for (const c of edgeCommands) {
+    try {
+      await deps.sendCommand(c.nodeId, { id: c.commandId, ts: now.getTime(), kind: "erase-member", personId });
+    } catch (error) {
+      // the pending row stays: GET /api/people/:id/erasure shows the node as not acknowledged
+      deps.logger.error({ err: error, nodeId: c.nodeId, personId }, "erase-member command not sent");
+    }
+  }
+
+  const { seq } = await appendAudit(
+    deps.db,
+    {
+      actor: opts.actor,
+      action: opts.mode === "erase" ? "person.erase" : "consent.withdraw",
+      subject: `person:${personId}`,
+      details: {
+        templatesDestroyed,
+        keyDestroyed,
+        edgeNodes: edgeCommands.map((c) => c.nodeId),
+        ...(opts.reason ? { reason: opts.reason } : {}),
+      },
+    },
+    now,
+  );
+  deps.logger.info(
+    { personId, mode: opts.mode, templatesDestroyed, edgeNodes: edgeCommands.length },
+    "person crypto-shredded",
+  );
+  return { personId, mode: opts.mode, templatesDestroyed, keyDestroyed, edgeCommands, auditSeq: seq };
+}
+
+/** Records nodes' acks of erase-member commands (contract `ack`), whenever they arrive. */
+export async function startErasureAcks(opts: { client: MqttClient; db: Db; logger: Logger }): Promise<() => void> {
+  const filter = filterFor("ack");
+  const onMessage = (topic: string, payload: Buffer) => {
+    if (!matchesFilter(filter, topic)) return;
+    let ack: ReturnType<typeof decodeMessage<"ack">>;
+    try {
+      ack = decodeMessage("ack", topic, payload);
+    } catch (error) {
+      opts.logger.warn(
+        { code: isGlanceError(error) ? error.code : "INTERNAL", nodeId: parseTopic(topic)?.nodeId },
+        "ack ignored",
+      );
+      return;
+    }
+    // the topic names the node (the broker ACL guarantees it), so a node can only ack its own command
+    const nodeId = parseTopic(topic)?.nodeId ?? ack.nodeId;
+    void opts.db
+      .update(edgeErasures)
+      .set({ ackedAt: new Date(), ok: ack.ok, error: ack.error ?? null })
+      .where(and(eq(edgeErasures.id, ack.commandId), eq(edgeErasures.nodeId, nodeId), isNull(edgeErasures.ackedAt)))
+      .returning({ personId: edgeErasures.personId })
+      .then(
+        async (rows) => {
+          const row = rows[0];
+          if (!row) return;
+          await appendAudit(opts.db, {
+            actor: `node:${nodeId}`,
+            action: "edge.erase-ack",
+            subject: `person:${row.personId}`,
+            details: { commandId: ack.commandId, ok: ack.ok, ...(ack.error ? { error: ack.error } : {}) },
+          });
+          opts.logger.info({ nodeId, commandId: ack.commandId, ok: ack.ok }, "edge erasure acknowledged");
+        },
+        (error: unknown) => opts.logger.error({ err: error, nodeId }, "edge erasure ack not recorded"),
+      );
+  };
+  opts.client.on("message", onMessage);
+  await opts.client.subscribeAsync(filter, { qos: 1 });
+  return () => opts.client.off("message", onMessage);
+}
+
+/** Publishes a command to a node through the orchestrator's own MQTT client. */
+export function commandSender(client: MqttClient) {
+  return async (nodeId: string, command: Command) => {
+    await client.publishAsync(topicFor("command", nodeId), encodeMessage("command", command), { qos: 1 });
+  };
+}

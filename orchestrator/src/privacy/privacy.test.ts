@@ -1,0 +1,439 @@
+import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { decodeImage, FacePipeline } from "@glance/models";
+import { type Command, decodeEmbedding, decodeMessage, encodeMessage, filterFor, topicFor } from "@glance/shared";
+import { eq, sql } from "drizzle-orm";
+import type { MqttClient } from "mqtt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { verifyAudit } from "../audit/log.ts";
+import { type Db, openDatabase } from "../db/client.ts";
+import { auditLog, templates } from "../db/schema.ts";
+import type { Recognition } from "../index.ts";
+import {
+  connectNode,
+  createStore,
+  demoDir,
+  expectJson,
+  type Harness,
+  nextEvent,
+  postgresUrl,
+  registerNode,
+  requiredPostgresUrl,
+  runPostgres,
+  sealTemplate,
+  startHarness,
+  type TestNode,
+} from "../testing/harness.ts";
+import { MASTER_KEY_FILE, MasterKey, openTemplate } from "./keyring.ts";
+
+const exec = promisify(execFile);
+
+let faces: FacePipeline;
+beforeAll(async () => {
+  faces = await FacePipeline.load();
+});
+afterAll(async () => {
+  await faces?.close();
+});
+
+async function embed(path: string): Promise<Float32Array> {
+  const [face] = await faces.process(await decodeImage(await readFile(join(demoDir, path))));
+  if (!face) throw new Error(`no face in ${path}`);
+  return face.embedding;
+}
+
+function cosine(a: Float32Array, b: Float32Array): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += (a[i] as number) * (b[i] as number);
+    na += (a[i] as number) ** 2;
+    nb += (b[i] as number) ** 2;
+  }
+  return dot / Math.sqrt(na * nb);
+}
+
+async function enrol(
+  h: Harness,
+  displayName: string,
+  photos: string[],
+  extra: Record<string, string> = {},
+): Promise<{ personId: string; templates: { id: string; space: string }[] }> {
+  const form = new FormData();
+  form.set("displayName", displayName);
+  form.set("consentSource", "store-counter");
+  form.set("consentEvidence", "form-2026-0042");
+  for (const [k, v] of Object.entries(extra)) form.set(k, v);
+  for (const p of photos)
+    form.append("photos", new File([await readFile(join(demoDir, p))], p.split("/").pop() as string));
+  return expectJson(await h.api("/api/people", { method: "POST", body: form }), 201);
+}
+
+/** Stops the orchestrator, hands its database to `fn` (PGlite allows one process at a time), starts it again. */
+async function withStoppedDb<T>(h: Harness, fn: (db: Db) => Promise<T>): Promise<T> {
+  await h.orch.stop();
+  const database = await openDatabase({ dataDir: h.dataDir, databaseUrl: h.databaseUrl });
+  try {
+    return await fn(database.db);
+  } finally {
+    await database.close();
+    await h.restart();
+  }
+}
+
+/** Every text, bytea and jsonb value in every table of the public schema: what a database dump holds. */
+async function dumpDatabase(db: Db): Promise<{ table: string; column: string; row: number; value: unknown }[]> {
+  const cols = (await db.execute(
+    sql`select table_name, column_name, data_type from information_schema.columns
+        where table_schema = 'public' and data_type in ('bytea', 'text', 'jsonb') order by table_name, column_name`,
+  )) as unknown as { rows?: Record<string, string>[] } | Record<string, string>[];
+  const list = (Array.isArray(cols) ? cols : (cols.rows ?? [])) as { table_name: string; column_name: string }[];
+  const out: { table: string; column: string; row: number; value: unknown }[] = [];
+  for (const { table_name: table, column_name: column } of list) {
+    const res = (await db.execute(sql.raw(`select "${column}" as v from "${table}"`))) as unknown as
+      | { rows?: { v: unknown }[] }
+      | { v: unknown }[];
+    const rows = Array.isArray(res) ? res : (res.rows ?? []);
+    rows.forEach((r, i) => {
+      if (r.v !== null) out.push({ table, column, row: i, value: r.v });
+    });
+  }
+  return out;
+}
+
+const asBytes = (v: unknown): Uint8Array | undefined =>
+  v instanceof Uint8Array ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : undefined;
+
+/**
+ * Whatever in the dump the master key can open for `personId`: wrapped data keys (any bytea value as ciphertext,
+ * any 12-byte value as its IV), then the templates those keys open (same pairing), then any value that is itself a
+ * plaintext embedding close to `probe`.
+ */
+function readableFor(
+  dump: Awaited<ReturnType<typeof dumpDatabase>>,
+  masterKey: MasterKey,
+  personId: string,
+  templateIds: { id: string; space: string }[],
+  probe: Float32Array,
+): string[] {
+  const bytes = dump.map((d) => ({ ...d, b: asBytes(d.value) })).filter((d) => d.b) as {
+    table: string;
+    column: string;
+    b: Uint8Array;
+  }[];
+  const ivs = bytes.filter((d) => d.b.length === 12).map((d) => d.b);
+  const found: string[] = [];
+  const keys = [];
+  for (const d of bytes) {
+    for (const iv of ivs) {
+      try {
+        keys.push(masterKey.unwrap({ personId, version: 1, wrappedKey: d.b, iv, masterKeyId: masterKey.id }));
+        found.push(`${d.table}.${d.column}: a data key of ${personId}`);
+      } catch {}
+    }
+  }
+  for (const key of keys) {
+    for (const d of bytes) {
+      for (const iv of ivs) {
+        for (const t of templateIds) {
+          try {
+            openTemplate(key, { ...t, ciphertext: d.b, iv });
+            found.push(`${d.table}.${d.column}: template ${t.id}`);
+          } catch {}
+        }
+      }
+    }
+  }
+  for (const d of bytes) {
+    try {
+      const e = decodeEmbedding(d.b);
+      if (e.length === probe.length && cosine(e, probe) > 0.3)
+        found.push(`${d.table}.${d.column}: plaintext embedding`);
+    } catch {}
+  }
+  return found;
+}
+
+const backends = [
+  { name: "PGlite", enabled: true, url: () => undefined as string | undefined },
+  { name: "Postgres", enabled: runPostgres, url: () => (postgresUrl ? postgresUrl : requiredPostgresUrl()) },
+];
+
+for (const backend of backends) {
+  describe.skipIf(!backend.enabled)(`privacy on ${backend.name}`, () => {
+    let h: Harness;
+    let storeId: string;
+    let node: TestNode;
+    let nodeClient: MqttClient;
+    let seq = 0;
+    let kitProbe: Float32Array;
+    let roseProbe: Float32Array;
+    const commands: Command[] = [];
+
+    beforeAll(async () => {
+      h = await startHarness({ databaseUrl: backend.url(), retentionIntervalMs: 250 });
+      storeId = await createStore(h, "soho", "Glance Soho");
+      node = await registerNode(h, storeId);
+      kitProbe = await embed("enroll/kit_harington/2.jpg");
+      roseProbe = await embed("enroll/rose_leslie/2.jpg");
+    }, 120_000);
+
+    afterAll(async () => {
+      await nodeClient?.endAsync();
+      await h?.close();
+    });
+
+    /** (Re)connects the node after a restart and listens to its command topic like a node agent does. */
+    async function connect() {
+      await nodeClient?.endAsync();
+      nodeClient = await connectNode({ mqtt: { ...node.mqtt, url: h.orch.mqttUrl } });
+      nodeClient.on("message", (topic, payload) => {
+        if (topic === topicFor("command", node.nodeId)) commands.push(decodeMessage("command", topic, payload));
+      });
+      await nodeClient.subscribeAsync(filterFor("command", node.nodeId), { qos: 1 });
+    }
+
+    async function probe(embedding: Float32Array, ts = Date.now()): Promise<Recognition> {
+      seq++;
+      const sealed = sealTemplate({
+        node,
+        seq,
+        embedding,
+        recipient: h.orch.sealingKey,
+        space: faces.space,
+        ts,
+        trackId: `t${seq}`,
+      });
+      const seen = nextEvent<Recognition>(h.orch.events, "recognition", (r) => r.nodeId === node.nodeId);
+      await nodeClient.publishAsync(topicFor("template", node.nodeId), encodeMessage("template", sealed), { qos: 1 });
+      return seen;
+    }
+
+    it("stores templates only as ciphertext and rebuilds the gallery from them after a restart", async () => {
+      await connect();
+      const kit = await enrol(h, "Kit Harington", ["enroll/kit_harington/1.jpg"]);
+      expect((await probe(kitProbe)).personId).toBe(kit.personId);
+      const rows = await withStoppedDb(h, (db) =>
+        db.select().from(templates).where(eq(templates.personId, kit.personId)),
+      );
+      await connect();
+      expect(rows).toHaveLength(1);
+      expect(rows[0]?.legacyEmbedding).toBeNull();
+      expect(rows[0]?.ciphertext?.length).toBeGreaterThan(512);
+      // read as if it were the plaintext codec, a sealed row is nothing like the face
+      const asIfPlain = (() => {
+        try {
+          return cosine(decodeEmbedding(rows[0]?.ciphertext as Uint8Array), kitProbe);
+        } catch {
+          return 0;
+        }
+      })();
+      expect(Math.abs(asIfPlain)).toBeLessThan(0.3);
+      // rebuilt by unwrapping after the restart
+      expect((await probe(kitProbe)).personId).toBe(kit.personId);
+    }, 60_000);
+
+    it("refuses to start with another master key instead of serving an empty gallery", async () => {
+      await h.orch.stop();
+      const other = "ab".repeat(32);
+      const { startOrchestrator } = await import("../index.ts");
+      const { pino } = await import("pino");
+      await expect(
+        startOrchestrator({
+          dataDir: h.dataDir,
+          ...(h.databaseUrl ? { databaseUrl: h.databaseUrl } : {}),
+          mqttPort: 0,
+          httpPort: 0,
+          masterKey: other,
+          logger: pino({ level: "silent" }),
+        }),
+      ).rejects.toThrow(/wrapped by master key .* restore the original master key/);
+      await h.restart();
+      await connect();
+    }, 60_000);
+
+    it("erasure crypto-shreds: no row, no match, edge told, and a dump holds nothing that opens to the face", async () => {
+      const kit = await enrol(h, "Kit H", ["enroll/kit_harington/1.jpg", "enroll/kit_harington/2.jpg"]);
+      const rose = await enrol(h, "Rose Leslie", ["enroll/rose_leslie/1.jpg"]);
+      const before = await probe(kitProbe);
+      expect(before.visitor).toBe("member");
+      const masterKey = new MasterKey(
+        Buffer.from((await readFile(join(h.dataDir, MASTER_KEY_FILE), "utf8")).trim(), "hex"),
+      );
+      // the dump check can see a live person: Rose's templates open with the master key
+      const liveDump = await withStoppedDb(h, dumpDatabase);
+      await connect();
+      expect(readableFor(liveDump, masterKey, rose.personId, rose.templates, roseProbe).length).toBeGreaterThan(0);
+      expect(readableFor(liveDump, masterKey, kit.personId, kit.templates, kitProbe).length).toBeGreaterThan(0);
+
+      // erase both Kit enrolments (the first test enrolled one too)
+      const kitIds = (await expectJson<{ id: string; displayName: string }[]>(await h.api("/api/people"), 200))
+        .filter((p) => p.displayName.startsWith("Kit"))
+        .map((p) => p.id);
+      const commandsBefore = commands.length;
+      for (const id of kitIds) expect((await h.api(`/api/people/${id}`, { method: "DELETE" })).status).toBe(204);
+
+      // the node was told, acks, and the ack is recorded
+      await expect.poll(() => commands.length - commandsBefore, { timeout: 5000 }).toBe(kitIds.length);
+      const erase = commands.at(-1) as Command;
+      expect(erase).toMatchObject({ kind: "erase-member" });
+      const pendingBefore = await expectJson<{ pending: string[] }>(
+        await h.api(`/api/people/${erase.personId}/erasure`),
+        200,
+      );
+      expect(pendingBefore.pending).toEqual([node.nodeId]);
+      await nodeClient.publishAsync(
+        topicFor("ack", node.nodeId),
+        encodeMessage("ack", { commandId: erase.id, nodeId: node.nodeId, ts: Date.now(), ok: true }),
+        { qos: 1 },
+      );
+      await expect
+        .poll(
+          async () =>
+            (await expectJson<{ pending: string[] }>(await h.api(`/api/people/${erase.personId}/erasure`), 200))
+              .pending,
+          { timeout: 5000 },
+        )
+        .toEqual([]);
+
+      // no index hit: Kit's photo now matches nobody, Rose still matches
+      const after = await probe(kitProbe);
+      expect(after.visitor).toBe("unknown");
+      expect((await probe(roseProbe)).personId).toBe(rose.personId);
+
+      // no row, and nothing in a dump (every text/bytea/jsonb column) opens to Kit's template with the master key
+      const dump = await withStoppedDb(h, dumpDatabase);
+      await connect();
+      for (const id of kitIds) {
+        expect(
+          dump.filter((d) => ["people", "templates", "person_keys", "consents"].includes(d.table) && d.value === id),
+        ).toEqual([]);
+      }
+      expect(readableFor(dump, masterKey, kit.personId, kit.templates, kitProbe)).toEqual([]);
+      expect(readableFor(dump, masterKey, rose.personId, rose.templates, roseProbe).length).toBeGreaterThan(0);
+      // still no hit after a restart rebuilt the index
+      expect((await probe(kitProbe)).visitor).toBe("unknown");
+    }, 120_000);
+
+    it("withdrawing consent shreds the templates but keeps the consent record, marked withdrawn", async () => {
+      const rose = await enrol(h, "Rose Withdrawn", ["enroll/rose_leslie/2.jpg"]);
+      const commandsBefore = commands.length;
+      const res = await expectJson<{ templatesDestroyed: number; keyDestroyed: boolean; edgeCommands: unknown[] }>(
+        await h.api(`/api/people/${rose.personId}/withdraw-consent`, {
+          method: "POST",
+          json: { reason: "asked at the till" },
+        }),
+        200,
+      );
+      expect(res).toMatchObject({ templatesDestroyed: 1, keyDestroyed: true });
+      expect(res.edgeCommands).toHaveLength(1);
+      await expect.poll(() => commands.length - commandsBefore, { timeout: 5000 }).toBe(1);
+      const people = await expectJson<{ id: string; templates: number; consents: { withdrawnAt: string | null }[] }[]>(
+        await h.api("/api/people"),
+        200,
+      );
+      const row = people.find((p) => p.id === rose.personId);
+      expect(row?.templates).toBe(0);
+      expect(row?.consents[0]?.withdrawnAt).not.toBeNull();
+      const match = await probe(roseProbe);
+      expect(match.personId).not.toBe(rose.personId);
+    }, 60_000);
+
+    it("an expired consent never matches, live or after a restart", async () => {
+      const expiresAt = new Date(Date.now() + 3000);
+      const lin = await enrol(h, "Alex Expiring", ["enroll/alex_lacamoire/1.jpg"], {
+        consentExpiresAt: expiresAt.toISOString(),
+      });
+      const linProbe = await embed("enroll/alex_lacamoire/2.png");
+      expect((await probe(linProbe)).personId).toBe(lin.personId);
+      await new Promise((r) => setTimeout(r, expiresAt.getTime() - Date.now() + 100));
+      expect((await probe(linProbe)).visitor).toBe("unknown");
+      await h.restart();
+      await connect();
+      expect((await probe(linProbe)).visitor).toBe("unknown");
+    }, 60_000);
+
+    it("exports everything held about a person without the embedding, and audits the export", async () => {
+      const barack = await enrol(h, "Barack Obama", ["enroll/barack_obama/1.jpg"]);
+      const res = await h.api(`/api/people/${barack.personId}/export`);
+      const text = await res.text();
+      expect(res.status).toBe(200);
+      const body = JSON.parse(text) as Record<string, unknown[]> & { person: { displayName: string } };
+      expect(body.person.displayName).toBe("Barack Obama");
+      expect(body.consents).toEqual([
+        expect.objectContaining({ source: "store-counter", evidenceRef: "form-2026-0042", scope: "all-stores" }),
+      ]);
+      expect(body.templates).toEqual([expect.objectContaining({ id: barack.templates[0]?.id, space: faces.space })]);
+      expect(text).not.toMatch(/embedding"|ciphertext|wrappedKey|"iv"/);
+      expect(body.auditTrail).toEqual(expect.arrayContaining([expect.objectContaining({ action: "person.enrol" })]));
+      const audit = await expectJson<{ action: string; subject: string | null }[]>(await h.api("/api/audit"), 200);
+      expect(audit[0]).toMatchObject({ action: "person.export", subject: `person:${barack.personId}` });
+    }, 60_000);
+
+    it("pseudonymous visitor records expire after the retention period; recent ones stay", async () => {
+      const stranger = await embed("enroll/joe_biden/1.jpg");
+      const old = await probe(stranger, Date.now() - 31 * 24 * 3600_000);
+      expect(old.visitor).toBe("unknown");
+      await probe(stranger, Date.now());
+      const unknownVisits = async () =>
+        (
+          await expectJson<{ ts: string }[]>(await h.api(`/api/visits?storeId=${storeId}&kind=unknown&limit=500`), 200)
+        ).map((v) => new Date(v.ts).getTime());
+      await expect
+        .poll(async () => (await unknownVisits()).filter((t) => t < Date.now() - 30 * 24 * 3600_000).length, {
+          timeout: 5000,
+        })
+        .toBe(0);
+      expect((await unknownVisits()).length).toBeGreaterThan(0);
+      const audit = await expectJson<{ action: string }[]>(await h.api("/api/audit?limit=1000"), 200);
+      expect(audit.map((a) => a.action)).toContain("retention.expire-visitors");
+    }, 60_000);
+
+    it("the audit chain records who did what, verifies, and reports the first edited or deleted entry", async () => {
+      const actions = (await expectJson<{ action: string }[]>(await h.api("/api/audit?limit=1000"), 200)).map(
+        (a) => a.action,
+      );
+      expect(actions).toEqual(
+        expect.arrayContaining([
+          "admin POST /api/stores",
+          "admin POST /api/nodes",
+          "person.enrol",
+          "people.read",
+          "person.erase",
+          "consent.withdraw",
+          "edge.erase-ack",
+          "person.export",
+        ]),
+      );
+      const intact = await expectJson<{ ok: boolean; rows: number }>(await h.api("/api/audit/verify"), 200);
+      expect(intact).toMatchObject({ ok: true, rows: actions.length });
+
+      // an insider edits one entry: the verify route names it
+      await withStoppedDb(h, (db) =>
+        db.update(auditLog).set({ actor: "token:someone-else/hq-admin" }).where(eq(auditLog.seq, 3)),
+      );
+      expect(await expectJson(await h.api("/api/audit/verify"), 409)).toMatchObject({ ok: false, brokenAt: 3 });
+
+      // …and deleting an entry (after restoring nothing) is caught at the gap, also by `npm run audit:verify`
+      const verdict = await withStoppedDb(h, async (db) => {
+        await db.delete(auditLog).where(eq(auditLog.seq, 2));
+        return verifyAudit(db);
+      });
+      expect(verdict).toMatchObject({ ok: false, brokenAt: 2 });
+      await h.orch.stop();
+      const target = h.databaseUrl ? ["--database-url", h.databaseUrl] : ["--data-dir", h.dataDir];
+      const cli = await exec("npx", ["tsx", "src/audit/verify-cli.ts", ...target], {
+        cwd: join(import.meta.dirname, "..", ".."),
+      }).then(
+        () => ({ code: 0, stderr: "" }),
+        (e: { code: number; stderr: string }) => e,
+      );
+      await h.restart();
+      expect(cli.code).toBe(1);
+      expect(cli.stderr).toMatch(/BROKEN at entry 2: row 2 is missing/);
+    }, 120_000);
+  });
+}
