@@ -98,6 +98,8 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
   }
 
   publishStatus(online = true): Promise<number> {
+    // offline, a heartbeat would only pile up in the client's memory: the next connect publishes a fresh one
+    if (!this.#client.connected) return Promise.resolve(0);
     const status = { ...this.#o.status(), nodeId: this.#o.nodeId, online, ts: Date.now() };
     const sent = this.send("status", status);
     sent.catch((err: Error) => this.#log.warn({ err: err.message }, "status not sent"));
