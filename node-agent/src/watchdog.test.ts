@@ -17,6 +17,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AgentOptions, startAgent } from "./index.ts";
 import { startBroker, type TestBroker } from "./queue/test-helpers.ts";
+import { ffmpegPath } from "./sources/ffmpeg.ts";
 
 const VIDEO = new URL("../../demo/people/video/hamilton-clip.mp4", import.meta.url).pathname;
 const log = pino({ level: "silent" });
@@ -90,6 +91,21 @@ describe("watchdog", () => {
     expect(kinds).toEqual(["camera-down", "camera-up"]);
     expect(events.find((e) => e.kind === "camera-down")?.detail).toMatch(/CAMERA_UNAVAILABLE/);
     await client.endAsync();
+  }, 40_000);
+
+  it("a Pi camera (MJPEG pipe) whose process exits is started again", async () => {
+    const nodeId = "node-picam";
+    // ffmpeg stands in for rpicam-vid: 2 s of the demo clip as MJPEG on stdout, then it exits
+    const command = [ffmpegPath(), "-hide_banner", "-loglevel", "error", "-re", "-t", "2", "-i", VIDEO, "-an"];
+    command.push("-vf", "fps=10,scale=480:-2", "-f", "mjpeg", "-q:v", "5", "pipe:1");
+    const agent = await startAgent({ ...(await options(nodeId)), source: { kind: "picamera", command } });
+    const [down] = (await once(agent.events, "camera-down")) as [{ detail: string }];
+    expect(down.detail).toMatch(/Pi camera failed/);
+    const framesAtDown = agent.stats().frames;
+    expect(framesAtDown).toBeGreaterThan(5);
+    await once(agent.events, "camera-up");
+    await until(() => agent.stats().frames > framesAtDown + 5, "frames from the restarted camera");
+    await agent.stop();
   }, 40_000);
 
   it("a camera that hangs without exiting is noticed by its silence and reopened", async () => {
