@@ -3,7 +3,7 @@ import { mkdir } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { FacePipeline } from "@glance/models";
-import { type DesiredState, encodeMessage, topicFor } from "@glance/shared";
+import { type DesiredState, encodeMessage, sharedFilterFor, topicFor } from "@glance/shared";
 import { serve } from "@hono/node-server";
 import type { Aedes } from "aedes";
 import { and, eq, isNull } from "drizzle-orm";
@@ -25,6 +25,7 @@ import type { Gallery } from "./gallery/gallery.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
 import { startIngest } from "./ingest/ingest.ts";
+import { type FleetCa, loadOrCreateFleetCa } from "./pki/fleet-ca.ts";
 import { commandSender, startErasureAcks } from "./privacy/erase.ts";
 import { loadOrCreateMasterKey } from "./privacy/keyring.ts";
 import { loadGallery, sealLegacyTemplates } from "./privacy/templates.ts";
@@ -40,6 +41,14 @@ import { ScreenHub } from "./signage/hub.ts";
 export type { Rejection } from "./ingest/ingest.ts";
 export type { Recognition } from "./recognition/recognize.ts";
 export type { PromotionEvent } from "./signage/hub.ts";
+export {
+  certificateIdentity,
+  type FleetCa,
+  loadOrCreateFleetCa,
+  signingKeyPem,
+  type TlsMaterial,
+} from "./pki/fleet-ca.ts";
+export { generateMosquittoConfig, type MosquittoConfig } from "./mosquitto/config.ts";
 
 export interface OrchestratorOptions {
   /** PGlite data dir, sealing key, admin token file */
@@ -61,6 +70,20 @@ export interface OrchestratorOptions {
   promotionMaxAgeMs?: number;
   /** SSE keep-alive interval; default 15 s */
   pingIntervalMs?: number;
+  /**
+   * Mutual TLS for the embedded broker: nodes authenticate with fleet-CA certificates (identity = certificate). Without
+   * it the broker speaks plain MQTT on loopback only (development). `port` defaults to `mqttPort`; `hostnames` are put
+   * in the broker's server certificate besides 127.0.0.1 and localhost (the first one is used in the broker URL).
+   */
+  mqttTls?: { port?: number; hostnames?: string[] };
+  /**
+   * An external broker (mosquitto, see `generateMosquittoConfig`) instead of the embedded one: this instance connects
+   * to `url` and takes templates through a shared subscription, so N instances each process a template once. `tls`
+   * defaults to a client certificate issued by this instance's fleet CA (CN `$orchestrator`).
+   */
+  broker?: { external: { url: string; tls?: { ca: string; cert: string; key: string } } };
+  /** lifetime of node certificates issued by the fleet CA; default 30 days */
+  nodeCertValidityDays?: number;
   /** pseudonymous visitor records older than this are deleted; default 30 days */
   visitorRetentionMs?: number;
   /** how often the retention job runs (it also runs at start); default 1 hour */
@@ -76,8 +99,10 @@ export interface Orchestrator {
   /** created at first start, stored hashed; plaintext kept in dataDir/admin-token (mode 0600) */
   adminToken: string;
   sealingKey: { kid: string; publicKey: string };
-  /** tests tap raw publishes via broker.on("publish") */
+  /** tests tap raw publishes via broker.on("publish"); throws in external broker mode */
   broker: Aedes;
+  /** the fleet CA in `<dataDir>/pki`: node, broker and orchestrator certificates */
+  fleetCa: FleetCa;
   /** "recognition" (Recognition) and "rejection" (Rejection) */
   events: EventEmitter;
   metrics(): { accepted: number; rejected: Record<string, number> };
@@ -137,28 +162,63 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     const gallery: Gallery = await loadGallery(db, masterKey, faces.space, faces.threshold("1e-3"));
     log.info({ space: gallery.space, threshold: gallery.threshold, ...gallery.size }, "gallery loaded");
 
+    const fleetCa = await loadOrCreateFleetCa(
+      opts.dataDir,
+      opts.nodeCertValidityDays ? { nodeValidityDays: opts.nodeCertValidityDays } : {},
+    );
     const orchestratorSecret = newSecret();
-    const broker = await startBroker({
-      host,
-      port: opts.mqttPort ?? 1883,
-      orchestratorSecret,
-      logger: log.child({ component: "broker" }),
-      async verifyNode(nodeId, password) {
-        const [node] = await db
-          .select({ hash: nodes.mqttPasswordHash })
-          .from(nodes)
-          .where(and(eq(nodes.id, nodeId), isNull(nodes.revokedAt)));
-        return !!node && secretMatches(password, node.hash);
-      },
-    });
-    cleanups.push(() => broker.close());
+    const external = opts.broker?.external;
+    let broker: Awaited<ReturnType<typeof startBroker>> | undefined;
+    let clientTls: { ca: string; cert: string; key: string } | undefined;
+    let internalUrl: string;
+    if (external) {
+      clientTls = external.tls ?? (await fleetCa.issueOrchestratorCertificate(ORCHESTRATOR_USERNAME));
+      internalUrl = external.url;
+    } else {
+      const wildcard = host === "0.0.0.0" || host === "::";
+      const hostnames = opts.mqttTls?.hostnames ?? [];
+      const tls = opts.mqttTls
+        ? {
+            ...(await fleetCa.issueServerCertificate(wildcard ? hostnames : [...hostnames, host])),
+            urlHost: hostnames[0] ?? (wildcard ? "127.0.0.1" : host),
+            async verifyNodeCertificate(nodeId: string, publicKey: string) {
+              const [node] = await db
+                .select({ key: nodes.signingPublicKey })
+                .from(nodes)
+                .where(and(eq(nodes.id, nodeId), isNull(nodes.revokedAt)));
+              return node?.key === publicKey;
+            },
+          }
+        : undefined;
+      if (opts.mqttTls) clientTls = await fleetCa.issueOrchestratorCertificate(ORCHESTRATOR_USERNAME);
+      broker = await startBroker({
+        host,
+        port: opts.mqttTls?.port ?? opts.mqttPort ?? 1883,
+        orchestratorSecret,
+        logger: log.child({ component: "broker" }),
+        async verifyNode(nodeId, password) {
+          const [node] = await db
+            .select({ hash: nodes.mqttPasswordHash })
+            .from(nodes)
+            .where(and(eq(nodes.id, nodeId), isNull(nodes.revokedAt)));
+          return !!node && secretMatches(password, node.hash);
+        },
+        ...(tls ? { tls } : {}),
+      });
+      const started = broker;
+      cleanups.push(() => started.close());
+      const port = new URL(broker.url).port;
+      internalUrl = tls ? `mqtts://${wildcard ? "127.0.0.1" : host}:${port}` : broker.url;
+    }
+    const mqttUrl = broker?.url ?? internalUrl;
 
-    const client = await mqtt.connectAsync(broker.url, {
+    const client = await mqtt.connectAsync(internalUrl, {
       clientId: `orchestrator-${newId()}`,
-      username: ORCHESTRATOR_USERNAME,
-      password: orchestratorSecret,
       protocolVersion: 4,
       reconnectPeriod: 1000,
+      ...(clientTls
+        ? { ...clientTls, rejectUnauthorized: true }
+        : { username: ORCHESTRATOR_USERNAME, password: orchestratorSecret }),
     });
     cleanups.push(() => client.endAsync());
 
@@ -197,6 +257,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       client,
       deps: { db, sealingKey, space: gallery.space },
       events,
+      ...(external ? { filter: sharedFilterFor("template") } : {}),
       logger: log.child({ component: "ingest" }),
       onAccepted: async (t) => {
         await recognize(t);
@@ -225,7 +286,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       gallery,
       faces,
       sealingKey: { kid: sealingKey.kid, publicKey: sealingKey.publicKey },
-      mqttUrl: broker.url,
+      mqttUrl,
+      fleetCa,
       publishDesired,
       metrics,
       masterKey,
@@ -249,14 +311,18 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
         }),
     );
     const httpUrl = `http://${host}:${(server.address() as AddressInfo).port}`;
-    log.info({ httpUrl, mqttUrl: broker.url }, "orchestrator started");
+    log.info({ httpUrl, mqttUrl, external: !!external }, "orchestrator started");
 
     return {
-      mqttUrl: broker.url,
+      mqttUrl,
       httpUrl,
       adminToken,
       sealingKey: services.sealingKey,
-      broker: broker.aedes,
+      get broker(): Aedes {
+        if (!broker) throw new Error("no embedded broker: this orchestrator uses an external one");
+        return broker.aedes;
+      },
+      fleetCa,
       events,
       metrics,
       stop: stopAll,

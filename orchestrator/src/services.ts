@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { Db } from "./db/client.ts";
 import type { Gallery } from "./gallery/gallery.ts";
 import type { IngestMetrics } from "./ingest/ingest.ts";
+import type { FleetCa } from "./pki/fleet-ca.ts";
 import type { MasterKey } from "./privacy/keyring.ts";
 import type { ScreenHub } from "./signage/hub.ts";
 
@@ -15,6 +16,8 @@ export interface Services {
   faces: FacePipeline;
   sealingKey: { kid: string; publicKey: string };
   mqttUrl: string;
+  /** issues node certificates at registration */
+  fleetCa: FleetCa;
   /** publishes (retained) and returns the desired state of a registered node */
   publishDesired(nodeId: string): Promise<DesiredState>;
   metrics(): IngestMetrics;

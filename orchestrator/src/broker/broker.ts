@@ -1,8 +1,13 @@
 import { createServer, type Server } from "node:net";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { type Identity, mayPublish, maySubscribe } from "@glance/shared";
 import { Aedes, type AuthenticateError, type Client } from "aedes";
+
+type AuthenticateCallback = (error: AuthenticateError | null, success: boolean | null) => void;
+
 import type { Logger } from "pino";
 import { hashSecret, secretMatches } from "../auth/secrets.ts";
+import { certificateIdentity, rawEd25519Key } from "../pki/fleet-ca.ts";
 import { guardSocket } from "./packet-guard.ts";
 
 /** The orchestrator's own MQTT username; `$` cannot appear in a node id, so it never collides with one. */
@@ -22,6 +27,22 @@ export interface BrokerOptions {
   /** true when `password` is the current MQTT secret of a registered, non-revoked node */
   verifyNode(nodeId: string, password: string): Promise<boolean>;
   logger: Logger;
+  /**
+   * Mutual TLS: clients must present a certificate of the fleet CA, and their identity is taken from it (SAN URI),
+   * never from the user name or password. Without it the broker speaks plain MQTT and binds loopback only.
+   */
+  tls?: {
+    ca: string;
+    cert: string;
+    key: string;
+    /** host name put in the broker URL (one of the server certificate's names) */
+    urlHost: string;
+    /**
+     * true when `publicKey` (base64url raw Ed25519 key of the client certificate) is the registered signing key of a
+     * non-revoked node `nodeId`: the certificate, the key that signs templates and the registry must agree.
+     */
+    verifyNodeCertificate(nodeId: string, publicKey: string): Promise<boolean>;
+  };
 }
 
 export interface Broker {
@@ -36,16 +57,71 @@ function refused(message: string): AuthenticateError {
 }
 
 /**
- * Embedded aedes on plain TCP, bound to loopback until mTLS lands. Every client is authenticated and then held to
- * the ACL derived from the shared contract (`mayPublish` / `maySubscribe`).
+ * Embedded aedes, either on mutual TLS (identity = the client certificate) or on plain TCP bound to loopback for
+ * development (identity = user name + password). Every client is authenticated and then held to the ACL derived from
+ * the shared contract (`mayPublish` / `maySubscribe`).
  */
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
+
 export async function startBroker(opts: BrokerOptions): Promise<Broker> {
   const log = opts.logger;
   const identities = new WeakMap<Client, Identity>();
   const orchestratorHash = hashSecret(opts.orchestratorSecret);
+  const tlsOpts = opts.tls;
+  if (!tlsOpts && !LOOPBACK.has(opts.host)) {
+    throw new Error(
+      `Plain MQTT is for development on loopback only, not ${opts.host}: configure mqttTls (mutual TLS) to listen there.`,
+    );
+  }
+  /** identity of each TLS connection, read from its verified certificate before any MQTT byte is parsed */
+  const certIdentities = new WeakMap<object, Identity>();
+
+  const authenticateByCertificate = (client: Client, username: string | undefined, done: AuthenticateCallback) => {
+    const who = certIdentities.get(client.conn as object);
+    if (!who || !tlsOpts) {
+      log.warn({ clientId: client.id }, "connection without a usable fleet certificate refused");
+      done(refused("a fleet certificate naming a node is required"), false);
+      return;
+    }
+    const claimed = who.role === "node" ? who.nodeId : ORCHESTRATOR_USERNAME;
+    if (username && username !== claimed) {
+      log.warn({ who, username }, "user name differs from the certificate's identity");
+      done(refused("user name differs from the certificate"), false);
+      return;
+    }
+    if (who.role === "orchestrator") {
+      identities.set(client, who);
+      done(null, true);
+      return;
+    }
+    if (client.id.startsWith(NODE_CLIENT_PREFIX) && client.id !== `${NODE_CLIENT_PREFIX}${who.nodeId}`) {
+      log.warn({ nodeId: who.nodeId, clientId: client.id }, "node tried to use another node's client id");
+      done(refused("client id belongs to another node"), false);
+      return;
+    }
+    const socket = client.conn as unknown as TLSSocket;
+    const peer = socket.getPeerX509Certificate();
+    const key = peer ? rawEd25519Key(peer.publicKey) : undefined;
+    (key ? tlsOpts.verifyNodeCertificate(who.nodeId, key) : Promise.resolve(false)).then(
+      (ok) => {
+        if (ok) {
+          identities.set(client, who);
+          done(null, true);
+        } else {
+          log.warn({ nodeId: who.nodeId }, "certificate key is not the node's registered signing key, or revoked");
+          done(refused("node unknown, revoked, or certificate for another key"), false);
+        }
+      },
+      (error: unknown) => {
+        log.error({ err: error }, "node certificate lookup failed");
+        done(refused("certificate lookup failed"), false);
+      },
+    );
+  };
 
   const aedes = await Aedes.createBroker({
     authenticate(client, username, password, done) {
+      if (tlsOpts) return authenticateByCertificate(client, username, done);
       const secret = password?.toString("utf8") ?? "";
       if (username === ORCHESTRATOR_USERNAME) {
         if (secretMatches(secret, orchestratorHash)) {
@@ -100,12 +176,39 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
     },
   });
 
-  const server: Server = createServer((socket) => {
-    guardSocket(socket, MAX_PACKET_BYTES, (declared) =>
-      log.warn({ remote: socket.remoteAddress, declared }, "connection dropped: MQTT packet over the size limit"),
-    );
-    aedes.handle(socket);
-  });
+  const server: Server = tlsOpts
+    ? createTlsServer(
+        {
+          ca: tlsOpts.ca,
+          cert: tlsOpts.cert,
+          key: tlsOpts.key,
+          requestCert: true,
+          rejectUnauthorized: true,
+          minVersion: "TLSv1.3",
+        },
+        (socket) => {
+          const der = socket.getPeerCertificate().raw;
+          let who: Identity | undefined;
+          try {
+            who = der ? certificateIdentity(der) : undefined;
+          } catch {
+            who = undefined;
+          }
+          if (who) certIdentities.set(socket, who);
+          guardSocket(socket, MAX_PACKET_BYTES, (declared) =>
+            log.warn({ remote: socket.remoteAddress, declared }, "connection dropped: MQTT packet over the size limit"),
+          );
+          aedes.handle(socket);
+        },
+      ).on("tlsClientError", (err, socket) =>
+        log.warn({ remote: socket.remoteAddress, err: err.message }, "TLS handshake refused"),
+      )
+    : createServer((socket) => {
+        guardSocket(socket, MAX_PACKET_BYTES, (declared) =>
+          log.warn({ remote: socket.remoteAddress, declared }, "connection dropped: MQTT packet over the size limit"),
+        );
+        aedes.handle(socket);
+      });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.host, () => {
@@ -115,7 +218,7 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
   });
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : opts.port;
-  const url = `mqtt://${opts.host}:${port}`;
+  const url = tlsOpts ? `mqtts://${tlsOpts.urlHost}:${port}` : `mqtt://${opts.host}:${port}`;
   log.info({ url }, "mqtt broker listening");
 
   return {

@@ -19,6 +19,8 @@ export interface IngestOptions {
   deps: OpenTemplateDeps;
   events: EventEmitter;
   logger: Logger;
+  /** subscription filter; default every node's template topic (external brokers: `sharedFilterFor("template")`) */
+  filter?: string;
   /** runs after a template is accepted; its failures are logged, never fatal */
   onAccepted(template: AcceptedTemplate): Promise<void>;
 }
@@ -88,7 +90,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   };
 
   opts.client.on("message", onMessage);
-  await opts.client.subscribeAsync(templateFilter, { qos: 1 });
+  await opts.client.subscribeAsync(opts.filter ?? templateFilter, { qos: 1 });
   log.info("ingest subscribed to node templates");
 
   const idle = async () => {

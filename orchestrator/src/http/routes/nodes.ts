@@ -27,11 +27,14 @@ export const RegisterNode = z.object({
     .string()
     .regex(/^[A-Za-z0-9_-]{43}$/, "base64url raw 32-byte Ed25519 public key")
     .refine(isEd25519PublicKey, "not a valid Ed25519 public key"),
+  /** optional PKCS#10 request (PEM) signed with the signing key: proof that the node holds it */
+  csr: z.string().max(8192).optional(),
 });
 export type RegisterNode = z.infer<typeof RegisterNode>;
 
 /**
- * A technician registers a node with its signing key and receives its MQTT credentials (password shown once).
+ * A technician registers a node with its signing key and receives its MQTT credentials (password shown once) and a
+ * fleet-CA client certificate for that same key (from `csr` when given), with the CA chain.
  * The node's desired state is then waiting for it, retained, on its desired topic.
  */
 export function nodesRouter(s: Services) {
@@ -43,6 +46,10 @@ export function nodesRouter(s: Services) {
         throw new GlanceError("NOT_FOUND", `Store ${body.storeId} does not exist; create it first.`);
       const existing = await s.db.select({ id: nodes.id }).from(nodes).where(eq(nodes.id, body.nodeId));
       if (existing.length > 0) throw new GlanceError("CONFLICT", `Node ${body.nodeId} is already registered.`);
+      // issued before the row is written: a refused CSR registers nothing
+      const issued = body.csr
+        ? await s.fleetCa.issueNodeCertificateFromCsr(body.nodeId, body.csr, body.signingPublicKey)
+        : await s.fleetCa.issueNodeCertificate(body.nodeId, body.signingPublicKey);
       const password = newSecret();
       await s.db.insert(nodes).values({
         id: body.nodeId,
@@ -52,8 +59,17 @@ export function nodesRouter(s: Services) {
         mqttPasswordHash: hashSecret(password),
       });
       const desired = await s.publishDesired(body.nodeId);
-      s.logger.info({ nodeId: body.nodeId, storeId: body.storeId }, "node registered");
-      return c.json({ nodeId: body.nodeId, mqtt: { url: s.mqttUrl, username: body.nodeId, password }, desired }, 201);
+      s.logger.info({ nodeId: body.nodeId, storeId: body.storeId, certSerial: issued.serial }, "node registered");
+      const tls = {
+        cert: issued.certPem,
+        ca: s.fleetCa.caPem,
+        serial: issued.serial,
+        notAfter: issued.notAfter.toISOString(),
+      };
+      return c.json(
+        { nodeId: body.nodeId, mqtt: { url: s.mqttUrl, username: body.nodeId, password }, tls, desired },
+        201,
+      );
     })
     .get("/", requireRole(s.db, ["hq-admin", "technician", "auditor", "store-manager"]), async (c) => {
       const p = c.get("principal");
