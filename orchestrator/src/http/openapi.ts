@@ -2,7 +2,7 @@ import { z } from "zod";
 import type { Role } from "../db/schema.ts";
 import { PromotionEvent } from "../signage/hub.ts";
 import { RegisterNode } from "./routes/nodes.ts";
-import { EnrolForm } from "./routes/people.ts";
+import { EnrolForm, WithdrawConsent } from "./routes/people.ts";
 import { CreatePromotion } from "./routes/promotions.ts";
 import { CreateScreen, ProofOfPlay } from "./routes/screens.ts";
 import { CreateStore } from "./routes/stores.ts";
@@ -88,7 +88,38 @@ const operations: Operation[] = [
     summary: "List people with consents",
     roles: ["hq-admin", "auditor", "store-manager"],
   },
-  { method: "delete", path: "/api/people/{personId}", summary: "Erase a person", roles: ["hq-admin"] },
+  {
+    method: "delete",
+    path: "/api/people/{personId}",
+    summary: "Erase a person (crypto-shred: data key and templates destroyed, edge galleries told)",
+    roles: ["hq-admin"],
+  },
+  {
+    method: "post",
+    path: "/api/people/{personId}/withdraw-consent",
+    summary: "Record a consent withdrawal: templates crypto-shredded, consent kept as withdrawn",
+    roles: ["hq-admin", "store-manager"],
+    json: WithdrawConsent,
+  },
+  {
+    method: "get",
+    path: "/api/people/{personId}/export",
+    summary: "Data-subject export: everything held about a person (templates as metadata only)",
+    roles: ["hq-admin", "auditor"],
+  },
+  {
+    method: "get",
+    path: "/api/people/{personId}/erasure",
+    summary: "Edge erasure status: erase-member commands sent and acknowledged per node",
+    roles: ["hq-admin", "auditor"],
+  },
+  { method: "get", path: "/api/audit", summary: "Audit log, newest first", roles: ["auditor", "hq-admin"] },
+  {
+    method: "get",
+    path: "/api/audit/verify",
+    summary: "Verify the audit hash chain; 409 names the first broken entry",
+    roles: ["auditor", "hq-admin"],
+  },
   {
     method: "post",
     path: "/api/promotions",
