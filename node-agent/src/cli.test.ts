@@ -6,6 +6,7 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { DEFAULT_EMBEDDER } from "@glance/models";
 import { decodeMessage, type NodeStatus, topicFor } from "@glance/shared";
 import { Aedes } from "aedes";
 import { connectAsync } from "mqtt";
@@ -130,7 +131,7 @@ describe("glance-agent bench", () => {
     expect(result.stages.detect?.p95).toBeGreaterThanOrEqual(result.stages.detect?.p50 ?? 0);
     const [fp32, int8] = result.embedders;
     expect(fp32).toMatchObject({
-      name: expect.stringMatching(/^fr-feature@/),
+      name: expect.stringMatching(new RegExp(`^${process.env.GLANCE_EMBEDDER?.trim() || DEFAULT_EMBEDDER}@`)),
       loaded: true,
       embed: { n: result.faces },
     });

@@ -93,12 +93,14 @@ async function main(argv: string[]): Promise<number> {
     return values.help ? 0 : 2;
   }
   if (command === "bench") {
+    // the embedder nodes run (GLANCE_EMBEDDER, as the models package reads it) and its int8 build
+    const embedder = process.env.GLANCE_EMBEDDER?.trim() || DEFAULT_EMBEDDER;
     const result = await benchStages({
       video: resolve(values.video),
       width: Number(values.width),
       frames: Number(values.frames),
       modelsDir: values["models-dir"],
-      embedders: values.embedder ?? [DEFAULT_EMBEDDER, `${DEFAULT_EMBEDDER}-int8`],
+      embedders: values.embedder ?? [embedder, `${embedder}-int8`],
     });
     process.stdout.write(`${values.json ? JSON.stringify(result, null, 2) : formatStageBench(result)}\n`);
     return 0;
