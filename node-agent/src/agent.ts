@@ -12,7 +12,7 @@ import {
   type SealedTemplate,
 } from "@glance/shared";
 import { type Logger, pino } from "pino";
-import { NodeLink } from "./link.ts";
+import { type LinkOptions, NodeLink } from "./link.ts";
 import { bestShot, type ShotSettings } from "./pipeline/best-shot.ts";
 import { detect } from "./pipeline/detect.ts";
 import { embed } from "./pipeline/embed.ts";
@@ -29,7 +29,7 @@ import { cpuTemperatureC, modelLabel, Rates } from "./telemetry.ts";
 export interface AgentOptions {
   nodeId: string;
   cameraId: string;
-  mqtt: { url: string; username: string; password: string };
+  mqtt: LinkOptions["mqtt"];
   /** Ed25519 node identity: signs every template */
   signingKey: KeyPair;
   source: SourceSpec;

@@ -14,7 +14,8 @@ import type { Logger } from "pino";
 
 export interface LinkOptions {
   nodeId: string;
-  mqtt: { url: string; username: string; password: string };
+  /** `ca`, `cert`, `key` (PEM) for an `mqtts://` broker with fleet certificates; `key` is the node's signing key */
+  mqtt: { url: string; username: string; password: string; ca?: string; cert?: string; key?: string };
   /** fields of the retained status besides nodeId/online/ts, read at every publish */
   status: () => Omit<NodeStatus, "nodeId" | "online" | "ts">;
   /** heartbeat: the status is republished this often (default 30 s) */
@@ -45,6 +46,9 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
       clientId: `glance-node-${o.nodeId}`,
       username: o.mqtt.username,
       password: o.mqtt.password,
+      ...(o.mqtt.ca ? { ca: o.mqtt.ca } : {}),
+      ...(o.mqtt.cert ? { cert: o.mqtt.cert } : {}),
+      ...(o.mqtt.key ? { key: o.mqtt.key } : {}),
       protocolVersion: 4,
       clean: true,
       reconnectPeriod: 2000,

@@ -1,3 +1,4 @@
+import { createPrivateKey } from "node:crypto";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { GlanceError, generateSigningKeyPair, type KeyPair } from "@glance/shared";
@@ -20,6 +21,12 @@ export interface ClaimedNode {
   storeId: string;
   signingKey: KeyPair;
   mqtt: { url: string; username: string; password: string };
+  /**
+   * Mutual-TLS material for the broker: the fleet CA, the node's certificate (issued for its own signing key) and
+   * that key as PKCS#8 PEM. With `keyDir` they are also written there as fleet-ca.pem, node-cert.pem and
+   * node-tls-key.pem (0600).
+   */
+  tls: { ca: string; cert: string; key: string; serial: string; notAfter: string };
 }
 
 /** Load the node's Ed25519 identity from keyDir, or create it (private key readable only by its owner). */
@@ -39,7 +46,7 @@ export async function loadOrCreateNodeKey(keyDir: string): Promise<KeyPair> {
 
 /**
  * Claim a node: register its public signing key with the orchestrator and receive its MQTT credentials.
- * The private key never leaves the node. (Certificate issuance through the fleet CA extends this later.)
+ * The private key never leaves the node; the orchestrator's fleet CA certifies its public half for mutual TLS.
  */
 export async function claimNode(opts: ClaimOptions): Promise<ClaimedNode> {
   const signingKey = opts.keyDir ? await loadOrCreateNodeKey(opts.keyDir) : generateSigningKeyPair();
@@ -53,9 +60,36 @@ export async function claimNode(opts: ClaimOptions): Promise<ClaimedNode> {
       signingPublicKey: signingKey.publicKey,
     }),
   });
-  const body = (await res.json().catch(() => ({}))) as { mqtt?: ClaimedNode["mqtt"]; code?: string; message?: string };
-  if (!res.ok || !body.mqtt) {
-    throw new GlanceError("CONFLICT", `Claiming node ${opts.nodeId} failed (${res.status} ${body.code ?? ""}): ${body.message ?? "no details"}.`);
+  const body = (await res.json().catch(() => ({}))) as {
+    mqtt?: ClaimedNode["mqtt"];
+    tls?: { ca: string; cert: string; serial: string; notAfter: string };
+    code?: string;
+    message?: string;
+  };
+  if (!res.ok || !body.mqtt || !body.tls) {
+    throw new GlanceError(
+      "CONFLICT",
+      `Claiming node ${opts.nodeId} failed (${res.status} ${body.code ?? ""}): ${body.message ?? "no details"}.`,
+    );
   }
-  return { nodeId: opts.nodeId, cameraId: opts.cameraId, storeId: opts.storeId, signingKey, mqtt: body.mqtt };
+  const tls = { ...body.tls, key: tlsKeyPem(signingKey) };
+  if (opts.keyDir) {
+    for (const [name, text] of [
+      ["fleet-ca.pem", tls.ca],
+      ["node-cert.pem", tls.cert],
+      ["node-tls-key.pem", tls.key],
+    ] as const) {
+      const file = join(opts.keyDir, name);
+      await writeFile(file, text, { mode: 0o600 });
+      await chmod(file, 0o600);
+    }
+  }
+  return { nodeId: opts.nodeId, cameraId: opts.cameraId, storeId: opts.storeId, signingKey, mqtt: body.mqtt, tls };
+}
+
+/** The node's Ed25519 signing key as PKCS#8 PEM: its certificate is for this key, so it is also its TLS key. */
+export function tlsKeyPem(pair: KeyPair): string {
+  return createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", x: pair.publicKey, d: pair.privateKey }, format: "jwk" })
+    .export({ format: "pem", type: "pkcs8" })
+    .toString();
 }
