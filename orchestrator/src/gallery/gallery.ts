@@ -1,7 +1,3 @@
-import { decodeEmbedding } from "@glance/shared";
-import { and, eq, gt, isNull, or } from "drizzle-orm";
-import type { Db } from "../db/client.ts";
-import { consents, people, templates } from "../db/schema.ts";
 import { SpaceIndex, type SpaceIndexOptions } from "./space-index.ts";
 
 export interface Consent {
@@ -87,47 +83,20 @@ export class Gallery {
     return { kind: "member", personId: member.personId, displayName: member.displayName, score: best.score };
   }
 
-  /** Loads every template of `space` whose person holds a live (granted, not withdrawn, not expired) consent. */
-  static async load(
-    db: Db,
+  /**
+   * A gallery of `people` built in bulk (a large gallery's graph is built in parallel). Reading the database is the
+   * caller's job: templates are sealed at rest, privacy/templates.ts `loadGallery` opens the consented ones.
+   */
+  static build(
     space: string,
     threshold: number,
-    now = new Date(),
+    people: readonly { member: Member; embeddings: readonly Float32Array[] }[],
     indexOptions: SpaceIndexOptions = {},
-  ): Promise<Gallery> {
+  ): Gallery {
     const gallery = new Gallery(space, threshold, indexOptions);
-    const rows = await db
-      .select({
-        templateId: templates.id,
-        personId: people.id,
-        displayName: people.displayName,
-        expiresAt: consents.expiresAt,
-        scope: consents.scope,
-        embedding: templates.embedding,
-      })
-      .from(templates)
-      .innerJoin(people, eq(people.id, templates.personId))
-      .innerJoin(consents, eq(consents.personId, people.id))
-      .where(
-        and(
-          eq(templates.space, space),
-          isNull(consents.withdrawnAt),
-          or(isNull(consents.expiresAt), gt(consents.expiresAt, now)),
-        ),
-      );
-    // a person with several consents appears once per consent: one copy of each template, every consent
-    const seen = new Set<string>();
-    const embeddingsOf = new Map<string, Float32Array[]>();
-    for (const row of rows) {
-      const consent: Consent = { scope: row.scope, expiresAt: row.expiresAt };
-      gallery.add({ personId: row.personId, displayName: row.displayName, consents: [consent] }, []);
-      if (seen.has(row.templateId)) continue;
-      seen.add(row.templateId);
-      const list = embeddingsOf.get(row.personId) ?? [];
-      list.push(decodeEmbedding(row.embedding));
-      embeddingsOf.set(row.personId, list);
-    }
-    const all = [...embeddingsOf.values()].flat();
+    for (const p of people) gallery.add(p.member, []);
+    const withTemplates = people.filter((p) => p.embeddings.length > 0);
+    const all = withTemplates.flatMap((p) => p.embeddings);
     const dim = all[0]?.length ?? 0;
     if (all.some((e) => e.length !== dim)) throw new Error(`space ${space} holds embeddings of different lengths`);
     const vectors = new Float32Array(all.length * dim);
@@ -135,8 +104,8 @@ export class Gallery {
       vectors.set(e, i * dim);
     });
     gallery.index.addMany(
-      [...embeddingsOf.keys()],
-      [...embeddingsOf.values()].map((l) => l.length),
+      withTemplates.map((p) => p.member.personId),
+      withTemplates.map((p) => p.embeddings.length),
       vectors,
     );
     return gallery;

@@ -111,7 +111,6 @@ export async function loadGallery(
   threshold: number,
   now = new Date(),
 ): Promise<Gallery> {
-  const gallery = new Gallery(space, threshold);
   const live = await db
     .select({
       personId: people.id,
@@ -128,7 +127,7 @@ export async function loadGallery(
     m.consents.push({ scope: r.scope, expiresAt: r.expiresAt });
     members.set(r.personId, m);
   }
-  if (members.size === 0) return gallery;
+  if (members.size === 0) return new Gallery(space, threshold);
   // one join rather than an IN list: a chain-sized gallery would exceed the driver's bind-parameter limit
   const rows = await db
     .select({ template: templates, key: personKeys })
@@ -148,9 +147,13 @@ export async function loadGallery(
     list.push(decodeEmbedding(openTemplate(key, { ...t, ciphertext: t.ciphertext, iv: t.iv })));
     embeddings.set(t.personId, list);
   }
-  for (const [personId, list] of embeddings) {
-    const m = members.get(personId);
-    if (m) gallery.add({ personId, ...m }, list);
-  }
-  return gallery;
+  return Gallery.build(
+    space,
+    threshold,
+    // only people with templates in this space: a member enrolled under another embedder is not part of it
+    [...embeddings].map(([personId, list]) => ({
+      member: { personId, ...(members.get(personId) as { displayName: string; consents: Consent[] }) },
+      embeddings: list,
+    })),
+  );
 }
