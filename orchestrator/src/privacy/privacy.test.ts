@@ -3,13 +3,21 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { decodeImage, FacePipeline } from "@glance/models";
-import { type Command, decodeEmbedding, decodeMessage, encodeMessage, filterFor, topicFor } from "@glance/shared";
+import {
+  type Command,
+  decodeEmbedding,
+  decodeMessage,
+  encodeEmbedding,
+  encodeMessage,
+  filterFor,
+  topicFor,
+} from "@glance/shared";
 import { eq, sql } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyAudit } from "../audit/log.ts";
 import { type Db, openDatabase } from "../db/client.ts";
-import { auditLog, templates } from "../db/schema.ts";
+import { auditLog, consents, people, templates } from "../db/schema.ts";
 import type { Recognition } from "../index.ts";
 import {
   connectNode,
@@ -235,6 +243,38 @@ for (const backend of backends) {
       expect(Math.abs(asIfPlain)).toBeLessThan(0.3);
       // rebuilt by unwrapping after the restart
       expect((await probe(kitProbe)).personId).toBe(kit.personId);
+    }, 60_000);
+
+    it("seals plaintext templates left by a database from before encryption at rest, and still recognises them", async () => {
+      const legacyId = `legacy-${seq}-${Date.now()}`;
+      const embedding = await embed("enroll/barack_obama/1.jpg");
+      // what a pre-0002 orchestrator wrote: the int8 codec bytes in the clear, no data key
+      await withStoppedDb(h, async (db) => {
+        await db.insert(people).values({ id: legacyId, displayName: "Legacy Barack" });
+        await db.insert(consents).values({
+          id: `${legacyId}-c`,
+          personId: legacyId,
+          purpose: "recognition-promotions",
+          scope: "all-stores",
+          source: "demo",
+          grantedAt: new Date(),
+        });
+        await db.insert(templates).values({
+          id: `${legacyId}-t`,
+          personId: legacyId,
+          space: faces.space,
+          legacyEmbedding: encodeEmbedding(embedding),
+          quality: 0.9,
+          sourceSha256: "0".repeat(64),
+        });
+      });
+      await connect();
+      expect((await probe(await embed("enroll/barack_obama/2.jpg"))).personId).toBe(legacyId);
+      const [row] = await withStoppedDb(h, (db) => db.select().from(templates).where(eq(templates.personId, legacyId)));
+      await connect();
+      expect(row?.legacyEmbedding).toBeNull();
+      expect(row?.ciphertext?.length).toBe(7 + embedding.length + 16);
+      expect((await h.api(`/api/people/${legacyId}`, { method: "DELETE" })).status).toBe(204);
     }, 60_000);
 
     it("refuses to start with another master key instead of serving an empty gallery", async () => {
