@@ -25,7 +25,7 @@ export const BUILD_STEPS: BuildStep[] = ["check", "fetch", "verify", "extract", 
 export interface BuildOptions {
   distDir?: string;
   cacheDir?: string;
-  /** recipe names; all when empty */
+  /** recipe names; when empty, every recipe that is not a candidate (see Recipe.candidate) */
   only?: string[];
   /** rebuild even when dist is up to date */
   force?: boolean;
@@ -48,7 +48,9 @@ export async function buildModels(opts: BuildOptions = {}): Promise<BuildResult[
   const distDir = opts.distDir ?? DEFAULT_DIST;
   const cacheDir = opts.cacheDir ?? DEFAULT_CACHE;
   const recipes = opts.recipes ?? registry;
-  const selected = opts.only?.length ? recipes.filter((r) => opts.only?.includes(r.name)) : recipes;
+  const selected = opts.only?.length
+    ? recipes.filter((r) => opts.only?.includes(r.name))
+    : recipes.filter((r) => !r.candidate);
   const unknown = (opts.only ?? []).filter((n) => !recipes.some((r) => r.name === n));
   if (unknown.length > 0) {
     throw new GlanceError(

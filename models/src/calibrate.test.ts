@@ -10,7 +10,8 @@ describe.skipIf(!existsSync(LFW_DIR))("fr-feature on LFW pairs", () => {
   let pipeline: FacePipeline;
   beforeAll(async () => {
     await buildModels();
-    pipeline = await FacePipeline.load({ threads: 2 });
+    // fr-feature's own calibration, whatever the default embedder is
+    pipeline = await FacePipeline.load({ embedder: "fr-feature", threads: 2 });
   });
   afterAll(async () => {
     await pipeline?.close();

@@ -10,7 +10,7 @@ import { modelDirs, signModelDir } from "./signing/sign.ts";
 const usage = `usage: tsx models/src/cli.ts build [--force] [--only name,name]
        tsx models/src/cli.ts keygen [--out <dir>]                    (default ${KEYS_DIR})
        tsx models/src/cli.ts sign <model dir>... | --all [--key <key file> | --dev]
-models: ${recipes.map((r) => r.name).join(", ")}`;
+models: ${recipes.map((r) => (r.candidate ? `${r.name} (candidate: built only with --only)` : r.name)).join(", ")}`;
 
 const flag = (args: string[], name: string): string | undefined => {
   const at = args.indexOf(name);

@@ -21,8 +21,11 @@ describe("faceres (HSE FaceRes, converted from TF.js at build)", () => {
     await p?.close();
   });
 
-  it("is built as a signed embedder in its own space, fed BGR minus the Caffe means on a 224 ArcFace crop", async () => {
+  it("is built on demand as a signed embedder in its own space, fed BGR minus the Caffe means on a 224 ArcFace crop", async () => {
     const { manifest, signedBy } = await loadManifest(DEFAULT_DIST, "faceres");
+    // converted from TF.js at build time: NHWC input, only the embedding output
+    expect(manifest.inputs).toEqual([{ name: "input_1", type: "float32", shape: ["batch", 224, 224, 3] }]);
+    expect(manifest.outputs).toEqual([{ name: "global_pooling/Mean:0", type: "float32", shape: ["batch", 1024] }]);
     expect(signedBy).toMatch(/\S/);
     expect(p.space).toBe("faceres@3.0.4");
     expect(manifest.preprocessing).toMatchObject({ width: 224, height: 224, layout: "NHWC", colour: "BGR" });

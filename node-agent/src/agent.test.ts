@@ -4,6 +4,7 @@ import { mkdtemp } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { defaultEmbedder, defaultModelsDir, loadManifest } from "@glance/models";
 import {
   type DesiredState,
   decodeEmbedding,
@@ -129,13 +130,17 @@ describe("node agent on the demo video", () => {
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
     expect(new Set(seqs).size).toBe(seqs.length);
 
+    // the node embeds in the space of the default embedder (GLANCE_EMBEDDER, else dlib-resnet), as the orchestrator
+    const { manifest: embedder } = await loadManifest(defaultModelsDir(), defaultEmbedder());
+    const space = `${embedder.name}@${embedder.version}`;
+    expect(embedder.embedding?.space).toBe(space);
     const wrong = generateSealingKeyPair();
     for (const { payload, template } of got.templates) {
-      expect(template).toMatchObject({ v: 1, nodeId, cameraId: "cam-1", kid: "orch-1", space: "fr-feature@0.0.1" });
+      expect(template).toMatchObject({ v: 1, nodeId, cameraId: "cam-1", kid: "orch-1", space });
       const header = templateHeader(template);
       const plaintext = open(template, header, sealing, signing.publicKey);
       const embedding = decodeEmbedding(plaintext);
-      expect(embedding.length).toBeGreaterThanOrEqual(128);
+      expect(embedding.length).toBe(embedder.embedding?.dim);
       expect(Math.hypot(...embedding)).toBeCloseTo(1, 3);
 
       expect(() => open(template, header, wrong, signing.publicKey)).toThrow(

@@ -3,7 +3,7 @@ import { once } from "node:events";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FacePipeline } from "@glance/models";
+import { defaultEmbedder, FacePipeline } from "@glance/models";
 import {
   decodeMessage,
   filterFor,
@@ -171,7 +171,7 @@ describe("heartbeat", () => {
     expect(last.stats?.fps).toBeGreaterThan(1);
     expect(last.stats?.fps).toBeLessThan(15);
     expect(last.models?.detector).toMatch(/^blazeface-back@[\d.]+ signed by \S+/);
-    expect(last.models?.embedder).toMatch(/^fr-feature@[\d.]+ signed by \S+/);
+    expect(last.models?.embedder).toMatch(new RegExp(`^${defaultEmbedder()}@[\\d.]+ signed by \\S+`));
     await client.endAsync();
   }, 40_000);
 });

@@ -1,9 +1,8 @@
 /**
  * The dlib face recognition ResNet as a Glance embedder recipe: `dlib-resnet`, built from the TF.js weights in
- * `@vladmandic/face-api` by face-api-resnet.ts. NOT in the registry (recipes.ts) and not the default embedder:
- * it was measured as a candidate for profile faces and did not separate them (see DLIB_RESNET_MEASUREMENTS).
- * Build it on request with `buildModels({ recipes: [dlibResnetRecipe], only: ["dlib-resnet"] })`, or register it
- * by adding it to `recipes` in recipes.ts.
+ * `@vladmandic/face-api` by face-api-resnet.ts. Registered in recipes.ts and the default embedder (DEFAULT_EMBEDDER):
+ * the most accurate candidate on LFW whose weights may be used commercially (models/README.md, "Choosing the
+ * embedder"). It does not solve profile faces either (see DLIB_RESNET_MEASUREMENTS).
  */
 import type { Recipe } from "../recipes.ts";
 import { DLIB_MEAN_RGB, DLIB_STD, dlibOnnxFromFaceApi, FACE_API_RECOGNITION_MANIFEST } from "./face-api-resnet.ts";

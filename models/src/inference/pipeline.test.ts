@@ -46,7 +46,9 @@ describe("a camera frame of an enrolled member", () => {
       expect(faces).toHaveLength(1);
       const [f] = faces;
       if (!f) throw new Error("unreachable");
-      expect(f.embedding).toHaveLength(512);
+      // the manifest's dimension, which load() checked against the model's output
+      expect(f.embedding).toHaveLength(pipeline.embedder.outputs[0]?.shape.at(-1) as number);
+      expect(f.embedding.length).toBe(pipeline.embedder.embedding?.dim);
       expect(Math.hypot(...f.embedding)).toBeCloseTo(1, 4);
       const t = pipeline.threshold("1e-3");
       const scores = scoresFor(f.embedding);
@@ -147,7 +149,9 @@ describe("alignment", () => {
     expect(Math.hypot(...(map(re).map((v, i) => v - (tmpl[0]?.[i] ?? 0)) as [number, number]))).toBeLessThan(3);
     expect(Math.hypot(...(map(le).map((v, i) => v - (tmpl[1]?.[i] ?? 0)) as [number, number]))).toBeLessThan(3);
     const crop = pipeline.align(img, face);
-    expect([crop.width, crop.height, crop.data.length]).toEqual([112, 112, 112 * 112 * 3]);
+    const { width, height } = pipeline.embedder.preprocessing;
+    expect(width).toBeGreaterThan(0);
+    expect([crop.width, crop.height, crop.data.length]).toEqual([width, height, width * height * 3]);
   });
 });
 

@@ -19,6 +19,7 @@ export interface FacePipelineOptions {
   modelsDir?: string;
   /** manifest name (or name@version) */
   detector?: string;
+  /** default GLANCE_EMBEDDER, else DEFAULT_EMBEDDER (see defaultEmbedder) */
   embedder?: string;
   /** intra-op threads per model; 1 on a node (one core per stage) */
   threads?: number;
@@ -30,7 +31,20 @@ export interface FacePipelineOptions {
 }
 
 export const DEFAULT_DETECTOR = "blazeface-back";
-export const DEFAULT_EMBEDDER = "fr-feature";
+/**
+ * The shipped embedder: the most accurate one whose weights may be used commercially (models/README.md, "Choosing
+ * the embedder"): dlib's ResNet, public-domain weights, LFW 0.983 through this pipeline.
+ */
+export const DEFAULT_EMBEDDER = "dlib-resnet";
+
+/**
+ * The embedder a pipeline loads when not told otherwise: GLANCE_EMBEDDER (a manifest name, or name@version), else
+ * DEFAULT_EMBEDDER. Nodes and the orchestrator must use the same one: templates carry their embedding space and the
+ * orchestrator refuses any space other than its own.
+ */
+export function defaultEmbedder(env: NodeJS.ProcessEnv = process.env): string {
+  return env.GLANCE_EMBEDDER?.trim() || DEFAULT_EMBEDDER;
+}
 
 interface LandmarkIndex {
   rightEye: number;
@@ -65,7 +79,7 @@ export class FacePipeline {
     const trust = await resolveTrust(opts.trustedKeys);
     const [d, e] = await Promise.all([
       loadManifest(dir, opts.detector ?? DEFAULT_DETECTOR, { trust }),
-      loadManifest(dir, opts.embedder ?? DEFAULT_EMBEDDER, { trust }),
+      loadManifest(dir, opts.embedder ?? defaultEmbedder(), { trust }),
     ]);
     if (d.manifest.task !== "detector" || e.manifest.task !== "embedder") {
       throw new GlanceError(

@@ -8,7 +8,8 @@ import { isGlanceError, type ModelManifest } from "@glance/shared";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildModels, DEFAULT_DIST, MODELS_ROOT } from "../build.ts";
 import { loadManifest } from "../inference/manifest.ts";
-import { DEFAULT_DETECTOR, DEFAULT_EMBEDDER, FacePipeline } from "../inference/pipeline.ts";
+import { DEFAULT_DETECTOR, defaultEmbedder, FacePipeline } from "../inference/pipeline.ts";
+import { recipeByName } from "../recipes.ts";
 import {
   devSigningKey,
   generateHqKey,
@@ -20,7 +21,13 @@ import {
 import { signModelDir } from "./sign.ts";
 
 const run = promisify(execFile);
-const MODELS = [`${DEFAULT_DETECTOR}/1.2.0`, `${DEFAULT_EMBEDDER}/0.0.1`];
+/** the models a default pipeline loads, as `name/version` folders under dist */
+const MODELS = [DEFAULT_DETECTOR, defaultEmbedder()].map((name) => {
+  const recipe = recipeByName(name);
+  if (!recipe) throw new Error(`no recipe named ${name}`);
+  return `${name}/${recipe.version}`;
+});
+const EMBEDDER = defaultEmbedder();
 
 let scratch: string;
 let hq: { key: ModelSigningKey; trust: TrustedKey[]; keyFile: string; trustFile: string };
@@ -68,11 +75,11 @@ describe("models signed at HQ", () => {
     try {
       expect(pipeline.detector.signature?.keyId).toBe(hq.key.keyId);
       expect(pipeline.embedder.signature?.keyId).toBe(hq.key.keyId);
-      expect(pipeline.space).toBe("fr-feature@0.0.1");
+      expect(pipeline.space).toBe(MODELS[1]?.replace("/", "@"));
     } finally {
       await pipeline.close();
     }
-    const { signedBy } = await loadManifest(dist, DEFAULT_EMBEDDER, { trust: { keys: hq.trust, source: "test" } });
+    const { signedBy } = await loadManifest(dist, EMBEDDER, { trust: { keys: hq.trust, source: "test" } });
     expect(signedBy).toBe(hq.key.keyId);
   });
 
@@ -169,19 +176,22 @@ describe("the zero-config developer path", () => {
 
   it("models:build keeps HQ signatures, and rebuilds (never re-signs) a dev-signed manifest edited by hand", async () => {
     const hqDist = await signedCopy(hq.key);
-    const kept = await buildModels({ distDir: hqDist, only: [DEFAULT_EMBEDDER] });
+    const kept = await buildModels({ distDir: hqDist, only: [EMBEDDER] });
     expect(kept.map((r) => [r.status, r.signedBy])).toEqual([["up-to-date", hq.key.keyId]]);
 
     const devDist = await signedCopy();
     const dir = join(devDist, MODELS[1] as string);
+    const { manifest: original } = await loadManifest(devDist, EMBEDDER);
+    const dim = original.embedding?.dim ?? 0;
+    expect(original.outputs[0]?.shape).toEqual([1, dim]);
     await editManifest(dir, (m) => {
-      m.outputs = [{ name: "output", type: "float32", shape: [1, 128] }];
+      m.outputs = [{ name: "output", type: "float32", shape: [1, dim + 1] }];
     });
     expect(isGlanceError(await loadError(devDist), "MODEL_SIGNATURE_INVALID")).toBe(true);
-    const [rebuilt] = await buildModels({ distDir: devDist, only: [DEFAULT_EMBEDDER] });
+    const [rebuilt] = await buildModels({ distDir: devDist, only: [EMBEDDER] });
     expect(rebuilt?.status).toBe("built");
-    const { manifest } = await loadManifest(devDist, DEFAULT_EMBEDDER);
-    expect(manifest.outputs[0]?.shape).toEqual([1, 512]);
+    const { manifest } = await loadManifest(devDist, EMBEDDER);
+    expect(manifest.outputs).toEqual(original.outputs);
   });
 
   it("still refuses unsigned models", async () => {

@@ -69,7 +69,7 @@ export async function openTemplate(
   if (header.space !== deps.space) {
     throw new GlanceError(
       "SPACE_UNKNOWN",
-      `Template space ${header.space} is not the gallery's space ${deps.space}; update the node's embedder.`,
+      `Template space ${header.space} is not the gallery's space ${deps.space}; run the node and the orchestrator with the same embedder (GLANCE_EMBEDDER, default dlib-resnet).`,
     );
   }
   const embedding = decodeEmbedding(plaintext);
