@@ -5,7 +5,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildModels, MODELS_ROOT } from "../build.ts";
 import { decodeImage } from "./image.ts";
-import { cosine, FacePipeline } from "./pipeline.ts";
+import { cosine, DEFAULT_EMBEDDER, defaultEmbedder, FacePipeline } from "./pipeline.ts";
 
 const SCENES = resolve(MODELS_ROOT, "../../shared/datasets/people/scenes");
 const ENROLL = resolve(MODELS_ROOT, "../demo/people/enroll");
@@ -152,6 +152,34 @@ describe("alignment", () => {
     const { width, height } = pipeline.embedder.preprocessing;
     expect(width).toBeGreaterThan(0);
     expect([crop.width, crop.height, crop.data.length]).toEqual([width, height, width * height * 3]);
+  });
+});
+
+describe("choosing the embedder", () => {
+  it("loads GLANCE_EMBEDDER when it is set, so node and orchestrator swap embedders by manifest name alone", async () => {
+    expect(defaultEmbedder({})).toBe("dlib-resnet");
+    expect(DEFAULT_EMBEDDER).toBe("dlib-resnet");
+    expect(pipeline.embedder.name).toBe(defaultEmbedder());
+    const saved = process.env.GLANCE_EMBEDDER;
+    process.env.GLANCE_EMBEDDER = "fr-feature";
+    try {
+      const p = await FacePipeline.load();
+      try {
+        expect(p.space).toBe("fr-feature@0.0.1");
+      } finally {
+        await p.close();
+      }
+      // the explicit option wins over the environment
+      const q = await FacePipeline.load({ embedder: "dlib-resnet" });
+      try {
+        expect(q.space).toBe("dlib-resnet@1.0.0");
+      } finally {
+        await q.close();
+      }
+    } finally {
+      if (saved === undefined) delete process.env.GLANCE_EMBEDDER;
+      else process.env.GLANCE_EMBEDDER = saved;
+    }
   });
 });
 
