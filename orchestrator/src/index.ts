@@ -20,6 +20,7 @@ import {
 import { ORCHESTRATOR_USERNAME, startBroker } from "./broker/broker.ts";
 import { type Db, openDatabase } from "./db/client.ts";
 import { apiTokens, nodes } from "./db/schema.ts";
+import { Suppressions } from "./feedback/suppressions.ts";
 import { startStatusTracking } from "./fleet/status.ts";
 import type { Gallery } from "./gallery/gallery.ts";
 import { createApp } from "./http/app.ts";
@@ -30,17 +31,12 @@ import { commandSender, startErasureAcks } from "./privacy/erase.ts";
 import { loadOrCreateMasterKey } from "./privacy/keyring.ts";
 import { loadGallery, sealLegacyTemplates } from "./privacy/templates.ts";
 import { createRecognizer } from "./recognition/recognize.ts";
-import {
-  DEFAULT_RETENTION_INTERVAL_MS,
-  DEFAULT_VISITOR_RETENTION_MS,
-  startRetention,
-} from "./retention/retention.ts";
+import { DEFAULT_RETENTION_INTERVAL_MS, DEFAULT_VISITOR_RETENTION_MS, startRetention } from "./retention/retention.ts";
 import type { Services } from "./services.ts";
 import { ScreenHub } from "./signage/hub.ts";
 
 export type { Rejection } from "./ingest/ingest.ts";
-export type { Recognition } from "./recognition/recognize.ts";
-export type { PromotionEvent } from "./signage/hub.ts";
+export { generateMosquittoConfig, type MosquittoConfig } from "./mosquitto/config.ts";
 export {
   certificateIdentity,
   type FleetCa,
@@ -48,7 +44,8 @@ export {
   signingKeyPem,
   type TlsMaterial,
 } from "./pki/fleet-ca.ts";
-export { generateMosquittoConfig, type MosquittoConfig } from "./mosquitto/config.ts";
+export type { Recognition } from "./recognition/recognize.ts";
+export type { PromotionEvent } from "./signage/hub.ts";
 
 export interface OrchestratorOptions {
   /** PGlite data dir, sealing key, admin token file */
@@ -244,7 +241,9 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
 
     const events = new EventEmitter();
     const hub = new ScreenHub();
+    const suppressions = await Suppressions.load(db);
     const recognize = createRecognizer({
+      suppressions,
       db,
       gallery,
       hub,
@@ -291,6 +290,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       publishDesired,
       metrics,
       masterKey,
+      suppressions,
       sendCommand: commandSender(client),
       logger: log.child({ component: "http" }),
       pingIntervalMs: opts.pingIntervalMs ?? 15_000,

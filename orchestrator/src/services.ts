@@ -2,6 +2,7 @@ import type { FacePipeline } from "@glance/models";
 import type { Command, DesiredState } from "@glance/shared";
 import type { Logger } from "pino";
 import type { Db } from "./db/client.ts";
+import type { Suppressions } from "./feedback/suppressions.ts";
 import type { Gallery } from "./gallery/gallery.ts";
 import type { IngestMetrics } from "./ingest/ingest.ts";
 import type { FleetCa } from "./pki/fleet-ca.ts";
@@ -23,6 +24,8 @@ export interface Services {
   metrics(): IngestMetrics;
   /** wraps every person's data key (templates are encrypted at rest) */
   masterKey: MasterKey;
+  /** "not this person" pairings the recognizer skips */
+  suppressions: Suppressions;
   /** publishes a contract `command` to one node (erase-member on erasure) */
   sendCommand(nodeId: string, command: Command): Promise<void>;
   logger: Logger;

@@ -187,11 +187,37 @@ export const visits = pgTable(
       .references(() => stores.id),
     cameraId: text("camera_id").notNull(),
     nodeId: text("node_id").notNull(),
+    /** the node's track of the face: what "not this person" feedback suppresses (null before migration 0003) */
+    trackId: text("track_id"),
     ts: timestamp("ts", { withTimezone: true, mode: "date" }).notNull(),
     score: real("score").notNull(),
     kind: text("kind", { enum: ["member", "unknown"] }).notNull(),
   },
   (t) => [index("visits_store_ts_idx").on(t.storeId, t.ts), index("visits_person_ts_idx").on(t.personId, t.ts)],
+);
+
+/**
+ * Staff feedback "not this person" on a member visit: the pairing of that person with that node track is suppressed
+ * from then on (recognition/suppressions.ts). Deleted with the person on erasure.
+ */
+export const matchFeedback = pgTable(
+  "match_feedback",
+  {
+    id: text("id").primaryKey(),
+    /** no foreign key: retention may delete the visit, the feedback still holds */
+    visitId: text("visit_id").notNull(),
+    personId: text("person_id")
+      .notNull()
+      .references(() => people.id, { onDelete: "cascade" }),
+    storeId: text("store_id").notNull(),
+    nodeId: text("node_id").notNull(),
+    trackId: text("track_id").notNull(),
+    /** "token:<id>/<role>" of the staff member */
+    actor: text("actor").notNull(),
+    note: text("note"),
+    createdAt: createdAt(),
+  },
+  (t) => [index("match_feedback_person_idx").on(t.personId)],
 );
 
 export const promotions = pgTable("promotions", {

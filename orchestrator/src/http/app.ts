@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { auditAdminActions, auditRouter } from "../audit/http.ts";
+import { feedbackRouter } from "../feedback/http.ts";
 import type { Services } from "../services.ts";
 import { signagePage } from "../signage/page.ts";
 import { assertScreenAccess, type Env, requireRole } from "./auth.ts";
@@ -35,6 +36,7 @@ export function createApp(s: Services) {
   app.route("/api/people", peopleRouter(s));
   app.route("/api/promotions", promotionsRouter(s));
   app.route("/api/visits", visitsRouter(s));
+  app.route("/api/visits", feedbackRouter(s));
   app.route("/api/tokens", tokensRouter(s));
 
   app.get(

@@ -204,7 +204,7 @@ for (const backend of backends) {
       await nodeClient.subscribeAsync(filterFor("command", node.nodeId), { qos: 1 });
     }
 
-    async function probe(embedding: Float32Array, ts = Date.now()): Promise<Recognition> {
+    async function probe(embedding: Float32Array, ts = Date.now(), trackId?: string): Promise<Recognition> {
       seq++;
       const sealed = sealTemplate({
         node,
@@ -213,7 +213,7 @@ for (const backend of backends) {
         recipient: h.orch.sealingKey,
         space: faces.space,
         ts,
-        trackId: `t${seq}`,
+        trackId: trackId ?? `t${seq}`,
       });
       const seen = nextEvent<Recognition>(h.orch.events, "recognition", (r) => r.nodeId === node.nodeId);
       await nodeClient.publishAsync(topicFor("template", node.nodeId), encodeMessage("template", sealed), { qos: 1 });
@@ -433,6 +433,32 @@ for (const backend of backends) {
       expect(audit.map((a) => a.action)).toContain("retention.expire-visitors");
     }, 60_000);
 
+    it("staff's 'not this person' suppresses that person on that track, also after a restart, and nowhere else", async () => {
+      // an hour ago, outside the dedupe window of Rose's earlier visits, so this track gets a visit of its own
+      const seenAt = Date.now() - 3600_000;
+      const first = await probe(roseProbe, seenAt, "track-contested");
+      expect(first.visitor).toBe("member");
+      const visits = await expectJson<{ id: string; personId: string | null; ts: string }[]>(
+        await h.api(`/api/visits?storeId=${storeId}&kind=member&limit=100`),
+        200,
+      );
+      const visit = visits.find((v) => v.personId === first.personId && new Date(v.ts).getTime() === seenAt);
+      const res = await expectJson<{ suppressed: { trackId: string } }>(
+        await h.api(`/api/visits/${visit?.id}/not-this-person`, { method: "POST", json: { note: "her sister" } }),
+        201,
+      );
+      expect(res.suppressed.trackId).toBe("track-contested");
+      expect((await probe(roseProbe, Date.now(), "track-contested")).visitor).toBe("unknown");
+      expect((await probe(roseProbe, Date.now(), "track-later")).personId).toBe(first.personId);
+      await h.restart();
+      await connect();
+      expect((await probe(roseProbe, Date.now(), "track-contested")).visitor).toBe("unknown");
+      const unknownVisit = (
+        await expectJson<{ id: string }[]>(await h.api(`/api/visits?storeId=${storeId}&kind=unknown&limit=1`), 200)
+      )[0];
+      expect((await h.api(`/api/visits/${unknownVisit?.id}/not-this-person`, { method: "POST" })).status).toBe(409);
+    }, 60_000);
+
     it("the audit chain records who did what, verifies, and reports the first edited or deleted entry", async () => {
       const actions = (await expectJson<{ action: string }[]>(await h.api("/api/audit?limit=1000"), 200)).map(
         (a) => a.action,
@@ -447,6 +473,7 @@ for (const backend of backends) {
           "consent.withdraw",
           "edge.erase-ack",
           "person.export",
+          "visit.not-this-person",
         ]),
       );
       const intact = await expectJson<{ ok: boolean; rows: number }>(await h.api("/api/audit/verify"), 200);

@@ -4,6 +4,7 @@ import { and, eq, gt, lt } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Db } from "../db/client.ts";
 import { visits } from "../db/schema.ts";
+import type { Suppressions } from "../feedback/suppressions.ts";
 import type { Gallery } from "../gallery/gallery.ts";
 import type { AcceptedTemplate } from "../ingest/open-template.ts";
 import { type TriggeredPromotion, triggerPromotion } from "../promotions/trigger.ts";
@@ -30,6 +31,8 @@ export interface RecognizeDeps {
   visitDedupeMs: number;
   /** a template older than this (a node's backlog after an outage) still counts as a visit but shows nothing */
   promotionMaxAgeMs: number;
+  /** person + node track pairings staff marked "not this person": such a match counts as unknown */
+  suppressions?: Suppressions;
 }
 
 /** Match → visit → promotion → "recognition" event, for one accepted template. */
@@ -41,7 +44,9 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
     // when the face was seen (the node's clock) dates the visit; consent and promotions go by our clock
     const seenAt = new Date(header.ts);
     const now = new Date();
-    const match = deps.gallery.match(embedding, node.storeId, now);
+    const found = deps.gallery.match(embedding, node.storeId, now);
+    const contested = found.kind === "member" && !!deps.suppressions?.has(found.personId, node.id, header.trackId, now);
+    const match: typeof found = contested ? { kind: "unknown", score: found.score } : found;
     const personId = match.kind === "member" ? match.personId : null;
     const displayName = match.kind === "member" ? match.displayName : null;
     const subject = personId ? `person:${personId}` : `track:${node.id}/${header.trackId}`;
@@ -78,6 +83,7 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
         storeId: node.storeId,
         cameraId: header.cameraId,
         nodeId: node.id,
+        trackId: header.trackId,
         ts: seenAt,
         score: match.score,
         kind: match.kind,
@@ -114,6 +120,7 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
         personId,
         score: Number(match.score.toFixed(3)),
         newVisit: isNewVisit,
+        ...(contested ? { suppressed: true } : {}),
         promotionId: promotion?.promotionId,
       },
       "recognition",
