@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { Role } from "../db/schema.ts";
+import { NotThisPerson } from "../feedback/http.ts";
 import { PromotionEvent } from "../signage/hub.ts";
 import { RegisterNode } from "./routes/nodes.ts";
 import { EnrolForm, WithdrawConsent } from "./routes/people.ts";
@@ -112,6 +113,13 @@ const operations: Operation[] = [
     path: "/api/people/{personId}/erasure",
     summary: "Edge erasure status: erase-member commands sent and acknowledged per node",
     roles: ["hq-admin", "auditor"],
+  },
+  {
+    method: "post",
+    path: "/api/visits/{visitId}/not-this-person",
+    summary: "Staff feedback: this member visit was someone else; suppresses that person on that node track",
+    roles: ["hq-admin", "store-manager"],
+    json: NotThisPerson,
   },
   { method: "get", path: "/api/audit", summary: "Audit log, newest first", roles: ["auditor", "hq-admin"] },
   {
