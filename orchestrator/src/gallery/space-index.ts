@@ -27,7 +27,7 @@ export interface SearchOptions {
 
 /**
  * Templates of one embedding space, searched by person. Every template lives in a flat f32 store (exact brute force
- * for small galleries); once the gallery outgrows `annThreshold` an HNSW graph (usearch, i8) is built beside it and
+ * for small galleries); once the gallery outgrows `annThreshold` an HNSW graph (usearch) is built beside it and
  * proposes candidates, which are then re-scored exactly from the store. So scores, and with them the calibrated
  * open-set thresholds, are the same whichever path answered. A person's score is their best template. Removing a
  * person removes every template key of theirs from the store and the graph, so they are never returned again.
