@@ -122,7 +122,7 @@ for (const [i, size] of sizes.entries()) {
   // ANN: built once per (size, parameters) and cached, since a 1M build takes minutes on two cores
   const cacheFile = join(
     cacheDir,
-    `ann-${size}-${DIM}-m${ann.connectivity}-efa${ann.expansionAdd}-seed${size}.usearch`,
+    `ann-${size}-${DIM}-${ann.quantization}-m${ann.connectivity}-efa${ann.expansionAdd}-seed${size}.usearch`,
   );
   let annIndex: AnnIndex;
   let annBuild: number;
