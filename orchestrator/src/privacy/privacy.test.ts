@@ -14,6 +14,7 @@ import {
 } from "@glance/shared";
 import { eq, sql } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
+import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyAudit } from "../audit/log.ts";
 import { type Db, openDatabase } from "../db/client.ts";
@@ -458,6 +459,22 @@ for (const backend of backends) {
       )[0];
       expect((await h.api(`/api/visits/${unknownVisit?.id}/not-this-person`, { method: "POST" })).status).toBe(409);
     }, 60_000);
+
+    it.skipIf(backend.name !== "Postgres")(
+      "an erasure made by another instance on the same Postgres is honoured at once",
+      async () => {
+        const barackProbe = await embed("enroll/barack_obama/2.jpg");
+        const before = await probe(barackProbe);
+        expect(before.visitor).toBe("member");
+        // another orchestrator instance shreds the person: its rows go, our in-memory index still holds them
+        const other = postgres(h.databaseUrl as string, { max: 1, onnotice: () => {} });
+        await other`delete from person_keys where person_id = ${before.personId as string}`;
+        await other`delete from templates where person_id = ${before.personId as string}`;
+        await other.end();
+        expect((await probe(barackProbe)).visitor).toBe("unknown");
+      },
+      60_000,
+    );
 
     it("the audit chain records who did what, verifies, and reports the first edited or deleted entry", async () => {
       const actions = (await expectJson<{ action: string }[]>(await h.api("/api/audit?limit=1000"), 200)).map(

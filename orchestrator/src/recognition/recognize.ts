@@ -3,7 +3,7 @@ import type { EventEmitter } from "node:events";
 import { and, eq, gt, lt } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Db } from "../db/client.ts";
-import { visits } from "../db/schema.ts";
+import { personKeys, visits } from "../db/schema.ts";
 import type { Suppressions } from "../feedback/suppressions.ts";
 import type { Gallery } from "../gallery/gallery.ts";
 import type { AcceptedTemplate } from "../ingest/open-template.ts";
@@ -44,7 +44,19 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
     // when the face was seen (the node's clock) dates the visit; consent and promotions go by our clock
     const seenAt = new Date(header.ts);
     const now = new Date();
-    const found = deps.gallery.match(embedding, node.storeId, now);
+    let found = deps.gallery.match(embedding, node.storeId, now);
+    // the data key is the source of truth: another instance may have crypto-shredded this person since our index was
+    // built, so a member match holds only while their key row does (one primary-key lookup per member match)
+    for (let tries = 0; found.kind === "member" && tries < 3; tries++) {
+      const [key] = await deps.db
+        .select({ personId: personKeys.personId })
+        .from(personKeys)
+        .where(eq(personKeys.personId, found.personId))
+        .limit(1);
+      if (key) break;
+      deps.gallery.remove(found.personId);
+      found = deps.gallery.match(embedding, node.storeId, now);
+    }
     const contested = found.kind === "member" && !!deps.suppressions?.has(found.personId, node.id, header.trackId, now);
     const match: typeof found = contested ? { kind: "unknown", score: found.score } : found;
     const personId = match.kind === "member" ? match.personId : null;
