@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { encodeMessage, generateSigningKeyPair, type KeyPair, topicFor } from "@glance/shared";
 import * as x509 from "@peculiar/x509";
 import mqtt, { type MqttClient } from "mqtt";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadOrCreateFleetCa, signingKeyPem } from "../pki/fleet-ca.ts";
 import {
@@ -16,6 +17,7 @@ import {
   sealTemplate,
   startHarness,
 } from "../testing/harness.ts";
+import { startBroker } from "./broker.ts";
 
 interface TlsNode {
   nodeId: string;
@@ -252,3 +254,18 @@ describe("broker over mutual TLS with fleet certificates", () => {
 });
 
 type CryptoKeyPairLike = { publicKey: CryptoKey; privateKey: CryptoKey };
+
+describe("plain MQTT", () => {
+  it("refuses to listen anywhere but loopback", async () => {
+    const opts = {
+      port: 0,
+      orchestratorSecret: "s",
+      verifyNode: async () => false,
+      logger: pino({ level: "silent" }),
+    };
+    await expect(startBroker({ ...opts, host: "0.0.0.0" })).rejects.toThrow(/loopback only.*mqttTls/);
+    const local = await startBroker({ ...opts, host: "127.0.0.1" });
+    expect(local.url).toMatch(/^mqtt:\/\/127\.0\.0\.1:\d+$/);
+    await local.close();
+  });
+});
