@@ -5,8 +5,8 @@
  *   --sizes 10000,100000,1000000   gallery sizes in templates (4 per person)
  *   --queries 1000,1000,300        probes per size for recall and ANN latency (ground truth at 1M is the slow part)
  *   --exact-sample 300,50,10       probes per size timed on the JS brute force (slow at 1M)
- *   --ef 64 --m 16 --ef-add 128    HNSW search/build parameters
- *   --quantization f32             how the graph stores vectors (candidates are re-scored from the f32 store)
+ *   --ef 512 --m 16 --ef-add 128    HNSW search/build parameters
+ *   --quantization i8              how the graph stores vectors (candidates are re-scored from the f32 store)
  *   --no-cache                     rebuild the ANN index even if bench-results/cache holds one
  *
  * Recall@1 is measured against exact ground truth for every probe (usearch's SIMD exact search, checked against
@@ -26,10 +26,10 @@ const { values: args } = parseArgs({
     sizes: { type: "string", default: "10000,100000,1000000" },
     queries: { type: "string", default: "1000,1000,300" },
     "exact-sample": { type: "string", default: "300,50,10" },
-    ef: { type: "string", default: "64" },
+    ef: { type: "string", default: "512" },
     m: { type: "string", default: "16" },
     "ef-add": { type: "string", default: "128" },
-    quantization: { type: "string", default: "f32" },
+    quantization: { type: "string", default: "i8" },
     "no-cache": { type: "boolean", default: false },
   },
 });
