@@ -300,3 +300,50 @@ describe("node agent on the demo video", () => {
     expect(isGlanceError(error, "CAMERA_UNAVAILABLE")).toBe(true);
   });
 });
+
+describe("commands from the orchestrator", () => {
+  it("acknowledges an erasure (no edge gallery holds the person), refuses what it cannot do, ignores malformed commands", async () => {
+    const nodeId = "node-commands";
+    const hq = await connectAsync(url, { clientId: "hq-commands" });
+    const acks: Array<{ commandId: string; ok: boolean; error?: string }> = [];
+    hq.on("message", (topic, payload) => {
+      if (parseTopic(topic)?.name === "ack") acks.push(decodeMessage("ack", topic, payload));
+    });
+    await hq.subscribeAsync(filterFor("ack", nodeId), { qos: 1 });
+    const agent = await startAgent({
+      nodeId,
+      cameraId: "cam-1",
+      mqtt: { url, username: nodeId, password: "unused-by-this-broker" },
+      signingKey: generateSigningKeyPair(),
+      source: { kind: "replay", path: VIDEO, fps: 2, width: 320, pace: "realtime", loop: true },
+      dataDir: await mkdtemp(join(tmpdir(), "glance-agent-")),
+      logger: log,
+    });
+    try {
+      const command = (id: string, kind: "erase-member" | "restart-pipeline") =>
+        hq.publishAsync(
+          topicFor("command", nodeId),
+          encodeMessage("command", { id, ts: Date.now(), kind, personId: "p-1" }),
+          { qos: 1 },
+        );
+      // the agent subscribes once connected; retry the first command until it is heard
+      const deadline = Date.now() + 15_000;
+      while (!acks.some((a) => a.commandId === "erase-1") && Date.now() < deadline) {
+        await command("erase-1", "erase-member");
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      await hq.publishAsync(topicFor("command", nodeId), Buffer.from("{not json"), { qos: 1 });
+      await command("restart-1", "restart-pipeline");
+      while (!acks.some((a) => a.commandId === "restart-1") && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(acks.find((a) => a.commandId === "erase-1")).toMatchObject({ ok: true });
+      expect(acks.find((a) => a.commandId === "restart-1")).toMatchObject({
+        ok: false,
+        error: expect.stringContaining("not supported"),
+      });
+    } finally {
+      await agent.stop();
+      await hq.endAsync();
+    }
+  });
+});

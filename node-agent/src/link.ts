@@ -1,9 +1,11 @@
 import { EventEmitter } from "node:events";
 import {
+  type Command,
   contract,
   type DesiredState,
   decodeMessage,
   encodeMessage,
+  isGlanceError,
   type MessageName,
   type NodeStatus,
   type Payload,
@@ -30,7 +32,7 @@ const CLOSE_GRACE_MS = 2000;
  * (online, with a last will saying offline), and sends contract messages with the contract's QoS and retain flag.
  * Reconnects by itself; messages sent while offline wait in the client's queue.
  */
-export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]; connect: [] }> {
+export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]; connect: []; command: [Command] }> {
   readonly #client: MqttClient;
   readonly #o: LinkOptions;
   readonly #log: Logger;
@@ -66,6 +68,11 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
         // a broker ACL refusal is not an error but a SUBACK of 128
         if (err || granted?.some((g) => g.qos === 128)) {
           log.error({ err: err?.message }, "cannot subscribe to desired state: check the broker ACL for this node");
+        }
+      });
+      this.#client.subscribe(topicFor("command", o.nodeId), { qos: contract.command.qos }, (err, granted) => {
+        if (err || granted?.some((g) => g.qos === 128)) {
+          log.error({ err: err?.message }, "cannot subscribe to commands: check the broker ACL for this node");
         }
       });
       this.publishStatus();
@@ -125,7 +132,45 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
     await this.#client.endAsync(!this.#client.connected);
   }
 
+  /**
+   * Commands from the orchestrator, each acknowledged on the node's ack topic with its correlation id.
+   * erase-member: this agent keeps no edge gallery and never stores a template it could attribute to a person
+   * (queued templates are sealed to the orchestrator), so there is nothing to remove on the node: the erasure is
+   * complete here and acknowledged as such. When the members-only edge gallery exists, it erases first.
+   */
+  #onCommand(topic: string, payload: Buffer): void {
+    let command: Command;
+    try {
+      command = decodeMessage("command", topic, payload);
+    } catch (e) {
+      this.#log.warn({ code: isGlanceError(e) ? e.code : "PAYLOAD_INVALID" }, "command rejected");
+      return;
+    }
+    const ack = (ok: boolean, error?: string) =>
+      this.send("ack", {
+        commandId: command.id,
+        nodeId: this.#o.nodeId,
+        ts: Date.now(),
+        ok,
+        ...(error ? { error } : {}),
+      }).catch((err: Error) => this.#log.warn({ err: err.message, commandId: command.id }, "ack not sent"));
+    this.emit("command", command);
+    if (command.kind === "erase-member") {
+      this.#log.info(
+        { commandId: command.id },
+        "erase-member: no edge gallery on this node, nothing held; acknowledged",
+      );
+      void ack(true);
+    } else {
+      void ack(false, `command ${command.kind} is not supported by this agent`);
+    }
+  }
+
   #onMessage(topic: string, payload: Buffer): void {
+    if (topic === topicFor("command", this.#o.nodeId)) {
+      this.#onCommand(topic, payload);
+      return;
+    }
     if (topic !== topicFor("desired", this.#o.nodeId)) return;
     if (payload.length === 0) {
       // retained desired state cleared: stop sending templates until told again
