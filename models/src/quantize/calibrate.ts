@@ -153,35 +153,30 @@ export function entropyThreshold(h: Float64Array, levels: number): number {
     if (i > levels) outliers -= h[i - 1] ?? 0;
     const pAt = (k: number) => (h[k] ?? 0) + (k === i - 1 ? outliers : 0);
     const step = i / levels;
-    let kl = 0;
+    // per quantized level: its bin range, P's mass merged into it, and how many of its P bins are non-empty
+    const sums = new Float64Array(levels);
+    const nonEmpty = new Int32Array(levels);
+    const starts = new Int32Array(levels + 1);
     let qTotal = 0;
-    // first pass: Q's total mass (levels whose P bins are all empty contribute nothing)
     for (let j = 0; j < levels; j++) {
-      const start = Math.floor(j * step);
-      const end = j === levels - 1 ? i : Math.floor((j + 1) * step);
-      let sum = 0;
-      let nonEmpty = 0;
-      for (let k = start; k < end; k++) {
-        sum += h[k] ?? 0;
-        if (pAt(k) > 0) nonEmpty++;
+      starts[j] = Math.floor(j * step);
+      starts[j + 1] = j === levels - 1 ? i : Math.floor((j + 1) * step);
+      for (let k = starts[j] as number; k < (starts[j + 1] as number); k++) {
+        sums[j] = (sums[j] as number) + (h[k] ?? 0);
+        if (pAt(k) > 0) nonEmpty[j] = (nonEmpty[j] as number) + 1;
       }
-      if (nonEmpty > 0) qTotal += sum;
+      // levels whose P bins are all empty contribute nothing to Q's total mass
+      if ((nonEmpty[j] as number) > 0) qTotal += sums[j] as number;
     }
     if (qTotal === 0) continue;
+    let kl = 0;
     for (let j = 0; j < levels; j++) {
-      const start = Math.floor(j * step);
-      const end = j === levels - 1 ? i : Math.floor((j + 1) * step);
-      let sum = 0;
-      let nonEmpty = 0;
-      for (let k = start; k < end; k++) {
-        sum += h[k] ?? 0;
-        if (pAt(k) > 0) nonEmpty++;
-      }
-      for (let k = start; k < end; k++) {
+      const sum = sums[j] as number;
+      for (let k = starts[j] as number; k < (starts[j + 1] as number); k++) {
         const pk = pAt(k) / total;
         if (pk === 0) continue;
         // smoothing as in TensorRT/MXNet: an empty Q bin under a non-empty P bin costs a lot, not infinity
-        const qk = sum > 0 ? sum / nonEmpty / qTotal : 1e-8;
+        const qk = sum > 0 ? sum / (nonEmpty[j] as number) / qTotal : 1e-8;
         kl += pk * Math.log(pk / qk);
       }
     }
