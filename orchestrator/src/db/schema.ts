@@ -71,11 +71,20 @@ export const nodes = pgTable("nodes", {
   createdAt: createdAt(),
 });
 
-export const people = pgTable("people", {
-  id: text("id").primaryKey(),
-  displayName: text("display_name").notNull(),
-  createdAt: createdAt(),
-});
+export const people = pgTable(
+  "people",
+  {
+    id: text("id").primaryKey(),
+    displayName: text("display_name").notNull(),
+    /**
+     * The caller's own key for this person (membership number, CRM id), so a bulk import run twice enrols
+     * nobody twice. Optional: people enrolled at the counter have none.
+     */
+    externalKey: text("external_key"),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex("people_external_key_idx").on(t.externalKey)],
+);
 
 export const consents = pgTable(
   "consents",
