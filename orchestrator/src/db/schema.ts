@@ -62,6 +62,11 @@ export const nodes = pgTable("nodes", {
   mqttPasswordHash: text("mqtt_password_hash").notNull(),
   /** highest template sequence number accepted; anything at or below it is a replay */
   lastSeq: bigint("last_seq", { mode: "number" }),
+  /**
+   * Anti-replay window below lastSeq (ingest/replay-window.ts): bit (seq mod 1024) set = seq accepted, for seqs in
+   * (lastSeq - 1024, lastSeq]. NULL with a lastSeq (rows from before 0004) = everything up to lastSeq counts as seen.
+   */
+  replayWindow: bytea("replay_window"),
   desiredVersion: integer("desired_version").notNull().default(1),
   /** the node's own last retained status (reported state: online, agent version, models, privacy mode, stats) */
   reported: jsonb("reported").$type<NodeStatus>(),
