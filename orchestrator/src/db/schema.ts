@@ -34,6 +34,16 @@ const createdAt = () => timestamp("created_at", { withTimezone: true, mode: "dat
 export const stores = pgTable("stores", {
   id: text("id").primaryKey(),
   name: text("name").notNull(),
+  /**
+   * What the store's cameras may do with a face (shared PrivacyMode): "visitor" recognises members and keeps
+   * pseudonymous, expiring visitor templates (first-time vs returning); "members-only" recognises members and keeps
+   * nothing of anyone else; "count-only" identifies nobody. Sent to the store's nodes in their desired state.
+   */
+  privacyMode: text("privacy_mode", { enum: ["count-only", "visitor", "members-only"] })
+    .notNull()
+    .default("visitor"),
+  /** how long a pseudonymous visitor template of this store lives; null = the orchestrator's default (30 days) */
+  visitorRetentionDays: integer("visitor_retention_days"),
   createdAt: createdAt(),
 });
 
@@ -191,6 +201,42 @@ export const edgeErasures = pgTable(
   (t) => [index("edge_erasures_person_idx").on(t.personId)],
 );
 
+/**
+ * Pseudonymous visitors (stores in "visitor" privacy mode): a random id, never linked to a member, and one template
+ * sealed with the visitor's own data key (`visitor_keys`). Scoped to one store, so a visitor id cannot follow anyone
+ * across the chain. Retention deletes the key and the row when `expiresAt` passes (a fixed period from the first
+ * sighting, never extended by returning), member erasure never touches them.
+ */
+export const visitors = pgTable(
+  "visitors",
+  {
+    id: text("id").primaryKey(),
+    storeId: text("store_id")
+      .notNull()
+      .references(() => stores.id, { onDelete: "cascade" }),
+    /** embedding space id; a visitor template compares only within one space */
+    space: text("space").notNull(),
+    /** AES-256-GCM(visitor data key) of the encoded embedding, tag appended; AAD binds visitor id, store, space */
+    ciphertext: bytea("ciphertext").notNull(),
+    iv: bytea("iv").notNull(),
+    firstSeenAt: timestamp("first_seen_at", { withTimezone: true, mode: "date" }).notNull(),
+    expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index("visitors_store_idx").on(t.storeId), index("visitors_expires_idx").on(t.expiresAt)],
+);
+
+/** One data key per pseudonymous visitor, wrapped by the master key; deleting it crypto-shreds the template. */
+export const visitorKeys = pgTable("visitor_keys", {
+  visitorId: text("visitor_id")
+    .primaryKey()
+    .references(() => visitors.id, { onDelete: "cascade" }),
+  wrappedKey: bytea("wrapped_key").notNull(),
+  iv: bytea("iv").notNull(),
+  masterKeyId: text("master_key_id").notNull(),
+  createdAt: createdAt(),
+});
+
 export const visits = pgTable(
   "visits",
   {
@@ -206,8 +252,24 @@ export const visits = pgTable(
     ts: timestamp("ts", { withTimezone: true, mode: "date" }).notNull(),
     score: real("score").notNull(),
     kind: text("kind", { enum: ["member", "unknown"] }).notNull(),
+    /** the pseudonymous visitor (stores in "visitor" mode); emptied when the visitor expires */
+    visitorId: text("visitor_id").references(() => visitors.id, { onDelete: "set null" }),
+    /** for a pseudonymous visitor: their first visit to the store or a later one */
+    visitor: text("visitor", { enum: ["first-time", "returning"] }),
+    /** whom the visit dedupes on: "person:<id>", "visitor:<id>" or "track:<node>/<track>" */
+    subject: text("subject"),
+    /**
+     * floor(ts / dedupe window): at most one visit per subject, store and window, enforced by the database so
+     * orchestrator instances sharing it insert idempotently (null for rows from before migration 0006)
+     */
+    dedupeWindow: bigint("dedupe_window", { mode: "number" }),
   },
-  (t) => [index("visits_store_ts_idx").on(t.storeId, t.ts), index("visits_person_ts_idx").on(t.personId, t.ts)],
+  (t) => [
+    index("visits_store_ts_idx").on(t.storeId, t.ts),
+    index("visits_person_ts_idx").on(t.personId, t.ts),
+    index("visits_visitor_idx").on(t.visitorId),
+    uniqueIndex("visits_dedupe_idx").on(t.storeId, t.subject, t.dedupeWindow),
+  ],
 );
 
 /**
@@ -238,7 +300,8 @@ export const promotions = pgTable("promotions", {
   id: text("id").primaryKey(),
   /** null: every store */
   storeId: text("store_id").references(() => stores.id),
-  audience: text("audience", { enum: ["member", "unknown"] }).notNull(),
+  /** "unknown" reaches every non-member; "first-time" / "returning" only pseudonymous visitors of that kind */
+  audience: text("audience", { enum: ["member", "unknown", "first-time", "returning"] }).notNull(),
   title: text("title").notNull(),
   /** placeholders: {firstName}, {displayName} */
   messageTemplate: text("message_template").notNull(),
