@@ -27,7 +27,59 @@ describe("gallery matching (open set)", () => {
     const m = g.match(unit(1, 1, 0), "any");
     expect(m.kind).toBe("unknown");
     expect(m.score).toBeCloseTo(Math.SQRT1_2, 5);
-    expect(new Gallery("s@1", 0.5).match(unit(1, 0, 0), "any")).toEqual({ kind: "unknown", score: 0 });
+    expect(m).toMatchObject({ threshold: 0.9, reason: "below-threshold" });
+    expect(new Gallery("s@1", 0.5).match(unit(1, 0, 0), "any")).toEqual({
+      kind: "unknown",
+      score: 0,
+      threshold: 0.5,
+      reason: "below-threshold",
+    });
+  });
+
+  it("calls a visitor unknown (ambiguous) rather than pick between two near-identical members", () => {
+    const g = new Gallery("s@1", { thresholds: { "1e-3": 0.5 }, margin: 0.02 });
+    // twins: 0.9999 cosine apart; the probe is equally close to both
+    g.add(member("twin-a"), [unit(1, 0.01, 0)]);
+    g.add(member("twin-b"), [unit(1, -0.01, 0)]);
+    g.add(member("carol"), [unit(0, 0, 1)]);
+    const m = g.match(unit(1, 0.002, 0.05), "any");
+    expect(m).toMatchObject({ kind: "unknown", reason: "ambiguous" });
+    expect(m.score).toBeGreaterThan(g.threshold);
+    expect(m.margin).toBeLessThan(0.02);
+    // someone clearly ahead of the runner-up is still named
+    expect(g.match(unit(0, 0.1, 1), "any")).toMatchObject({ kind: "member", personId: "carol" });
+    // with no margin asked for, the closer twin is named
+    const lax = new Gallery("s@1", { thresholds: { "1e-3": 0.5 }, margin: 0 });
+    lax.add(member("twin-a"), [unit(1, 0.01, 0)]);
+    lax.add(member("twin-b"), [unit(1, -0.01, 0)]);
+    expect(lax.match(unit(1, 0.002, 0.05), "any")).toMatchObject({ kind: "member", personId: "twin-a" });
+  });
+
+  it("does not name a consented member when someone not consented in this store matches better", () => {
+    const g = new Gallery("s@1", { thresholds: { "1e-3": 0.5 }, margin: 0.02 });
+    g.add(member("ann", { scope: "camden" }), [unit(1, 0, 0)]);
+    g.add(member("bob"), [unit(0.8, 0.6, 0)]);
+    // in soho only bob may be named, but the visitor looks more like ann: not bob
+    expect(g.match(unit(1, 0.05, 0), "soho")).toMatchObject({ kind: "unknown", reason: "ambiguous" });
+    expect(g.match(unit(1, 0.05, 0), "camden")).toMatchObject({ kind: "member", personId: "ann" });
+  });
+
+  it("raises the threshold as the gallery grows, from the manifest's own value for one member", () => {
+    const thresholds = { "1e-2": 0.3532, "1e-3": 0.4461, "1e-4": 0.5069 };
+    const g = new Gallery("s@1", { thresholds, far: 1e-3 });
+    g.add(member("p0"), [unit(1, 0, 0, 0)]);
+    expect(g.threshold).toBe(0.4461);
+    const seen = [g.threshold];
+    for (let n = 1; n < 50; n++) {
+      g.add(member(`p${n}`), [unit(Math.cos(n), Math.sin(n), n % 3, 1)]);
+      seen.push(g.threshold);
+    }
+    for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1] as number);
+    expect(g.openSet).toMatchObject({ identities: 50, targetFar: 1e-3, mode: "calibrated", clamped: false });
+    // the decision carries the threshold it was made at
+    expect(g.match(unit(1, 0, 0, 0), "any").threshold).toBe(g.threshold);
+    g.remove("p49");
+    expect(g.threshold).toBe(seen[48]);
   });
 
   it("stops recognising a person whose consent expired or does not cover this store", () => {

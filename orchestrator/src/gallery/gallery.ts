@@ -1,3 +1,10 @@
+import {
+  DEFAULT_FAR,
+  DEFAULT_MARGIN,
+  type OpenSetCalibration,
+  type OpenSetThreshold,
+  openSetThreshold,
+} from "./open-set.ts";
 import { SpaceIndex, type SpaceIndexOptions } from "./space-index.ts";
 
 export interface Consent {
@@ -20,28 +27,91 @@ function covers(member: Member, storeId: string, now: Date): boolean {
   );
 }
 
+/**
+ * Why a visitor is unknown: nobody reached the threshold, or the best identity was not clearly ahead of the
+ * runner-up (a lookalike, or someone not consented here who matches at least as well).
+ */
+export type UnknownReason = "below-threshold" | "ambiguous";
+
+/**
+ * A 1:N decision. `threshold` is the open-set threshold it was made at (it rises with the gallery's size when the
+ * gallery runs on a calibration), `margin` the best score minus the runner-up identity's. Both are optional in the
+ * type so that code deriving a Match (e.g. demoting one to unknown) keeps compiling; the gallery always sets them
+ * (margin only when there is a runner-up).
+ */
 export type Match =
-  | { kind: "member"; personId: string; displayName: string; score: number }
-  | { kind: "unknown"; score: number };
+  | { kind: "member"; personId: string; displayName: string; score: number; threshold?: number; margin?: number }
+  | { kind: "unknown"; score: number; threshold?: number; margin?: number; reason?: UnknownReason };
+
+/** The open-set rule a gallery decides with, as logs and APIs show it. */
+export interface OpenSetState extends OpenSetThreshold {
+  /** best − runner-up identity a member match needs */
+  margin: number;
+  /** "calibrated": threshold from the manifest calibration for this gallery size; "fixed": a given cosine */
+  mode: "calibrated" | "fixed";
+}
 
 /**
  * In-memory 1:N index of consented members for one embedding space. Cosine (vectors are L2-normalised, so a dot
  * product), exact or through an ANN graph whose candidates are re-scored exactly; a person's score is their best
- * template; open set: below the threshold the visitor is unknown. Rebuilt from the database at start (in bulk, so a
- * large gallery's graph is built in parallel), updated on enrolment.
+ * template; open set: below the threshold the visitor is unknown, and so is a visitor whose best identity is not
+ * ahead of the runner-up by the margin. Given the embedder's calibration (open-set.ts), the threshold holds the
+ * configured 1:N false-accept rate and is recomputed when the number of identities changes; given a plain number,
+ * it is that fixed cosine. Rebuilt from the database at start (in bulk, so a large gallery's graph is built in
+ * parallel), updated on enrolment.
  */
 export class Gallery {
   private readonly members = new Map<string, Member>();
   /** exact brute force over one f32 matrix for small galleries, an HNSW graph (re-scored exactly) above 20k */
   private readonly index: SpaceIndex;
 
+  private readonly calibration: OpenSetCalibration | undefined;
+  private readonly fixed: number | undefined;
+  private readonly margin: number;
+  private state: OpenSetState | undefined;
+
   constructor(
     readonly space: string,
-    /** calibrated cosine threshold (1:1 FAR 1e-3 from the embedder manifest) */
-    readonly threshold: number,
+    /**
+     * the embedder manifest's calibration (`embedding.thresholds`, plus GLANCE_FAR/GLANCE_MARGIN through
+     * `openSetFromEnv`): the threshold then follows the gallery size. A number: a fixed cosine threshold.
+     */
+    threshold: number | OpenSetCalibration,
     indexOptions: SpaceIndexOptions = {},
   ) {
     this.index = new SpaceIndex(indexOptions);
+    if (typeof threshold === "number") {
+      this.fixed = threshold;
+      this.margin = DEFAULT_MARGIN;
+    } else {
+      this.calibration = threshold;
+      this.margin = threshold.margin ?? DEFAULT_MARGIN;
+    }
+  }
+
+  /** The open-set rule in force for the gallery's current size (recomputed only when that size changes). */
+  get openSet(): OpenSetState {
+    const identities = this.index.people;
+    if (this.state?.identities === identities) return this.state;
+    const far = this.calibration?.far ?? DEFAULT_FAR;
+    const computed: OpenSetThreshold = this.calibration
+      ? openSetThreshold(this.calibration.thresholds, identities, far)
+      : {
+          threshold: this.fixed as number,
+          identities,
+          targetFar: far,
+          perComparisonFar: far,
+          expectedFar: far,
+          extrapolated: false,
+          clamped: false,
+        };
+    this.state = { ...computed, margin: this.margin, mode: this.calibration ? "calibrated" : "fixed" };
+    return this.state;
+  }
+
+  /** The cosine a best match must reach now (see `openSet` for how it was chosen). */
+  get threshold(): number {
+    return this.openSet.threshold;
   }
 
   get size(): { people: number; templates: number } {
@@ -69,18 +139,45 @@ export class Gallery {
     this.index.remove(personId);
   }
 
-  /** Best consented member for a probe seen in `storeId`; members whose consent does not cover it are skipped. */
+  /**
+   * Best consented member for a probe seen in `storeId`; members whose consent does not cover it are never named.
+   * The runner-up is the best other identity in the whole gallery, consented here or not: if someone who may not
+   * be recognised in this store matches as well as the best consented member, the visitor may well be them, and
+   * naming the member would be a misidentification (the visitor is then unknown, "ambiguous").
+   */
   match(probe: Float32Array, storeId: string, now = new Date()): Match {
+    const { threshold, margin } = this.openSet;
     const eligible = (personId: string) => {
       const member = this.members.get(personId);
       return !!member && covers(member, storeId, now);
     };
-    // floor: when consent filters out every candidate, stop widening once nobody left could reach the threshold
-    const [best] = this.index.search(probe, { people: 1, accept: eligible, floor: this.threshold });
-    if (!best) return { kind: "unknown", score: 0 };
+    // the two best identities regardless of consent; in the common case the best is eligible and that is all
+    const [top, second] = this.index.search(probe, { people: 2 });
+    if (!top) return { kind: "unknown", score: 0, threshold, reason: "below-threshold" };
+    let best = top;
+    let runnerUp = second;
+    if (!eligible(top.personId)) {
+      // floor: when consent filters out every candidate, stop widening once nobody left could reach the threshold
+      const [found] = this.index.search(probe, { people: 1, accept: eligible, floor: threshold });
+      if (!found) return { kind: "unknown", score: 0, threshold, reason: "below-threshold" };
+      best = found;
+      runnerUp = top;
+    }
+    const gap = runnerUp ? best.score - runnerUp.score : undefined;
+    const withGap = gap === undefined ? {} : { margin: gap };
+    if (best.score < threshold)
+      return { kind: "unknown", score: best.score, threshold, ...withGap, reason: "below-threshold" };
+    if (gap !== undefined && gap < margin)
+      return { kind: "unknown", score: best.score, threshold, ...withGap, reason: "ambiguous" };
     const member = this.members.get(best.personId) as Member;
-    if (best.score < this.threshold) return { kind: "unknown", score: best.score };
-    return { kind: "member", personId: member.personId, displayName: member.displayName, score: best.score };
+    return {
+      kind: "member",
+      personId: member.personId,
+      displayName: member.displayName,
+      score: best.score,
+      threshold,
+      ...withGap,
+    };
   }
 
   /**
@@ -89,7 +186,7 @@ export class Gallery {
    */
   static build(
     space: string,
-    threshold: number,
+    threshold: number | OpenSetCalibration,
     people: readonly { member: Member; embeddings: readonly Float32Array[] }[],
     indexOptions: SpaceIndexOptions = {},
   ): Gallery {
