@@ -4,18 +4,23 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { type DetectedFace, FacePipeline } from "@glance/models";
 import {
+  attestSealingKey,
   type DesiredState,
+  type EdgeGallery as EdgeGalleryMessage,
   GlanceError,
   isGlanceError,
   type KeyPair,
   type NodeEvent,
+  nodeSealingKeyPair,
   type SealedTemplate,
 } from "@glance/shared";
 import { type Logger, pino } from "pino";
+import { EdgeGallery } from "./gallery/edge-gallery.ts";
 import { type LinkOptions, NodeLink } from "./link.ts";
 import { bestShot, type ShotSettings } from "./pipeline/best-shot.ts";
 import { detect } from "./pipeline/detect.ts";
 import { embed } from "./pipeline/embed.ts";
+import { memberGate } from "./pipeline/member-gate.ts";
 import { newCounters, StageTimer } from "./pipeline/metrics.ts";
 import { publish } from "./pipeline/publish.ts";
 import { sealTemplates } from "./pipeline/seal.ts";
@@ -66,6 +71,10 @@ export interface AgentStats {
   faces: number;
   templates: number;
   tracks: number;
+  /** members-only: faces matched to the edge gallery (non-members are in skipped["non-member"]) */
+  members: number;
+  /** the edge gallery held in memory (members-only) */
+  gallery: { version: number | undefined; members: number; refused?: string };
   stageMs: Record<string, { p50: number; p95: number }>;
   /** faces not sent, by reason */
   skipped: Record<string, number>;
@@ -78,6 +87,8 @@ export interface AgentStats {
 export interface Agent {
   /**
    * "template" {trackId, seq, quality, bytes} once the broker has it, "desired" DesiredState | undefined,
+   * "gallery" {version, members} when an edge gallery is applied, "gallery-refused" {code, message} when one is not,
+   * "erased" {personId, held} when an erase-member command was carried out (before its ack),
    * "camera-down" {detail}, "camera-up", "stage-restarted" {stage, ms}, "source-ended", "error" GlanceError
    */
   events: EventEmitter;
@@ -101,8 +112,9 @@ type RunEnd = { kind: "ended" } | { kind: "failed"; error: unknown } | { kind: "
 
 /**
  * Starts a node: loads and warms the face models, opens the camera, connects to the broker and runs
- * frames → detect → track → best shot → embed → seal → queue → publish until stopped or the source ends.
- * Nothing biometric leaves before the orchestrator's desired state (with its sealing key) has arrived.
+ * frames → detect → track → best shot → embed → member gate → seal → queue → publish until stopped or the source
+ * ends. Nothing biometric leaves before the orchestrator's desired state (with its sealing key) has arrived; in
+ * members-only mode nothing leaves for a face the edge gallery does not hold (only anonymous counts).
  *
  * A supervisor keeps it running: a stage call that hangs restarts the pipeline ("stage-restarted"), a camera that
  * fails or falls silent after it once worked is reopened with capped exponential backoff ("camera-down" /
@@ -129,6 +141,10 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
 
   const startedAt = Date.now();
   const events = new EventEmitter();
+  // members-only: the edge gallery lives in memory only, sealed to a key derived from the identity key
+  const sealingKey = nodeSealingKeyPair(opts.signingKey);
+  const gallery = new EdgeGallery(opts.nodeId, sealingKey);
+  const galleryLog = log.child({ component: "gallery" });
   const timer = new StageTimer();
   const counters = newCounters();
   const rates = new Rates(startedAt);
@@ -142,6 +158,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     faces: counters.faces,
     templates: counters.templates,
     tracks: counters.tracks,
+    members: counters.members,
+    gallery: gallery.info(),
     stageMs: timer.summary(),
     skipped: { ...counters.skipped },
     queue: outbox?.stats() ?? { depth: 0, bytes: 0, dropped: 0, torn: 0, failed: 0 },
@@ -157,6 +175,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       faces: s.faces,
       templates: s.templates,
       tracks: s.tracks,
+      members: s.members,
       ...rates.sample(s.frames, s.tracks),
       queueDepth: s.queue.depth,
       queueBytes: s.queue.bytes,
@@ -181,6 +200,15 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
       nodeId: opts.nodeId,
       mqtt: opts.mqtt,
       statusEveryMs: opts.heartbeatMs,
+      sealingKey: {
+        publicKey: sealingKey.publicKey,
+        sig: attestSealingKey(opts.nodeId, sealingKey.publicKey, opts.signingKey),
+      },
+      eraseMember: (personId, ts) => {
+        const held = gallery.erase(personId, ts);
+        events.emit("erased", { personId, held });
+        return held;
+      },
       status: () => ({
         agentVersion: AGENT_VERSION,
         models: {
@@ -190,11 +218,37 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         },
         privacyMode: link.desired?.privacyMode,
         stats: telemetry(),
+        edgeGallery: gallery.info(),
       }),
     },
     log.child({ component: "link" }),
   );
-  link.on("desired", (d: DesiredState | undefined) => events.emit("desired", d));
+  // a gallery that arrives before the desired state naming its signer waits for it (both are retained)
+  let pendingGallery: EdgeGalleryMessage | undefined;
+  const applyGallery = (message: EdgeGalleryMessage) => {
+    try {
+      const info = gallery.accept(message, { desired: link.desired, space: engine.space });
+      pendingGallery = undefined;
+      galleryLog.info({ version: info.version, members: info.members }, "edge gallery applied");
+      events.emit("gallery", { version: info.version, members: info.members });
+    } catch (error) {
+      const code = isGlanceError(error) ? error.code : "INTERNAL";
+      pendingGallery = code === "KEY_UNKNOWN" && !link.desired?.gallerySigningKey ? message : undefined;
+      galleryLog.error({ code, err: (error as Error).message, held: gallery.info().version }, "edge gallery refused; keeping the one held");
+      events.emit("gallery-refused", { code, message: (error as Error).message });
+    }
+    link.publishStatus();
+  };
+  link.on("gallery", (message) => {
+    if (message) return applyGallery(message);
+    gallery.clear();
+    galleryLog.info("edge gallery withdrawn by the orchestrator: nothing held");
+    link.publishStatus();
+  });
+  link.on("desired", (d: DesiredState | undefined) => {
+    events.emit("desired", d);
+    if (d && pendingGallery) applyGallery(pendingGallery);
+  });
   outbox = new Outbox(join(dataDir, "queue"), link, log.child({ component: "outbox" }), {
     maxBytes: opts.queueMaxBytes,
   });
@@ -207,7 +261,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const sendEvent = (kind: NodeEvent["kind"], detail?: string) =>
     link.send("event", { nodeId: opts.nodeId, ts: Date.now(), kind, cameraId: opts.cameraId, detail }).catch(() => {});
 
-  // "members-only" behaves like "visitor" until the edge gallery exists (see README)
+  // members-only: embeddings are made as in visitor mode, then the member gate lets only members through
   const templatesOn = (): DesiredState | undefined => {
     const d = link.desired;
     return d && d.privacyMode !== "count-only" ? d : undefined;
@@ -252,8 +306,9 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     const tracked = track(detected, tracker, counters);
     const shots = bestShot(tracked, engine, settings, timer, counters);
     const embedded = embed(shots, engine, timer);
+    const gated = memberGate(embedded, { mode: () => link.desired?.privacyMode, gallery, counters }, timer);
     const sealed = sealTemplates(
-      embedded,
+      gated,
       {
         nodeId: opts.nodeId,
         cameraId: opts.cameraId,

@@ -4,6 +4,7 @@ import {
   contract,
   type DesiredState,
   decodeMessage,
+  type EdgeGallery,
   encodeMessage,
   isGlanceError,
   type MessageName,
@@ -22,6 +23,13 @@ export interface LinkOptions {
   status: () => Omit<NodeStatus, "nodeId" | "online" | "ts">;
   /** heartbeat: the status is republished this often (default 30 s) */
   statusEveryMs?: number;
+  /** the node's attested sealing key, also put in the last will so the orchestrator always knows it */
+  sealingKey?: NodeStatus["sealingKey"];
+  /**
+   * erase-member: removes the person from whatever the node holds (the edge gallery) before the command is
+   * acknowledged; returns whether the person was held. Without it the node holds nothing attributable.
+   */
+  eraseMember?: (personId: string, ts: number) => boolean;
 }
 
 const STATUS_EVERY_MS = 30_000;
@@ -32,7 +40,13 @@ const CLOSE_GRACE_MS = 2000;
  * (online, with a last will saying offline), and sends contract messages with the contract's QoS and retain flag.
  * Reconnects by itself; messages sent while offline wait in the client's queue.
  */
-export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]; connect: []; command: [Command] }> {
+export class NodeLink extends EventEmitter<{
+  desired: [DesiredState | undefined];
+  /** a members-only edge gallery (contract-valid, not yet verified or opened), or undefined when withdrawn */
+  gallery: [EdgeGallery | undefined];
+  connect: [];
+  command: [Command];
+}> {
   readonly #client: MqttClient;
   readonly #o: LinkOptions;
   readonly #log: Logger;
@@ -57,7 +71,12 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
       connectTimeout: 10_000,
       will: {
         topic: statusTopic,
-        payload: encodeMessage("status", { nodeId: o.nodeId, online: false, ts: Date.now() }),
+        payload: encodeMessage("status", {
+          nodeId: o.nodeId,
+          online: false,
+          ts: Date.now(),
+          ...(o.sealingKey ? { sealingKey: o.sealingKey } : {}),
+        }),
         qos: contract.status.qos,
         retain: contract.status.retain,
       },
@@ -73,6 +92,11 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
       this.#client.subscribe(topicFor("command", o.nodeId), { qos: contract.command.qos }, (err, granted) => {
         if (err || granted?.some((g) => g.qos === 128)) {
           log.error({ err: err?.message }, "cannot subscribe to commands: check the broker ACL for this node");
+        }
+      });
+      this.#client.subscribe(topicFor("gallery", o.nodeId), { qos: contract.gallery.qos }, (err, granted) => {
+        if (err || granted?.some((g) => g.qos === 128)) {
+          log.error({ err: err?.message }, "cannot subscribe to the edge gallery: check the broker ACL for this node");
         }
       });
       this.publishStatus();
@@ -111,7 +135,13 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
   publishStatus(online = true): Promise<number> {
     // offline, a heartbeat would only pile up in the client's memory: the next connect publishes a fresh one
     if (!this.#client.connected) return Promise.resolve(0);
-    const status = { ...this.#o.status(), nodeId: this.#o.nodeId, online, ts: Date.now() };
+    const status = {
+      ...this.#o.status(),
+      ...(this.#o.sealingKey ? { sealingKey: this.#o.sealingKey } : {}),
+      nodeId: this.#o.nodeId,
+      online,
+      ts: Date.now(),
+    };
     const sent = this.send("status", status);
     sent.catch((err: Error) => this.#log.warn({ err: err.message }, "status not sent"));
     return sent;
@@ -134,9 +164,8 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
 
   /**
    * Commands from the orchestrator, each acknowledged on the node's ack topic with its correlation id.
-   * erase-member: this agent keeps no edge gallery and never stores a template it could attribute to a person
-   * (queued templates are sealed to the orchestrator), so there is nothing to remove on the node: the erasure is
-   * complete here and acknowledged as such. When the members-only edge gallery exists, it erases first.
+   * erase-member: the person is removed from the edge gallery (if held) before the ack, so ok:true means the node
+   * holds nothing of them: queued templates are sealed to the orchestrator, the node cannot attribute them.
    */
   #onCommand(topic: string, payload: Buffer): void {
     let command: Command;
@@ -156,19 +185,48 @@ export class NodeLink extends EventEmitter<{ desired: [DesiredState | undefined]
       }).catch((err: Error) => this.#log.warn({ err: err.message, commandId: command.id }, "ack not sent"));
     this.emit("command", command);
     if (command.kind === "erase-member") {
-      this.#log.info(
-        { commandId: command.id },
-        "erase-member: no edge gallery on this node, nothing held; acknowledged",
-      );
+      if (!command.personId) {
+        void ack(false, "erase-member names no personId");
+        return;
+      }
+      let held = false;
+      try {
+        held = this.#o.eraseMember?.(command.personId, command.ts) ?? false;
+      } catch (err) {
+        this.#log.error({ err: (err as Error).message, commandId: command.id }, "erase-member failed");
+        void ack(false, `erase failed: ${(err as Error).message}`.slice(0, 512));
+        return;
+      }
+      this.#log.info({ commandId: command.id, held }, held ? "erase-member: removed from the edge gallery; acknowledged" : "erase-member: person not held on this node; acknowledged");
       void ack(true);
     } else {
       void ack(false, `command ${command.kind} is not supported by this agent`);
     }
   }
 
+  #onGallery(topic: string, payload: Buffer): void {
+    if (payload.length === 0) {
+      this.#log.info("edge gallery withdrawn");
+      this.emit("gallery", undefined);
+      return;
+    }
+    try {
+      this.emit("gallery", decodeMessage("gallery", topic, payload));
+    } catch (err) {
+      this.#log.error(
+        { code: isGlanceError(err) ? err.code : "INTERNAL", err: (err as Error).message },
+        "edge gallery rejected: it does not match the contract",
+      );
+    }
+  }
+
   #onMessage(topic: string, payload: Buffer): void {
     if (topic === topicFor("command", this.#o.nodeId)) {
       this.#onCommand(topic, payload);
+      return;
+    }
+    if (topic === topicFor("gallery", this.#o.nodeId)) {
+      this.#onGallery(topic, payload);
       return;
     }
     if (topic !== topicFor("desired", this.#o.nodeId)) return;

@@ -52,6 +52,19 @@ export const NodeStatus = z.object({
   models: z.record(z.string(), z.string()).optional(),
   privacyMode: PrivacyMode.optional(),
   stats: z.record(z.string(), z.number()).optional(),
+  /**
+   * X25519 key the node receives its edge gallery on (derived from its identity key), with the node's Ed25519
+   * signature over it (`attestSealingKey`): the orchestrator checks it against the key it registered for the node.
+   */
+  sealingKey: z.object({ publicKey: B64.length(43), sig: B64.length(86) }).optional(),
+  /** the members-only edge gallery the node holds (version, member count), or why the last one was refused */
+  edgeGallery: z
+    .object({
+      version: z.number().int().nonnegative().optional(),
+      members: z.number().int().nonnegative(),
+      refused: z.string().max(256).optional(),
+    })
+    .optional(),
 });
 export type NodeStatus = z.infer<typeof NodeStatus>;
 
@@ -110,6 +123,8 @@ export const DesiredState = z.object({
    * its anonymous track-ended event. Off, the node does not even load the attributes model.
    */
   attributes: z.boolean().optional(),
+  /** Ed25519 key (derived from the sealing key) the orchestrator signs this node's edge gallery with */
+  gallerySigningKey: B64.length(43).optional(),
 });
 export type DesiredState = z.infer<typeof DesiredState>;
 
@@ -130,6 +145,42 @@ export const CommandAck = z.object({
 });
 export type CommandAck = z.infer<typeof CommandAck>;
 
+/**
+ * The authenticated (not encrypted) part of a members-only edge gallery: which node and store it is for, which node
+ * key it is sealed to, its version (the node refuses anything older than what it holds) and the match threshold.
+ */
+export const EdgeGalleryHeader = z.object({
+  v: z.literal(1),
+  nodeId: Id,
+  storeId: Id,
+  /** increases with every change; a node never goes back to an older gallery (an erased member stays erased) */
+  version: z.number().int().nonnegative(),
+  ts: z.number().int().positive(),
+  space: z.string().min(1).max(128),
+  /** cosine threshold a probe must reach to count as a member */
+  threshold: z.number().min(-1).max(1),
+  members: z.number().int().nonnegative(),
+  /** the node sealing key (NodeStatus.sealingKey.publicKey) it is sealed to */
+  recipient: B64.length(43),
+});
+export type EdgeGalleryHeader = z.infer<typeof EdgeGalleryHeader>;
+
+/** Sized by the broker's 64 KiB packet limit: about 280 members at 128-d (one template each), see node-agent README. */
+export const EDGE_GALLERY_MAX_BYTES = 63 * 1024;
+
+export const EdgeGallery = EdgeGalleryHeader.extend({
+  epk: B64.length(43),
+  iv: B64.length(16),
+  ct: B64.min(22).max(EDGE_GALLERY_MAX_BYTES),
+  sig: B64.length(86),
+}).strict();
+export type EdgeGallery = z.infer<typeof EdgeGallery>;
+
+export function edgeGalleryHeader(g: EdgeGallery): EdgeGalleryHeader {
+  const { epk: _e, iv: _i, ct: _c, sig: _s, ...header } = g;
+  return header;
+}
+
 export type Role = "node" | "orchestrator";
 
 interface Entry {
@@ -148,6 +199,7 @@ export const contract = {
   ack: { topic: "glance/v1/node/{nodeId}/ack", schema: CommandAck, qos: 1, retain: false, from: "node", maxBytes: 2048 },
   desired: { topic: "glance/v1/node/{nodeId}/desired", schema: DesiredState, qos: 1, retain: true, from: "orchestrator", maxBytes: 8192 },
   command: { topic: "glance/v1/node/{nodeId}/command", schema: Command, qos: 1, retain: false, from: "orchestrator", maxBytes: 4096 },
+  gallery: { topic: "glance/v1/node/{nodeId}/gallery", schema: EdgeGallery, qos: 1, retain: true, from: "orchestrator", maxBytes: EDGE_GALLERY_MAX_BYTES },
 } as const satisfies Record<string, Entry>;
 
 export type MessageName = keyof typeof contract;

@@ -11,6 +11,7 @@ import {
   sign,
   verify,
 } from "node:crypto";
+import type { EdgeGallery, EdgeGalleryHeader } from "./contract.ts";
 import { GlanceError } from "./errors.ts";
 
 /**
@@ -202,4 +203,125 @@ export function decodeEmbedding(bytes: Uint8Array): Float32Array {
   norm = Math.sqrt(norm) || 1;
   for (let i = 0; i < dim; i++) v[i] = (v[i] as number) / norm;
   return v;
+}
+
+// --- derived keys and the members-only edge gallery -------------------------------------------------------------
+
+/** PKCS#8 DER prefixes for a raw 32-byte Ed25519 / X25519 private key (RFC 8410). */
+const PKCS8_PREFIX = {
+  ed25519: Buffer.from("302e020100300506032b657004220420", "hex"),
+  x25519: Buffer.from("302e020100300506032b656e04220420", "hex"),
+} as const;
+
+function pairFromSeed(type: "ed25519" | "x25519", seed: Buffer): KeyPair {
+  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX[type], seed]), format: "der", type: "pkcs8" });
+  const jwk = key.export({ format: "jwk" });
+  return { publicKey: createPublicKey(key).export({ format: "jwk" }).x as string, privateKey: jwk.d as string };
+}
+
+/**
+ * A key pair of `type` derived (HKDF-SHA256 over the private key, the public key as salt) from an existing key pair,
+ * so a node needs no second secret file: its X25519 key for receiving sealed data is a function of its identity key,
+ * and the orchestrator's Ed25519 gallery-signing key a function of its sealing key. `info` separates the uses.
+ */
+export function deriveKeyPair(from: KeyPair, type: "ed25519" | "x25519", info: string): KeyPair {
+  const seed = Buffer.from(
+    hkdfSync("sha256", Buffer.from(from.privateKey, "base64url"), Buffer.from(from.publicKey, "base64url"), info, 32),
+  );
+  try {
+    return pairFromSeed(type, seed);
+  } finally {
+    seed.fill(0);
+  }
+}
+
+/** The X25519 key a node receives its edge gallery on, derived from its Ed25519 identity key. */
+export const nodeSealingKeyPair = (signingKey: KeyPair): KeyPair =>
+  deriveKeyPair(signingKey, "x25519", "glance/v1/node-sealing-key");
+
+/** The Ed25519 key an orchestrator signs edge galleries with, derived from its X25519 sealing key. */
+export const gallerySigningKeyPair = (sealingKey: KeyPair): KeyPair =>
+  deriveKeyPair(sealingKey, "ed25519", "glance/v1/gallery-signing-key");
+
+function sealingKeyStatement(nodeId: string, sealingPublicKey: string): Buffer {
+  return Buffer.from(`glance/v1/node-sealing-key\n${nodeId}\n${sealingPublicKey}`);
+}
+
+/** The node's signature over its sealing public key: the orchestrator checks it against the registered identity key. */
+export function attestSealingKey(nodeId: string, sealingPublicKey: string, signingKey: KeyPair): string {
+  return signBytes(sealingKeyStatement(nodeId, sealingPublicKey), signingKey);
+}
+
+export function verifySealingKey(nodeId: string, sealingPublicKey: string, sig: string, signingPublicKey: string): boolean {
+  return verifyBytes(sealingKeyStatement(nodeId, sealingPublicKey), sig, signingPublicKey);
+}
+
+export interface EdgeGalleryEntry {
+  personId: string;
+  /** `encodeEmbedding` bytes */
+  embedding: Uint8Array;
+}
+
+/**
+ * Plaintext of an edge gallery: version byte, u32 count, then per member a u8-length person id (utf8) and a
+ * u16-length `encodeEmbedding` template. Person ids only: no names, no consent details.
+ */
+export function encodeEdgeGallery(entries: readonly EdgeGalleryEntry[]): Buffer {
+  const ids = entries.map((e) => Buffer.from(e.personId, "utf8"));
+  const size = 5 + entries.reduce((n, e, i) => n + 3 + (ids[i] as Buffer).length + e.embedding.length, 0);
+  const out = Buffer.alloc(size);
+  out.writeUInt8(1, 0);
+  out.writeUInt32LE(entries.length, 1);
+  let at = 5;
+  entries.forEach((e, i) => {
+    const id = ids[i] as Buffer;
+    if (id.length > 255 || e.embedding.length > 0xffff) throw new GlanceError("PAYLOAD_INVALID", "Edge gallery entry too long.");
+    out.writeUInt8(id.length, at);
+    id.copy(out, at + 1);
+    at += 1 + id.length;
+    out.writeUInt16LE(e.embedding.length, at);
+    out.set(e.embedding, at + 2);
+    at += 2 + e.embedding.length;
+  });
+  return out;
+}
+
+export function decodeEdgeGallery(bytes: Uint8Array): EdgeGalleryEntry[] {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const bad = () => new GlanceError("PAYLOAD_INVALID", "Edge gallery plaintext is malformed.");
+  if (b.length < 5 || b.readUInt8(0) !== 1) throw bad();
+  const count = b.readUInt32LE(1);
+  const out: EdgeGalleryEntry[] = [];
+  let at = 5;
+  for (let i = 0; i < count; i++) {
+    if (at + 1 > b.length) throw bad();
+    const idLen = b.readUInt8(at);
+    if (at + 3 + idLen > b.length) throw bad();
+    const personId = b.subarray(at + 1, at + 1 + idLen).toString("utf8");
+    at += 1 + idLen;
+    const len = b.readUInt16LE(at);
+    if (at + 2 + len > b.length) throw bad();
+    out.push({ personId, embedding: b.subarray(at + 2, at + 2 + len) });
+    at += 2 + len;
+  }
+  if (at !== b.length) throw bad();
+  return out;
+}
+
+/**
+ * An edge gallery message: the entries sealed to the node's key (`header.recipient`) with the header as AAD, signed
+ * by the orchestrator's gallery-signing key. The plaintext is wiped once sealed.
+ */
+export function sealEdgeGallery(
+  header: Omit<EdgeGalleryHeader, "members">,
+  entries: readonly EdgeGalleryEntry[],
+  signingKey: KeyPair,
+): EdgeGallery {
+  const full: EdgeGalleryHeader = { ...header, members: entries.length };
+  const plaintext = encodeEdgeGallery(entries);
+  try {
+    return { ...full, ...seal(plaintext, full, full.recipient, signingKey) };
+  } finally {
+    plaintext.fill(0);
+  }
 }

@@ -60,12 +60,14 @@ export interface Counters {
   faces: number;
   tracks: number;
   templates: number;
-  /** faces not considered for a template, by reason (too-small, low-quality, quality:<reason>) */
+  /** members-only: embeddings that matched the edge gallery (each then sealed to the orchestrator) */
+  members: number;
+  /** faces not considered for a template, by reason (too-small, low-quality, quality:<reason>, non-member, no-gallery) */
   skipped: Record<string, number>;
 }
 
 export function newCounters(): Counters {
-  return { frames: 0, faces: 0, tracks: 0, templates: 0, skipped: {} };
+  return { frames: 0, faces: 0, tracks: 0, templates: 0, members: 0, skipped: {} };
 }
 
 export function countSkip(counters: Counters, reason: string): void {

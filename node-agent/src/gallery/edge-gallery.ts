@@ -1,0 +1,191 @@
+import {
+  type DesiredState,
+  decodeEdgeGallery,
+  decodeEmbedding,
+  type EdgeGallery as EdgeGalleryMessage,
+  edgeGalleryHeader,
+  GlanceError,
+  isGlanceError,
+  type KeyPair,
+  open,
+} from "@glance/shared";
+
+export interface EdgeMatch {
+  personId: string;
+  score: number;
+}
+
+export interface EdgeGalleryInfo {
+  version: number | undefined;
+  members: number;
+  /** why the last gallery received was refused (code: message), if it was */
+  refused?: string;
+}
+
+/**
+ * The members-only edge gallery: consented members of this node's store, pushed by the orchestrator sealed to this
+ * node's key and signed with the key its desired state names. Held in memory only (never written to disk); a
+ * replaced or erased member's vectors are zeroed. A gallery that is not for this node, not signed by the
+ * orchestrator, not openable with this node's key, in another embedding space or older than the one held is
+ * refused and the previous one kept.
+ */
+export class EdgeGallery {
+  readonly #nodeId: string;
+  readonly #sealingKey: KeyPair;
+  #version: number | undefined;
+  /** the newest version ever held: survives a withdrawal, so an old gallery cannot come back */
+  #floor = -1;
+  #ts = 0;
+  #threshold = 1;
+  #ids: string[] = [];
+  #vectors = new Float32Array(0);
+  #dim = 0;
+  #refused: string | undefined;
+  /** erase-member commands received (person id → command time): a gallery built before an erasure never brings them back */
+  readonly #erased = new Map<string, number>();
+
+  constructor(nodeId: string, sealingKey: KeyPair) {
+    this.#nodeId = nodeId;
+    this.#sealingKey = sealingKey;
+  }
+
+  get loaded(): boolean {
+    return this.#version !== undefined;
+  }
+
+  get threshold(): number {
+    return this.#threshold;
+  }
+
+  info(): EdgeGalleryInfo {
+    return {
+      version: this.#version,
+      members: this.#ids.length,
+      ...(this.#refused ? { refused: this.#refused } : {}),
+    };
+  }
+
+  /**
+   * Takes a gallery message (already validated against the contract) if it checks out; throws GlanceError
+   * (TOPIC_MISMATCH, KEY_UNKNOWN, REPLAYED_SEQUENCE, SPACE_UNKNOWN, SIGNATURE_INVALID, DECRYPT_FAILED,
+   * PAYLOAD_INVALID) and keeps the gallery it holds otherwise.
+   */
+  accept(message: EdgeGalleryMessage, ctx: { desired: DesiredState | undefined; space: string }): EdgeGalleryInfo {
+    try {
+      this.#accept(message, ctx);
+      this.#refused = undefined;
+    } catch (error) {
+      const code = isGlanceError(error) ? error.code : "INTERNAL";
+      this.#refused = `${code}: ${(error as Error).message}`.slice(0, 256);
+      throw error;
+    }
+    return this.info();
+  }
+
+  #accept(message: EdgeGalleryMessage, ctx: { desired: DesiredState | undefined; space: string }): void {
+    const header = edgeGalleryHeader(message);
+    if (header.nodeId !== this.#nodeId) {
+      throw new GlanceError("TOPIC_MISMATCH", `Edge gallery is for node ${header.nodeId}, not this node.`);
+    }
+    const signer = ctx.desired?.gallerySigningKey;
+    if (!signer) {
+      throw new GlanceError(
+        "KEY_UNKNOWN",
+        "No gallery signing key in the desired state yet: the gallery is applied once the desired state names one.",
+      );
+    }
+    if (ctx.desired && header.storeId !== ctx.desired.storeId) {
+      throw new GlanceError("TOPIC_MISMATCH", `Edge gallery is for store ${header.storeId}, this node is in ${ctx.desired.storeId}.`);
+    }
+    if (header.recipient !== this.#sealingKey.publicKey) {
+      throw new GlanceError("KEY_UNKNOWN", "Edge gallery is sealed to another node key: the orchestrator has a stale key for this node.");
+    }
+    if (header.space !== ctx.space) {
+      throw new GlanceError("SPACE_UNKNOWN", `Edge gallery is in space ${header.space}; this node embeds in ${ctx.space}.`);
+    }
+    if (header.version < this.#floor) {
+      throw new GlanceError("REPLAYED_SEQUENCE", `Edge gallery version ${header.version} is older than one already held (${this.#floor}).`);
+    }
+    // open() checks the orchestrator's signature before it decrypts anything
+    const plaintext = open(message, header, this.#sealingKey, signer);
+    try {
+      const entries = decodeEdgeGallery(plaintext);
+      if (entries.length !== header.members) throw new GlanceError("PAYLOAD_INVALID", "Edge gallery member count does not match its header.");
+      const kept = entries.filter((e) => {
+        const erasedAt = this.#erased.get(e.personId);
+        return erasedAt === undefined || erasedAt < header.ts;
+      });
+      const vectors = kept.map((e) => decodeEmbedding(e.embedding));
+      const dim = vectors[0]?.length ?? 0;
+      if (vectors.some((v) => v.length !== dim)) throw new GlanceError("PAYLOAD_INVALID", "Edge gallery mixes embedding sizes.");
+      const matrix = new Float32Array(vectors.length * dim);
+      vectors.forEach((v, i) => {
+        matrix.set(v, i * dim);
+        v.fill(0);
+      });
+      this.#wipe();
+      this.#ids = kept.map((e) => e.personId);
+      this.#vectors = matrix;
+      this.#dim = dim;
+      this.#version = header.version;
+      this.#floor = header.version;
+      this.#ts = header.ts;
+      this.#threshold = header.threshold;
+    } finally {
+      plaintext.fill(0);
+    }
+  }
+
+  /** Best member at or above the gallery threshold, or undefined (not a member, or no gallery). */
+  match(probe: Float32Array): EdgeMatch | undefined {
+    const dim = this.#dim;
+    if (dim === 0 || probe.length !== dim) return undefined;
+    let best = -Infinity;
+    let at = -1;
+    const v = this.#vectors;
+    for (let i = 0, off = 0; i < this.#ids.length; i++, off += dim) {
+      let dot = 0;
+      for (let j = 0; j < dim; j++) dot += (v[off + j] as number) * (probe[j] as number);
+      if (dot > best) {
+        best = dot;
+        at = i;
+      }
+    }
+    if (at < 0 || best < this.#threshold) return undefined;
+    return { personId: this.#ids[at] as string, score: best };
+  }
+
+  /** Removes a member (erase-member); returns whether they were held. Later galleries built before `ts` stay without them. */
+  erase(personId: string, ts: number): boolean {
+    this.#erased.set(personId, Math.max(ts, this.#erased.get(personId) ?? 0));
+    const at = this.#ids.indexOf(personId);
+    if (at < 0) return false;
+    const dim = this.#dim;
+    const vectors = new Float32Array((this.#ids.length - 1) * dim);
+    vectors.set(this.#vectors.subarray(0, at * dim), 0);
+    vectors.set(this.#vectors.subarray((at + 1) * dim), at * dim);
+    this.#vectors.fill(0);
+    this.#vectors = vectors;
+    this.#ids = this.#ids.filter((_, i) => i !== at);
+    return true;
+  }
+
+  /** Drops the gallery (withdrawn by the orchestrator); a later one must still be at least as new. */
+  clear(): void {
+    this.#wipe();
+    this.#version = undefined;
+    this.#ts = 0;
+  }
+
+  /** the build time of the gallery held (0 without one) */
+  get builtAt(): number {
+    return this.#ts;
+  }
+
+  #wipe(): void {
+    this.#vectors.fill(0);
+    this.#vectors = new Float32Array(0);
+    this.#ids = [];
+    this.#dim = 0;
+  }
+}
