@@ -26,6 +26,7 @@ import type { Gallery } from "./gallery/gallery.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
 import { startIngest } from "./ingest/ingest.ts";
+import { startCrlPublisher } from "./pki/crl.ts";
 import { type FleetCa, loadOrCreateFleetCa } from "./pki/fleet-ca.ts";
 import { commandSender, startErasureAcks } from "./privacy/erase.ts";
 import { loadOrCreateMasterKey } from "./privacy/keyring.ts";
@@ -79,7 +80,7 @@ export interface OrchestratorOptions {
    * defaults to a client certificate issued by this instance's fleet CA (CN `$orchestrator`).
    */
   broker?: { external: { url: string; tls?: { ca: string; cert: string; key: string } } };
-  /** lifetime of node certificates issued by the fleet CA; default 30 days */
+  /** lifetime of node certificates issued by the fleet CA; default 90 days (nodes renew with `glance-agent renew`) */
   nodeCertValidityDays?: number;
   /** pseudonymous visitor records older than this are deleted; default 30 days */
   visitorRetentionMs?: number;
@@ -273,6 +274,14 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     });
     cleanups.push(async () => stopRetention());
     const stopStatus = await startStatusTracking({ client, db, logger: log.child({ component: "fleet" }) });
+    const crl = await startCrlPublisher({ db, ca: fleetCa, logger: log.child({ component: "pki" }) });
+    cleanups.push(async () => crl.stop());
+    const nodeRevoked = async (nodeId: string) => {
+      broker?.disconnectNode(nodeId);
+      // nothing left for it to converge on, should it get back in
+      await client.publishAsync(topicFor("desired", nodeId), Buffer.alloc(0), { qos: 1, retain: true });
+      await crl.refresh();
+    };
     cleanups.push(async () => stopStatus());
 
     const metrics = () => ({
@@ -292,6 +301,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       masterKey,
       suppressions,
       sendCommand: commandSender(client),
+      nodeRevoked,
       logger: log.child({ component: "http" }),
       pingIntervalMs: opts.pingIntervalMs ?? 15_000,
     };

@@ -28,6 +28,8 @@ export interface Services {
   suppressions: Suppressions;
   /** publishes a contract `command` to one node (erase-member on erasure) */
   sendCommand(nodeId: string, command: Command): Promise<void>;
+  /** after a node's revocation: drops its live broker session and rewrites the fleet CRL (node certificates) */
+  nodeRevoked?(nodeId: string): Promise<void>;
   logger: Logger;
   /** SSE keep-alive interval */
   pingIntervalMs: number;

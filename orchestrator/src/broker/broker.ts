@@ -48,6 +48,11 @@ export interface BrokerOptions {
 export interface Broker {
   aedes: Aedes;
   url: string;
+  /**
+   * Drops every live session authenticated as node `nodeId` (after its revocation): the TLS connection is closed at
+   * once; a reconnect goes through authenticate again, which refuses a revoked node. Returns how many were closed.
+   */
+  disconnectNode(nodeId: string): number;
   close(): Promise<void>;
 }
 
@@ -224,6 +229,19 @@ export async function startBroker(opts: BrokerOptions): Promise<Broker> {
   return {
     aedes,
     url,
+    disconnectNode(nodeId) {
+      let closed = 0;
+      // aedes keeps its connected clients by id at runtime; its typings leave the map out
+      const clients = (aedes as unknown as { clients: Record<string, Client> }).clients;
+      for (const client of Object.values(clients)) {
+        const who = identities.get(client);
+        if (who?.role !== "node" || who.nodeId !== nodeId) continue;
+        client.close();
+        closed++;
+      }
+      if (closed > 0) log.warn({ nodeId, sessions: closed }, "revoked node disconnected");
+      return closed;
+    },
     async close() {
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));

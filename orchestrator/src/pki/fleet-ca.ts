@@ -18,6 +18,8 @@ export const NODE_URI_PREFIX = "urn:glance:node:";
 export const ORCHESTRATOR_URI = "urn:glance:orchestrator";
 
 const DAY_MS = 86_400_000;
+/** short enough that a lost node's certificate dies on its own, long enough to survive a quarter offline */
+export const DEFAULT_NODE_VALIDITY_DAYS = 90;
 
 type KeyPairOf = { publicKey: CryptoKey; privateKey: CryptoKey };
 
@@ -37,6 +39,8 @@ export interface TlsMaterial {
 export interface FleetCa {
   /** the self-signed root, PEM: the whole chain a node or broker needs */
   caPem: string;
+  /** `<dataDir>/pki/crl.pem`, kept current by `startCrlPublisher` (mosquitto's `crlfile`) */
+  crlFile: string;
   /**
    * A client certificate for a node's own Ed25519 signing key: the key that signs its templates is the key that
    * authenticates its TLS connection. CN = nodeId, SAN URI `urn:glance:node:<nodeId>`.
@@ -48,10 +52,17 @@ export interface FleetCa {
   issueServerCertificate(hostnames: readonly string[]): Promise<TlsMaterial>;
   /** The orchestrator's own client certificate (fresh key), CN `commonName` (its broker user name). */
   issueOrchestratorCertificate(commonName: string): Promise<TlsMaterial>;
+  /** serials (hex) of every certificate this CA issued to CN `commonName`, from the ledger */
+  issuedTo(commonName: string): Promise<string[]>;
+  /**
+   * A CRL (PEM) of the fleet CA listing `revoked`, valid `validityDays` (default 7): what a broker that checks CRLs
+   * (mosquitto's `crlfile`) needs to refuse a revoked node's certificate while it has not expired.
+   */
+  createCrl(revoked: readonly { serial: string; revokedAt: Date }[], validityDays?: number): Promise<string>;
 }
 
 export interface FleetCaOptions {
-  /** node certificate lifetime; default 30 days (renew by claiming again) */
+  /** node certificate lifetime; default 90 days (nodes renew with `glance-agent renew`, a CSR signed by their key) */
   nodeValidityDays?: number;
 }
 
@@ -161,7 +172,7 @@ export async function loadOrCreateFleetCa(dataDir: string, opts: FleetCaOptions 
   }
   const caPem = caCert.toString("pem");
   const authorityKeyId = await x509.AuthorityKeyIdentifierExtension.create(caCert);
-  const nodeValidityMs = (opts.nodeValidityDays ?? 30) * DAY_MS;
+  const nodeValidityMs = (opts.nodeValidityDays ?? DEFAULT_NODE_VALIDITY_DAYS) * DAY_MS;
 
   const issue = async (args: {
     cn: string;
@@ -219,6 +230,7 @@ export async function loadOrCreateFleetCa(dataDir: string, opts: FleetCaOptions 
 
   return {
     caPem,
+    crlFile: join(dir, "crl.pem"),
     async issueNodeCertificate(nodeId, signingPublicKey) {
       return nodeCertificate(nodeId, await ed25519PublicKey(signingPublicKey));
     },
@@ -247,6 +259,39 @@ export async function loadOrCreateFleetCa(dataDir: string, opts: FleetCaOptions 
     },
     async issueOrchestratorCertificate(commonName) {
       return withFreshKey(commonName, [{ type: "url", value: ORCHESTRATOR_URI }], "client");
+    },
+    async issuedTo(commonName) {
+      let text: string;
+      try {
+        text = await readFile(ledger, "utf8");
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+        throw e;
+      }
+      const serials: string[] = [];
+      for (const line of text.split("\n")) {
+        if (!line) continue;
+        const row = JSON.parse(line) as { serial: string; cn: string };
+        if (row.cn === commonName) serials.push(row.serial);
+      }
+      return serials;
+    },
+    async createCrl(revoked, validityDays = 7) {
+      const now = Date.now();
+      const crl = await x509.X509CrlGenerator.create({
+        issuer: caCert.subject,
+        thisUpdate: new Date(now - 60_000),
+        nextUpdate: new Date(now + validityDays * DAY_MS),
+        entries: revoked.map((r) => ({
+          serialNumber: r.serial,
+          revocationDate: r.revokedAt,
+          reason: x509.X509CrlReason.cessationOfOperation,
+        })),
+        extensions: [authorityKeyId],
+        signingKey: caKey,
+        signingAlgorithm: EC,
+      });
+      return crl.toString("pem");
     },
   };
 }

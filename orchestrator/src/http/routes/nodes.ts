@@ -1,8 +1,9 @@
 import { createPublicKey } from "node:crypto";
 import { GlanceError } from "@glance/shared";
-import { eq } from "drizzle-orm";
+import { and, eq, isNull } from "drizzle-orm";
 import { Hono } from "hono";
 import { z } from "zod";
+import { appendAudit } from "../../audit/log.ts";
 import { hashSecret, newSecret } from "../../auth/secrets.ts";
 import { nodes, stores } from "../../db/schema.ts";
 import type { Services } from "../../services.ts";
@@ -31,6 +32,12 @@ export const RegisterNode = z.object({
   csr: z.string().max(8192).optional(),
 });
 export type RegisterNode = z.infer<typeof RegisterNode>;
+
+/** A PKCS#10 request (PEM) for the node's registered Ed25519 key, signed with it: the proof of possession. */
+export const RenewCertificate = z.object({ csr: z.string().min(1).max(8192) });
+export type RenewCertificate = z.infer<typeof RenewCertificate>;
+
+const NodeParam = z.object({ nodeId: Id });
 
 /**
  * A technician registers a node with its signing key and receives its MQTT credentials (password shown once) and a
@@ -71,6 +78,69 @@ export function nodesRouter(s: Services) {
         201,
       );
     })
+    /**
+     * Certificate renewal by the node itself (`glance-agent renew`): no API token, the request is signed by the
+     * node's registered signing key, and the certificate issued is only usable with that key, so a replayed request
+     * gains nothing. A revoked node gets nothing. Audited with the new serial.
+     */
+    .post("/:nodeId/certificate", valid("param", NodeParam), valid("json", RenewCertificate), async (c) => {
+      const { nodeId } = c.req.valid("param");
+      const { csr } = c.req.valid("json");
+      const [node] = await s.db
+        .select({ key: nodes.signingPublicKey, revokedAt: nodes.revokedAt })
+        .from(nodes)
+        .where(eq(nodes.id, nodeId));
+      if (!node) throw new GlanceError("NOT_FOUND", `Node ${nodeId} is not registered; claim it first.`);
+      if (node.revokedAt) {
+        throw new GlanceError(
+          "FORBIDDEN",
+          `Node ${nodeId} was revoked at ${node.revokedAt.toISOString()}; claim the device again under a new node id.`,
+        );
+      }
+      const issued = await s.fleetCa.issueNodeCertificateFromCsr(nodeId, csr, node.key);
+      await appendAudit(s.db, {
+        actor: `node:${nodeId}`,
+        action: "node certificate renewed",
+        subject: nodeId,
+        details: { serial: issued.serial, notAfter: issued.notAfter.toISOString() },
+      });
+      s.logger.info({ nodeId, certSerial: issued.serial }, "node certificate renewed");
+      return c.json({
+        nodeId,
+        tls: {
+          cert: issued.certPem,
+          ca: s.fleetCa.caPem,
+          serial: issued.serial,
+          notAfter: issued.notAfter.toISOString(),
+        },
+      });
+    })
+    /**
+     * Revokes a node for good (stolen, replaced, decommissioned): its live broker session is dropped at once,
+     * reconnects and certificate renewals are refused, its templates are rejected (NODE_REVOKED) and its
+     * certificates enter the fleet CRL. Audited as an admin action.
+     */
+    .post(
+      "/:nodeId/revoke",
+      requireRole(s.db, ["hq-admin", "technician"]),
+      valid("param", NodeParam),
+      async (c) => {
+        const { nodeId } = c.req.valid("param");
+        const [revoked] = await s.db
+          .update(nodes)
+          .set({ revokedAt: new Date() })
+          .where(and(eq(nodes.id, nodeId), isNull(nodes.revokedAt)))
+          .returning({ revokedAt: nodes.revokedAt });
+        if (!revoked) {
+          const [node] = await s.db.select({ revokedAt: nodes.revokedAt }).from(nodes).where(eq(nodes.id, nodeId));
+          if (!node) throw new GlanceError("NOT_FOUND", `Node ${nodeId} is not registered.`);
+          throw new GlanceError("CONFLICT", `Node ${nodeId} was already revoked at ${node.revokedAt?.toISOString()}.`);
+        }
+        await s.nodeRevoked?.(nodeId);
+        s.logger.warn({ nodeId }, "node revoked");
+        return c.json({ nodeId, revokedAt: revoked.revokedAt?.toISOString() });
+      },
+    )
     .get("/", requireRole(s.db, ["hq-admin", "technician", "auditor", "store-manager"]), async (c) => {
       const p = c.get("principal");
       const rows = await s.db
