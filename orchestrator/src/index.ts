@@ -19,7 +19,7 @@ import {
 } from "./auth/secrets.ts";
 import { ORCHESTRATOR_USERNAME, startBroker } from "./broker/broker.ts";
 import { type Db, openDatabase } from "./db/client.ts";
-import { apiTokens, nodes } from "./db/schema.ts";
+import { apiTokens, nodes, stores } from "./db/schema.ts";
 import { Suppressions } from "./feedback/suppressions.ts";
 import { startStatusTracking } from "./fleet/status.ts";
 import type { Gallery } from "./gallery/gallery.ts";
@@ -31,10 +31,14 @@ import { type FleetCa, loadOrCreateFleetCa } from "./pki/fleet-ca.ts";
 import { commandSender, startErasureAcks } from "./privacy/erase.ts";
 import { loadOrCreateMasterKey } from "./privacy/keyring.ts";
 import { loadGallery, sealLegacyTemplates } from "./privacy/templates.ts";
+import { Cooldowns } from "./promotions/trigger.ts";
+import { PersonKeyCache } from "./recognition/key-cache.ts";
 import { createRecognizer } from "./recognition/recognize.ts";
+import { VisitLog } from "./recognition/visit-log.ts";
 import { DEFAULT_RETENTION_INTERVAL_MS, DEFAULT_VISITOR_RETENTION_MS, startRetention } from "./retention/retention.ts";
 import type { Services } from "./services.ts";
 import { ScreenHub } from "./signage/hub.ts";
+import { Visitors } from "./visitors/visitors.ts";
 
 export type { Rejection } from "./ingest/ingest.ts";
 export { generateMosquittoConfig, type MosquittoConfig } from "./mosquitto/config.ts";
@@ -46,6 +50,7 @@ export {
   type TlsMaterial,
 } from "./pki/fleet-ca.ts";
 export type { Recognition } from "./recognition/recognize.ts";
+export type { VisitorDay } from "./visitors/visitors.ts";
 export type { PromotionEvent } from "./signage/hub.ts";
 
 export interface OrchestratorOptions {
@@ -82,7 +87,10 @@ export interface OrchestratorOptions {
   broker?: { external: { url: string; tls?: { ca: string; cert: string; key: string } } };
   /** lifetime of node certificates issued by the fleet CA; default 90 days (nodes renew with `glance-agent renew`) */
   nodeCertValidityDays?: number;
-  /** pseudonymous visitor records older than this are deleted; default 30 days */
+  /**
+   * pseudonymous visitor records older than this are deleted, and visitor templates live this long from their first
+   * sighting in stores that set no period of their own; default 30 days
+   */
   visitorRetentionMs?: number;
   /** how often the retention job runs (it also runs at start); default 1 hour */
   retentionIntervalMs?: number;
@@ -107,7 +115,7 @@ export interface Orchestrator {
   stop(): Promise<void>;
 }
 
-const DESIRED_DEFAULTS = { privacyMode: "visitor", templateIntervalMs: 5000, minFaceSizePx: 40 } as const;
+const DESIRED_DEFAULTS = { templateIntervalMs: 5000, minFaceSizePx: 40 } as const;
 
 /** The admin token survives restarts through its file; a fresh database (e.g. a new Postgres) gets its hash again. */
 async function ensureAdminToken(db: Db, dataDir: string, log: Logger): Promise<string> {
@@ -221,12 +229,19 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     cleanups.push(() => client.endAsync());
 
     const publishDesired = async (nodeId: string): Promise<DesiredState> => {
-      const [node] = await db.select().from(nodes).where(eq(nodes.id, nodeId));
-      if (!node) throw new Error(`node ${nodeId} vanished`);
+      const [row] = await db
+        .select({ node: nodes, privacyMode: stores.privacyMode })
+        .from(nodes)
+        .innerJoin(stores, eq(stores.id, nodes.storeId))
+        .where(eq(nodes.id, nodeId));
+      if (!row) throw new Error(`node ${nodeId} vanished`);
+      const { node } = row;
       const desired: DesiredState = {
         version: node.desiredVersion,
         storeId: node.storeId,
         sealingKey: { kid: sealingKey.kid, publicKey: sealingKey.publicKey },
+        // the store's privacy mode: a count-only store's nodes publish no templates at all
+        privacyMode: row.privacyMode,
         ...DESIRED_DEFAULTS,
       };
       await client.publishAsync(topicFor("desired", nodeId), encodeMessage("desired", desired), {
@@ -243,14 +258,25 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     const events = new EventEmitter();
     const hub = new ScreenHub();
     const suppressions = await Suppressions.load(db);
+    const visitorRetentionMs = opts.visitorRetentionMs ?? DEFAULT_VISITOR_RETENTION_MS;
+    const visitors = await Visitors.load(db, masterKey, gallery.space, gallery.threshold, visitorRetentionMs);
+    log.info({ visitors: visitors.size }, "visitor templates loaded");
+    const recognitionLog = log.child({ component: "recognition" });
+    const visitLog = await VisitLog.load(db, opts.visitDedupeMs ?? 10 * 60_000, recognitionLog);
+    cleanups.push(() => visitLog.drain());
+    const keyCache = await PersonKeyCache.start({ db, logger: recognitionLog, databaseUrl: opts.databaseUrl });
+    cleanups.push(() => keyCache.stop());
     const recognize = createRecognizer({
       suppressions,
       db,
       gallery,
       hub,
       events,
-      logger: log.child({ component: "recognition" }),
-      visitDedupeMs: opts.visitDedupeMs ?? 10 * 60_000,
+      logger: recognitionLog,
+      visitLog,
+      keys: keyCache.cache,
+      visitors,
+      cooldowns: new Cooldowns(),
       promotionMaxAgeMs: opts.promotionMaxAgeMs ?? 60_000,
     });
     const ingest = await startIngest({
@@ -269,8 +295,9 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     const stopRetention = await startRetention({
       db,
       logger: log.child({ component: "retention" }),
-      visitorRetentionMs: opts.visitorRetentionMs ?? DEFAULT_VISITOR_RETENTION_MS,
+      visitorRetentionMs,
       intervalMs: opts.retentionIntervalMs ?? DEFAULT_RETENTION_INTERVAL_MS,
+      onVisitorsExpired: (ids) => visitors.forget(ids),
     });
     cleanups.push(async () => stopRetention());
     const stopStatus = await startStatusTracking({ client, db, logger: log.child({ component: "fleet" }) });
@@ -300,6 +327,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       metrics,
       masterKey,
       suppressions,
+      visitors,
       sendCommand: commandSender(client),
       nodeRevoked,
       logger: log.child({ component: "http" }),

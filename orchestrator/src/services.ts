@@ -8,6 +8,7 @@ import type { IngestMetrics } from "./ingest/ingest.ts";
 import type { FleetCa } from "./pki/fleet-ca.ts";
 import type { MasterKey } from "./privacy/keyring.ts";
 import type { ScreenHub } from "./signage/hub.ts";
+import type { Visitors } from "./visitors/visitors.ts";
 
 /** What the HTTP routers need from the running orchestrator; built once in index.ts. */
 export interface Services {
@@ -26,6 +27,8 @@ export interface Services {
   masterKey: MasterKey;
   /** "not this person" pairings the recognizer skips */
   suppressions: Suppressions;
+  /** store privacy policies and pseudonymous visitor templates the recognizer uses */
+  visitors: Visitors;
   /** publishes a contract `command` to one node (erase-member on erasure) */
   sendCommand(nodeId: string, command: Command): Promise<void>;
   /** after a node's revocation: drops its live broker session and rewrites the fleet CRL (node certificates) */

@@ -1,15 +1,34 @@
-import { GlanceError } from "@glance/shared";
-import { eq } from "drizzle-orm";
+import { GlanceError, PrivacyMode } from "@glance/shared";
+import { eq, sql } from "drizzle-orm";
 import { Hono } from "hono";
 import { z } from "zod";
-import { stores } from "../../db/schema.ts";
+import { nodes, stores } from "../../db/schema.ts";
 import type { Services } from "../../services.ts";
-import { type Env, requireRole } from "../auth.ts";
+import { shredStoreVisitors, visitorCounts } from "../../visitors/visitors.ts";
+import { assertStoreAccess, type Env, requireRole } from "../auth.ts";
 import { Id, newId } from "../ids.ts";
 import { valid } from "../validate.ts";
 
 export const CreateStore = z.object({ id: Id.optional(), name: z.string().trim().min(1).max(200) });
 export type CreateStore = z.infer<typeof CreateStore>;
+
+/** Store privacy settings (HQ): what the cameras may do with faces, and how long visitor templates live. */
+export const StoreSettings = z
+  .object({
+    privacyMode: PrivacyMode.optional(),
+    /** null: the orchestrator's default (30 days) */
+    visitorRetentionDays: z.number().int().min(1).max(365).nullable().optional(),
+  })
+  .refine((b) => b.privacyMode !== undefined || b.visitorRetentionDays !== undefined, "Nothing to change.");
+export type StoreSettings = z.infer<typeof StoreSettings>;
+
+export const VisitorCountsQuery = z.object({
+  since: z.iso.datetime({ offset: true }).optional(),
+  until: z.iso.datetime({ offset: true }).optional(),
+});
+export type VisitorCountsQuery = z.infer<typeof VisitorCountsQuery>;
+
+const StoreParam = z.object({ id: Id });
 
 export function storesRouter(s: Services) {
   return new Hono<Env>()
@@ -28,5 +47,65 @@ export function storesRouter(s: Services) {
           ? await s.db.select().from(stores).where(eq(stores.id, p.storeId))
           : await s.db.select().from(stores).orderBy(stores.name);
       return c.json(rows);
-    });
+    })
+    .patch(
+      "/:id",
+      requireRole(s.db, ["hq-admin"]),
+      valid("param", StoreParam),
+      valid("json", StoreSettings),
+      async (c) => {
+        const { id } = c.req.valid("param");
+        const body = c.req.valid("json");
+        const store = await s.db.transaction(async (tx) => {
+          const [store] = await tx
+            .update(stores)
+            .set({
+              ...(body.privacyMode ? { privacyMode: body.privacyMode } : {}),
+              ...(body.visitorRetentionDays !== undefined ? { visitorRetentionDays: body.visitorRetentionDays } : {}),
+            })
+            .where(eq(stores.id, id))
+            .returning();
+          if (!store) throw new GlanceError("NOT_FOUND", `Store ${id} does not exist.`);
+          // the nodes converge on the new mode (a count-only node stops publishing templates)
+          if (body.privacyMode) {
+            await tx
+              .update(nodes)
+              .set({ desiredVersion: sql`${nodes.desiredVersion} + 1` })
+              .where(eq(nodes.storeId, id));
+          }
+          return store;
+        });
+        // a store that leaves "visitor" mode keeps no visitor template: keys and templates go now
+        const removed = store.privacyMode === "visitor" ? 0 : await shredStoreVisitors(s.db, id);
+        s.visitors.setPolicy(id, store);
+        if (body.privacyMode) {
+          const live = await s.db
+            .select({ id: nodes.id, revokedAt: nodes.revokedAt })
+            .from(nodes)
+            .where(eq(nodes.storeId, id));
+          for (const n of live) if (!n.revokedAt) await s.publishDesired(n.id);
+        }
+        return c.json({ ...store, visitorTemplatesShredded: removed });
+      },
+    )
+    .get(
+      "/:id/visitors",
+      requireRole(s.db, ["hq-admin", "auditor", "store-manager"]),
+      valid("param", StoreParam),
+      valid("query", VisitorCountsQuery),
+      async (c) => {
+        const { id } = c.req.valid("param");
+        assertStoreAccess(c.get("principal"), id);
+        const q = c.req.valid("query");
+        const until = q.until ? new Date(q.until) : new Date();
+        const since = q.since ? new Date(q.since) : new Date(until.getTime() - 30 * 24 * 3600_000);
+        const [store] = await s.db.select({ privacyMode: stores.privacyMode }).from(stores).where(eq(stores.id, id));
+        if (!store) throw new GlanceError("NOT_FOUND", `Store ${id} does not exist.`);
+        return c.json({
+          storeId: id,
+          privacyMode: store.privacyMode,
+          days: await visitorCounts(s.db, id, since, until),
+        });
+      },
+    );
 }

@@ -1,0 +1,268 @@
+import { randomUUID } from "node:crypto";
+import { decodeEmbedding, encodeEmbedding, type PrivacyMode } from "@glance/shared";
+import { and, eq, gt, inArray, isNotNull, lte, sql } from "drizzle-orm";
+import type { Db } from "../db/client.ts";
+import { stores, visitorKeys, visitors, visits } from "../db/schema.ts";
+import { type MasterKey, openTemplate, sealTemplate } from "../privacy/keyring.ts";
+
+/**
+ * Pseudonymous visitors: in a store whose privacy mode is "visitor", a face that matches no member is compared with
+ * the store's recent visitor templates; a hit means a returning visitor, otherwise a new random visitor id and one
+ * template sealed with that visitor's own data key (wrapped by the master key), expiring after the store's retention
+ * period. Visitors are scoped to one store on purpose: a chain-wide pseudonym would let anyone with database access
+ * follow a person from store to store, which no store needs for "first-time vs returning"; it also keeps each
+ * scan small. Member data never meets visitor data: different tables, keys and ids, and erasure of a member does not
+ * look here.
+ *
+ * The keyring's envelope is reused with a "visitor:" namespace in the additional data, so a visitor key or
+ * template can never open as a person's (or another store's) and vice versa.
+ */
+
+export const DEFAULT_VISITOR_RETENTION_DAYS = 30;
+const DAY_MS = 24 * 3600_000;
+
+const keyOwner = (visitorId: string) => `visitor:${visitorId}`;
+/** AAD binds the template to its store and space as well as its visitor */
+const templateRef = (v: { id: string; storeId: string; space: string }) => ({
+  id: `${v.storeId}/${v.id}`,
+  space: v.space,
+});
+
+export type VisitorStatus = "first-time" | "returning";
+
+export interface StorePolicy {
+  privacyMode: PrivacyMode;
+  /** null: the orchestrator's default */
+  visitorRetentionDays: number | null;
+}
+
+export interface VisitorEntry {
+  id: string;
+  embedding: Float32Array;
+  expiresAt: number;
+  /** visits recorded so far (this instance's view) */
+  visits: number;
+}
+
+export interface VisitorHit {
+  visitorId: string;
+  status: VisitorStatus;
+  score: number;
+  /** visits so far including this one, when it counts as a new visit */
+  visits: number;
+}
+
+/**
+ * The in-memory truth for the hot path: store policies and each store's live visitor templates. The database stays
+ * the shared truth; this view is loaded at start and updated by this instance's writes, the store routes and the
+ * retention job.
+ */
+export class Visitors {
+  private readonly byStore = new Map<string, VisitorEntry[]>();
+  private readonly byId = new Map<string, { storeId: string; entry: VisitorEntry }>();
+  private readonly policies = new Map<string, { policy: StorePolicy; loadedAt: number }>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly masterKey: MasterKey,
+    readonly space: string,
+    /** cosine threshold of the embedder (the same one members are matched at) */
+    readonly threshold: number,
+    /** default retention for stores that set none */
+    readonly defaultRetentionMs: number = DEFAULT_VISITOR_RETENTION_DAYS * DAY_MS,
+    /** a store policy changed by another instance is picked up after this long */
+    private readonly policyTtlMs = 30_000,
+  ) {}
+
+  /** Opens every live visitor template of this space (expired ones are left to retention). */
+  static async load(
+    db: Db,
+    masterKey: MasterKey,
+    space: string,
+    threshold: number,
+    defaultRetentionMs?: number,
+    now = new Date(),
+  ): Promise<Visitors> {
+    const v = new Visitors(db, masterKey, space, threshold, defaultRetentionMs);
+    for (const s of await db.select().from(stores)) v.setPolicy(s.id, s);
+    const rows = await db
+      .select({ visitor: visitors, key: visitorKeys })
+      .from(visitors)
+      .innerJoin(visitorKeys, eq(visitorKeys.visitorId, visitors.id))
+      .where(and(eq(visitors.space, space), gt(visitors.expiresAt, now)));
+    const counts = new Map<string, number>();
+    if (rows.length > 0) {
+      for (const c of await db
+        .select({ visitorId: visits.visitorId, n: sql<number>`count(*)::int` })
+        .from(visits)
+        .where(isNotNull(visits.visitorId))
+        .groupBy(visits.visitorId)) {
+        if (c.visitorId) counts.set(c.visitorId, Number(c.n));
+      }
+    }
+    for (const { visitor: row, key } of rows) {
+      const dataKey = masterKey.unwrap({ ...key, personId: keyOwner(row.id), version: 1 });
+      const encoded = openTemplate(dataKey, { ...templateRef(row), ciphertext: row.ciphertext, iv: row.iv });
+      v.put(row.storeId, {
+        id: row.id,
+        embedding: decodeEmbedding(encoded),
+        expiresAt: row.expiresAt.getTime(),
+        visits: counts.get(row.id) ?? 0,
+      });
+    }
+    return v;
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  setPolicy(storeId: string, policy: StorePolicy): void {
+    this.policies.set(storeId, {
+      policy: { privacyMode: policy.privacyMode, visitorRetentionDays: policy.visitorRetentionDays },
+      loadedAt: Date.now(),
+    });
+    if (policy.privacyMode !== "visitor") this.dropStore(storeId);
+  }
+
+  /** The store's privacy policy; read from the database when unknown (a store created since) or stale. */
+  async policy(storeId: string): Promise<StorePolicy> {
+    const cached = this.policies.get(storeId);
+    if (cached && Date.now() - cached.loadedAt < this.policyTtlMs) return cached.policy;
+    const [row] = await this.db
+      .select({ privacyMode: stores.privacyMode, visitorRetentionDays: stores.visitorRetentionDays })
+      .from(stores)
+      .where(eq(stores.id, storeId));
+    // a template from a store that does not exist (yet) identifies nobody
+    const policy: StorePolicy = row ?? { privacyMode: "count-only", visitorRetentionDays: null };
+    this.setPolicy(storeId, policy);
+    return policy;
+  }
+
+  retentionMs(policy: StorePolicy): number {
+    return policy.visitorRetentionDays === null ? this.defaultRetentionMs : policy.visitorRetentionDays * DAY_MS;
+  }
+
+  /** Best live visitor of the store at or above the threshold; expired entries never match, even before retention. */
+  match(storeId: string, probe: Float32Array, now = Date.now()): { entry: VisitorEntry; score: number } | undefined {
+    const list = this.byStore.get(storeId);
+    if (!list) return undefined;
+    let best: VisitorEntry | undefined;
+    let bestScore = -Infinity;
+    for (const e of list) {
+      if (e.expiresAt <= now || e.embedding.length !== probe.length) continue;
+      let dot = 0;
+      for (let i = 0; i < probe.length; i++) dot += (probe[i] as number) * (e.embedding[i] as number);
+      if (dot > bestScore) {
+        bestScore = dot;
+        best = e;
+      }
+    }
+    return best && bestScore >= this.threshold ? { entry: best, score: bestScore } : undefined;
+  }
+
+  /**
+   * Returning visitor or a new one: the new visitor's data key and sealed template are written before the id is
+   * used anywhere, so a crash leaves no visit pointing at a template that does not exist.
+   */
+  async recognise(
+    storeId: string,
+    probe: Float32Array,
+    seenAt: Date,
+    policy: StorePolicy,
+    now = new Date(),
+  ): Promise<{ visitorId: string; status: VisitorStatus; score: number; entry: VisitorEntry }> {
+    const hit = this.match(storeId, probe, now.getTime());
+    if (hit) return { visitorId: hit.entry.id, status: "returning", score: hit.score, entry: hit.entry };
+    const id = randomUUID();
+    const encoded = encodeEmbedding(probe);
+    const { dataKey, wrapped } = this.masterKey.newDataKey(keyOwner(id));
+    const sealed = sealTemplate(dataKey, templateRef({ id, storeId, space: this.space }), encoded);
+    // the period runs from the first sighting and is never extended by a return: a template is kept at most that long
+    const expiresAt = new Date(seenAt.getTime() + this.retentionMs(policy));
+    await this.db.transaction(async (tx) => {
+      await tx.insert(visitors).values({
+        id,
+        storeId,
+        space: this.space,
+        ciphertext: sealed.ciphertext,
+        iv: sealed.iv,
+        firstSeenAt: seenAt,
+        expiresAt,
+      });
+      await tx
+        .insert(visitorKeys)
+        .values({ visitorId: id, wrappedKey: wrapped.ciphertext, iv: wrapped.iv, masterKeyId: wrapped.masterKeyId });
+    });
+    const entry: VisitorEntry = { id, embedding: decodeEmbedding(encoded), expiresAt: expiresAt.getTime(), visits: 0 };
+    this.put(storeId, entry);
+    return { visitorId: id, status: "first-time", score: 0, entry };
+  }
+
+  /** Drops visitors from the in-memory view (retention expired them, or the store left "visitor" mode). */
+  forget(ids: Iterable<string>): void {
+    for (const id of ids) {
+      const found = this.byId.get(id);
+      if (!found) continue;
+      this.byId.delete(id);
+      const list = this.byStore.get(found.storeId);
+      if (list) {
+        const i = list.indexOf(found.entry);
+        if (i >= 0) list.splice(i, 1);
+      }
+    }
+  }
+
+  private dropStore(storeId: string): void {
+    const list = this.byStore.get(storeId);
+    if (!list) return;
+    for (const e of list) this.byId.delete(e.id);
+    this.byStore.delete(storeId);
+  }
+
+  private put(storeId: string, entry: VisitorEntry): void {
+    const list = this.byStore.get(storeId) ?? [];
+    list.push(entry);
+    this.byStore.set(storeId, list);
+    this.byId.set(entry.id, { storeId, entry });
+  }
+}
+
+/**
+ * Deletes a store's visitor templates and keys (its privacy mode no longer allows them). Visits keep their
+ * first-time/returning label; their visitor id is emptied by the foreign key.
+ */
+export async function shredStoreVisitors(db: Db, storeId: string): Promise<number> {
+  return db.transaction(async (tx) => {
+    const ids = (await tx.select({ id: visitors.id }).from(visitors).where(eq(visitors.storeId, storeId))).map(
+      (r) => r.id,
+    );
+    if (ids.length === 0) return 0;
+    await tx.delete(visitorKeys).where(inArray(visitorKeys.visitorId, ids));
+    await tx.delete(visitors).where(inArray(visitors.id, ids));
+    return ids.length;
+  });
+}
+
+export interface VisitorDay {
+  /** UTC day, YYYY-MM-DD */
+  day: string;
+  firstTime: number;
+  returning: number;
+}
+
+/** Visits of pseudonymous visitors per UTC day, first-time vs returning: counts only, never ids or templates. */
+export async function visitorCounts(db: Db, storeId: string, since: Date, until: Date): Promise<VisitorDay[]> {
+  const day = sql<string>`to_char(${visits.ts} at time zone 'UTC', 'YYYY-MM-DD')`;
+  const rows = await db
+    .select({
+      day,
+      firstTime: sql<number>`count(*) filter (where ${visits.visitor} = 'first-time')::int`,
+      returning: sql<number>`count(*) filter (where ${visits.visitor} = 'returning')::int`,
+    })
+    .from(visits)
+    .where(and(eq(visits.storeId, storeId), isNotNull(visits.visitor), gt(visits.ts, since), lte(visits.ts, until)))
+    .groupBy(day)
+    .orderBy(day);
+  return rows.map((r) => ({ day: r.day, firstTime: Number(r.firstTime), returning: Number(r.returning) }));
+}
