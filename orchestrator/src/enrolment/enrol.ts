@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { decodeImage, type FacePipeline } from "@glance/models";
 import { type ErrorCode, GlanceError, isGlanceError } from "@glance/shared";
+import { eq } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { consents, people } from "../db/schema.ts";
 import type { Gallery } from "../gallery/gallery.ts";
@@ -15,6 +16,8 @@ export interface Photo {
 
 export interface EnrolRequest {
   displayName: string;
+  /** the caller's own key for the person (bulk import); a second enrolment with the same key is refused */
+  externalKey?: string | null;
   consent: { source: string; evidenceRef: string | null; purpose: string; scope: string; expiresAt: Date | null };
   photos: Photo[];
 }
@@ -43,6 +46,7 @@ export async function enrolPerson(
   deps: { db: Db; faces: FacePipeline; gallery: Gallery; masterKey: MasterKey },
   req: EnrolRequest,
 ): Promise<Enrolment> {
+  if (req.externalKey) await assertKeyFree(deps.db, req.externalKey);
   const feedback: PhotoFeedback[] = [];
   const accepted: { embedding: Float32Array; quality: number; sourceSha256: string }[] = [];
 
@@ -106,7 +110,13 @@ export async function enrolPerson(
     sourceSha256: a.sourceSha256,
   }));
   const stored = await deps.db.transaction(async (tx) => {
-    await tx.insert(people).values({ id: personId, displayName: req.displayName });
+    // the unique index settles two imports of one key racing past assertKeyFree
+    const inserted = await tx
+      .insert(people)
+      .values({ id: personId, displayName: req.displayName, externalKey: req.externalKey ?? null })
+      .onConflictDoNothing({ target: people.externalKey })
+      .returning({ id: people.id });
+    if (inserted.length === 0) await assertKeyFree(tx, req.externalKey ?? "");
     await tx.insert(consents).values({
       id: newId(),
       personId,
@@ -134,4 +144,14 @@ export async function enrolPerson(
     templates: rows.map((r) => ({ id: r.id, space: r.space, quality: r.quality, sourceSha256: r.sourceSha256 })),
     feedback,
   };
+}
+
+/** Checked before any photo is processed, so a re-run of an import costs one query per person already enrolled. */
+async function assertKeyFree(db: Pick<Db, "select">, externalKey: string): Promise<void> {
+  const [row] = await db.select({ id: people.id }).from(people).where(eq(people.externalKey, externalKey)).limit(1);
+  if (row) {
+    throw new GlanceError("CONFLICT", `Person key ${externalKey} is already enrolled; nothing was changed.`, {
+      personId: row.id,
+    });
+  }
 }

@@ -17,6 +17,8 @@ const Photo = z.instanceof(File);
 
 export const EnrolForm = z.object({
   displayName: z.string().trim().min(1).max(200),
+  /** your own key for the person (membership number, CRM id): enrolling the same key again answers 409 CONFLICT */
+  personKey: z.string().trim().min(1).max(128).optional(),
   /** how consent was collected ("demo", "store-counter", "app"); without it nobody is enrolled */
   consentSource: z.string().trim().max(100).optional(),
   consentEvidence: z.string().trim().max(500).optional(),
@@ -63,6 +65,7 @@ export function peopleRouter(s: Services) {
         );
         const result = await enrolPerson(s, {
           displayName: form.displayName,
+          externalKey: form.personKey ?? null,
           consent: {
             source: form.consentSource,
             evidenceRef: form.consentEvidence ?? null,
@@ -91,6 +94,7 @@ export function peopleRouter(s: Services) {
         .select({
           id: people.id,
           displayName: people.displayName,
+          personKey: people.externalKey,
           createdAt: people.createdAt,
           templates: count(templates.id),
         })
