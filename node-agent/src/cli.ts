@@ -1,24 +1,36 @@
 #!/usr/bin/env -S npx --no-install tsx
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_EMBEDDER } from "@glance/models";
 import { GlanceError, isGlanceError } from "@glance/shared";
 import { pino } from "pino";
+import type { KeyPair } from "@glance/shared";
+import type { Logger } from "pino";
 import { startAgent } from "./agent.ts";
-import { loadOrCreateKey, readConfig } from "./config.ts";
+import { inspectCertificate, renewalDue, renewCertificate } from "./certificate.ts";
+import { loadMqttTls, loadOrCreateKey, type NodeConfig, readConfig, writeCertificate } from "./config.ts";
 import { doctor, formatChecks } from "./doctor.ts";
 import { benchStages, formatStageBench } from "./stage-bench.ts";
 
 const DEMO_VIDEO = new URL("../../demo/people/video/hamilton-clip.mp4", import.meta.url).pathname;
 
 const USAGE = `glance-agent run --config <node.json>       run the node
-glance-agent doctor --config <node.json>    check key, disk, clock, models, camera, broker; exit 1 on a failure
+glance-agent doctor --config <node.json>    check key, certificate, disk, clock, models, camera, broker; exit 1 on a failure
+glance-agent renew --config <node.json> [--if-due]
+                                            renew the node's broker certificate now (or only when a third of its
+                                            lifetime is left), proving possession of the node key; needs apiUrl
 glance-agent bench [--width 640] [--frames 150] [--video file] [--embedder name]... [--json]
                                             per-stage latency on this CPU (fp32 and int8 embedders if installed)
 
 Runs one camera node. The config file (JSON):
   nodeId, cameraId          ids this node was claimed with
-  mqtt: { url, username, password }   broker credentials from the claim (password may come from GLANCE_MQTT_PASSWORD)
+  mqtt: { url, username?, password?, ca?, cert? }
+                            broker from the claim. Mutual TLS (mqtts://): ca = fleet-ca.pem, cert = node-cert.pem, the
+                            key is the node's identity key in dataDir; no password then. Plain MQTT (development):
+                            username + password (password may come from GLANCE_MQTT_PASSWORD)
+  apiUrl?                   orchestrator URL (https://hq.example.com): the running agent renews its certificate
+                            there when a third of its lifetime is left, and reconnects with the new one
   source: one of
     { kind: "picamera", width?, height?, fps? }            Raspberry Pi camera through rpicam-vid (MJPEG)
     { kind: "v4l2", device: "/dev/video0", inputFormat?, captureWidth?, captureHeight?, captureFps?, fps?, width? }
@@ -33,6 +45,44 @@ Runs one camera node. The config file (JSON):
   logLevel?                 pino level (default info)
 Relative paths are resolved against the config file's folder.`;
 
+/** how often a running agent looks at its certificate's expiry */
+const RENEW_CHECK_MS = 6 * 3600_000;
+
+/**
+ * Renews the node certificate (writing `mqtt.cert`) when `force`, or when it is missing, expired or has less than a
+ * third of its lifetime left. Returns the new certificate's facts, or undefined when nothing was due.
+ */
+async function renew(config: NodeConfig, key: KeyPair, log: Logger, force: boolean) {
+  const { cert: certFile, ca: caFile } = config.mqtt;
+  if (!certFile || !caFile) {
+    throw new GlanceError("CONFIG_INVALID", "The config has no mqtt.cert/mqtt.ca: this node does not use mutual TLS.");
+  }
+  if (!force) {
+    let due = true;
+    try {
+      due = renewalDue(inspectCertificate(readFileSync(certFile, "utf8"), readFileSync(caFile, "utf8"), config.nodeId, key));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+    if (!due) return undefined;
+  }
+  if (!config.apiUrl) {
+    throw new GlanceError(
+      "CONFIG_INVALID",
+      "The certificate needs renewing but the config has no apiUrl (the orchestrator's URL): add it, or claim again.",
+    );
+  }
+  const renewed = await renewCertificate({ apiUrl: config.apiUrl, nodeId: config.nodeId, key });
+  const facts = inspectCertificate(renewed.cert, renewed.ca, config.nodeId, key);
+  if (facts.problems.length > 0) {
+    throw new GlanceError("CONFIG_INVALID", `The renewed certificate cannot be used: ${facts.problems.join("; ")}.`);
+  }
+  writeCertificate(certFile, renewed.cert);
+  if (readFileSync(caFile, "utf8") !== renewed.ca) writeCertificate(caFile, renewed.ca);
+  log.info({ serial: facts.serial, notAfter: facts.notAfter.toISOString() }, "node certificate renewed");
+  return facts;
+}
+
 async function run(configFile: string): Promise<number> {
   const config = readConfig(configFile);
   const log = pino({ name: "glance-agent", level: config.logLevel });
@@ -40,36 +90,66 @@ async function run(configFile: string): Promise<number> {
   // the public key is what HQ registers for this node; stdout so an installer can capture it
   process.stdout.write(`node ${config.nodeId} public signing key: ${key.publicKey}${created ? " (new)" : ""}\n`);
 
+  const usesTls = !!config.mqtt.cert;
+  // a node that was off past its renewal window renews before connecting (its expired certificate would be refused)
+  if (usesTls && config.apiUrl) await renew(config, key, log, false);
   const password = config.mqtt.password ?? process.env.GLANCE_MQTT_PASSWORD;
-  if (!password)
+  if (!password && !usesTls)
     throw new GlanceError(
       "CONFIG_INVALID",
-      "No MQTT password: set mqtt.password in the config or GLANCE_MQTT_PASSWORD.",
+      "No MQTT password: set mqtt.password in the config or GLANCE_MQTT_PASSWORD, or mqtt.ca + mqtt.cert (mutual TLS).",
     );
-  const agent = await startAgent({
-    nodeId: config.nodeId,
-    cameraId: config.cameraId,
-    mqtt: { url: config.mqtt.url, username: config.mqtt.username, password },
-    signingKey: key,
-    source: config.source,
-    dataDir: config.dataDir,
-    modelsDir: config.modelsDir,
-    models: config.models,
-    queueMaxBytes: config.queueMaxBytes,
-    heartbeatMs: config.heartbeatMs,
-    watchdog: config.watchdog,
-    logger: log,
-  });
-
-  const exitCode = await new Promise<number>((done) => {
+  const stopped = new Promise<number>((done) => {
     process.once("SIGINT", () => done(0));
     process.once("SIGTERM", () => done(0));
-    agent.events.once("source-ended", () => done(0));
-    // a dead camera exits non-zero so the supervisor (systemd, docker) restarts the node
-    agent.events.once("error", () => done(1));
   });
-  await agent.stop();
-  return exitCode;
+
+  for (;;) {
+    const tls = loadMqttTls(config, key);
+    const agent = await startAgent({
+      nodeId: config.nodeId,
+      cameraId: config.cameraId,
+      mqtt: {
+        url: config.mqtt.url,
+        username: config.mqtt.username ?? config.nodeId,
+        // the certificate is the identity on a TLS broker; a password there is ignored
+        password: password ?? "",
+        ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}),
+      },
+      signingKey: key,
+      source: config.source,
+      dataDir: config.dataDir,
+      modelsDir: config.modelsDir,
+      models: config.models,
+      queueMaxBytes: config.queueMaxBytes,
+      heartbeatMs: config.heartbeatMs,
+      watchdog: config.watchdog,
+      logger: log,
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      stopped,
+      new Promise<number | "renewed">((done) => {
+        agent.events.once("source-ended", () => done(0));
+        // a dead camera exits non-zero so the supervisor (systemd, docker) restarts the node
+        agent.events.once("error", () => done(1));
+        if (tls && config.apiUrl) {
+          timer = setInterval(() => {
+            renew(config, key, log, false).then(
+              (facts) => facts && done("renewed"),
+              (err: unknown) => log.warn({ err: (err as Error).message }, "certificate renewal failed; retrying later"),
+            );
+          }, RENEW_CHECK_MS);
+          timer.unref();
+        }
+      }),
+    ]);
+    clearInterval(timer);
+    await agent.stop();
+    if (outcome !== "renewed") return outcome;
+    // the MQTT client keeps the certificate it was built with: start again with the new one
+    log.info("reconnecting with the renewed certificate");
+  }
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -85,10 +165,11 @@ async function main(argv: string[]): Promise<number> {
       video: { type: "string", default: DEMO_VIDEO },
       embedder: { type: "string", multiple: true },
       "models-dir": { type: "string" },
+      "if-due": { type: "boolean" },
     },
   });
   const command = positionals[0];
-  if (values.help || !command || !["run", "doctor", "bench"].includes(command)) {
+  if (values.help || !command || !["run", "doctor", "bench", "renew"].includes(command)) {
     process.stderr.write(`${USAGE}\n`);
     return values.help ? 0 : 2;
   }
@@ -114,6 +195,18 @@ async function main(argv: string[]): Promise<number> {
     const checks = await doctor(config, config.mqtt.password ?? process.env.GLANCE_MQTT_PASSWORD);
     process.stdout.write(`${values.json ? JSON.stringify(checks, null, 2) : formatChecks(checks)}\n`);
     return checks.every((c) => c.ok) ? 0 : 1;
+  }
+  if (command === "renew") {
+    const config = readConfig(values.config);
+    const log = pino({ name: "glance-agent", level: config.logLevel });
+    const { key } = loadOrCreateKey(config.dataDir);
+    const facts = await renew(config, key, log, !values["if-due"]);
+    process.stdout.write(
+      facts
+        ? `renewed: serial ${facts.serial}, valid until ${facts.notAfter.toISOString()} (${facts.daysLeft} days)\n`
+        : "not due: more than a third of the certificate's lifetime is left\n",
+    );
+    return 0;
   }
   return run(values.config);
 }

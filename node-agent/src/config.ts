@@ -1,13 +1,27 @@
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { GlanceError, generateSigningKeyPair, type KeyPair } from "@glance/shared";
 import { z } from "zod";
+import { type CertificateFacts, inspectCertificate, tlsKeyPem } from "./certificate.ts";
 
 const Pace = z.enum(["realtime", "every-frame"]);
 export const NodeConfig = z.object({
   nodeId: z.string().min(1),
   cameraId: z.string().min(1),
-  mqtt: z.object({ url: z.string().min(1), username: z.string().min(1), password: z.string().optional() }),
+  mqtt: z
+    .object({
+      url: z.string().min(1),
+      /** default: the node id (on a TLS broker the certificate names the node; a user name must agree with it) */
+      username: z.string().min(1).optional(),
+      password: z.string().optional(),
+      /** fleet CA file (PEM) the broker's certificate must chain to: `fleet-ca.pem` from the claim */
+      ca: z.string().min(1).optional(),
+      /** this node's client certificate (PEM): `node-cert.pem` from the claim; its key is the node's signing key */
+      cert: z.string().min(1).optional(),
+    })
+    .refine((m) => !m.ca === !m.cert, "mqtt.ca and mqtt.cert go together (mutual TLS): set both or neither"),
+  /** orchestrator HTTP base URL, for certificate renewal (`glance-agent renew`, and automatically while running) */
+  apiUrl: z.url().optional(),
   source: z.discriminatedUnion("kind", [
     z.object({
       kind: z.literal("replay"),
@@ -85,6 +99,11 @@ export function readConfig(file: string): NodeConfig {
   const c = parsed.data;
   return {
     ...c,
+    mqtt: {
+      ...c.mqtt,
+      ...(c.mqtt.ca ? { ca: resolve(base, c.mqtt.ca) } : {}),
+      ...(c.mqtt.cert ? { cert: resolve(base, c.mqtt.cert) } : {}),
+    },
     dataDir: resolve(base, c.dataDir),
     modelsDir: c.modelsDir && resolve(base, c.modelsDir),
     source: "path" in c.source ? { ...c.source, path: resolve(base, c.source.path) } : c.source,
@@ -119,4 +138,70 @@ export function loadOrCreateKey(dataDir: string): { key: KeyPair; created: boole
 
 export function keyFile(dataDir: string): string {
   return join(dataDir, "node-signing-key.json");
+}
+
+export interface MqttTls {
+  ca: string;
+  cert: string;
+  /** the node's signing key as PKCS#8 PEM */
+  key: string;
+  facts: CertificateFacts;
+}
+
+function readPem(file: string, field: string, next: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new GlanceError("CONFIG_INVALID", `${field}: ${file} does not exist. ${next}`);
+    if (code === "EACCES") {
+      throw new GlanceError(
+        "CONFIG_INVALID",
+        `${field}: ${file} cannot be read by this user; run the agent as the node's user or chown the file to it.`,
+      );
+    }
+    throw new GlanceError("CONFIG_INVALID", `${field}: ${file} cannot be read (${(e as Error).message}).`);
+  }
+}
+
+/**
+ * The node's mutual-TLS material from its config (`mqtt.ca`, `mqtt.cert`) and its identity key, checked before any
+ * connection so that a technician reads what is wrong instead of a TLS alert: undefined when the config has none.
+ * Refuses a certificate that is not of this CA, not for this node or its key, expired or not yet valid.
+ */
+export function loadMqttTls(config: NodeConfig, key: KeyPair, now = new Date()): MqttTls | undefined {
+  const { ca: caFile, cert: certFile } = config.mqtt;
+  if (!caFile || !certFile) return undefined;
+  if (!config.mqtt.url.startsWith("mqtts://")) {
+    throw new GlanceError(
+      "CONFIG_INVALID",
+      `mqtt.url ${config.mqtt.url} is not mqtts:// but mqtt.cert is set: use the mqtts:// URL from the node's claim.`,
+    );
+  }
+  const ca = readPem(caFile, "mqtt.ca", "Copy fleet-ca.pem from the node's claim (provisioning writes it beside the key).");
+  const cert = readPem(
+    certFile,
+    "mqtt.cert",
+    "Copy node-cert.pem from the node's claim, or run `glance-agent renew --config <node.json>`.",
+  );
+  const facts = inspectCertificate(cert, ca, config.nodeId, key, now);
+  if (facts.problems.length > 0) {
+    const expired = facts.problems.some((p) => p.startsWith("it expired"));
+    throw new GlanceError(
+      "CONFIG_INVALID",
+      `mqtt.cert ${certFile} cannot be used: ${facts.problems.join("; ")}. ${
+        expired
+          ? "Renew it: glance-agent renew --config <node.json> (needs apiUrl), or claim the node again."
+          : `It must be the certificate issued to ${config.nodeId} for the key in ${keyFile(config.dataDir)}, by the CA in ${caFile}: claim the node with keyDir = dataDir, or renew.`
+      }`,
+    );
+  }
+  return { ca, cert, key: tlsKeyPem(key), facts };
+}
+
+/** Writes a renewed certificate over `mqtt.cert` atomically: a crash mid-write never leaves a node without one. */
+export function writeCertificate(file: string, pem: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, pem, { mode: 0o600 });
+  renameSync(tmp, file);
 }

@@ -2,10 +2,11 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync, statfsSync, statSync } from "node:fs";
 import { FacePipeline } from "@glance/models";
-import { isGlanceError } from "@glance/shared";
+import { isGlanceError, type KeyPair } from "@glance/shared";
 import { connectAsync } from "mqtt";
 import { pino } from "pino";
-import { keyFile, type NodeConfig } from "./config.ts";
+import { CERT_WARN_DAYS } from "./certificate.ts";
+import { keyFile, loadMqttTls, type MqttTls, type NodeConfig } from "./config.ts";
 import { describeSource, openSource } from "./sources/index.ts";
 import { modelLabel } from "./telemetry.ts";
 
@@ -35,11 +36,17 @@ const why = (err: unknown) => (isGlanceError(err) ? `${err.code}: ${err.message}
 export async function doctor(config: NodeConfig, password: string | undefined): Promise<Check[]> {
   const checks: Check[] = [];
   checks.push(checkKey(config.dataDir));
+  let tls: MqttTls | undefined;
+  if (config.mqtt.cert) {
+    const cert = checkCertificate(config);
+    checks.push(cert.check);
+    tls = cert.tls;
+  }
   checks.push(checkDisk(config.dataDir));
   checks.push(checkClock());
   checks.push(await checkModels(config));
   checks.push(await checkCamera(config));
-  checks.push(await checkBroker(config, password));
+  checks.push(await checkBroker(config, password, tls));
   return checks;
 }
 
@@ -82,6 +89,55 @@ function checkKey(dataDir: string): Check {
     };
   }
   return { name, ok: true, detail: `${file}, mode 0600, owned by this user` };
+}
+
+/**
+ * The broker certificate: of the fleet CA in mqtt.ca, valid now, naming this node, for this node's key, and how long
+ * it has left (a warning under CERT_WARN_DAYS: the agent renews by itself only when it has apiUrl and runs).
+ */
+function checkCertificate(config: NodeConfig): { check: Check; tls?: MqttTls } {
+  const name = "certificate";
+  let key: KeyPair;
+  try {
+    key = JSON.parse(readFileSync(keyFile(config.dataDir), "utf8")) as KeyPair;
+  } catch {
+    return {
+      check: { name, ok: false, detail: "no readable node key to check it against", next: "Fix the node key first." },
+    };
+  }
+  let tls: MqttTls | undefined;
+  try {
+    tls = loadMqttTls(config, key);
+  } catch (err) {
+    const detail = why(err);
+    const expired = /expired/.test(detail);
+    return {
+      check: {
+        name,
+        ok: false,
+        detail,
+        next: expired
+          ? "glance-agent renew --config <node.json> (set apiUrl to HQ's URL), or claim the node again."
+          : "Use fleet-ca.pem and node-cert.pem from this node's claim, with dataDir holding the key it was claimed with.",
+      },
+    };
+  }
+  if (!tls) return { check: { name, ok: true, detail: "no certificate configured" } };
+  const { facts } = tls;
+  const detail = `serial ${facts.serial} for ${config.nodeId} and this node's key, chains to the fleet CA, valid until ${facts.notAfter.toISOString()} (${facts.daysLeft} days left)`;
+  if (facts.daysLeft < CERT_WARN_DAYS) {
+    return {
+      check: {
+        name,
+        ok: true,
+        warn: true,
+        detail,
+        next: `Renew now: glance-agent renew --config <node.json>${config.apiUrl ? "" : " (add apiUrl, HQ's URL, to the config so the agent renews by itself)"}.`,
+      },
+      tls,
+    };
+  }
+  return { check: { name, ok: true, detail }, tls };
 }
 
 function checkDisk(dataDir: string): Check {
@@ -202,7 +258,7 @@ async function checkCamera(config: NodeConfig): Promise<Check> {
   }
 }
 
-async function checkBroker(config: NodeConfig, password: string | undefined): Promise<Check> {
+async function checkBroker(config: NodeConfig, password: string | undefined, tls: MqttTls | undefined): Promise<Check> {
   const name = "broker";
   let where: string;
   try {
@@ -213,7 +269,10 @@ async function checkBroker(config: NodeConfig, password: string | undefined): Pr
   } catch {
     return { name, ok: false, detail: "mqtt.url is not a URL", next: "Use the broker URL from the node's claim." };
   }
-  if (!password) {
+  if (config.mqtt.cert && !tls) {
+    return { name, ok: false, detail: "not tried: the certificate is unusable", next: "Fix the certificate first." };
+  }
+  if (!password && !tls) {
     return {
       name,
       ok: false,
@@ -225,24 +284,35 @@ async function checkBroker(config: NodeConfig, password: string | undefined): Pr
     // its own client id: the node's would take over a running agent's session
     const client = await connectAsync(config.mqtt.url, {
       clientId: `glance-doctor-${config.nodeId}-${randomBytes(3).toString("hex")}`,
-      username: config.mqtt.username,
-      password,
+      username: config.mqtt.username ?? config.nodeId,
+      ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : { password }),
       protocolVersion: 4,
       reconnectPeriod: 0,
       connectTimeout: BROKER_WAIT_MS,
     });
     await client.endAsync();
-    return { name, ok: true, detail: `${where} accepted ${config.mqtt.username}'s credentials` };
+    return {
+      name,
+      ok: true,
+      detail: tls
+        ? `${where} accepted ${config.nodeId}'s certificate (mutual TLS)`
+        : `${where} accepted ${config.mqtt.username ?? config.nodeId}'s credentials`,
+    };
   } catch (err) {
     const message = (err as Error).message;
     const refused = /not authorized|bad user ?name or password|Connection refused: (Bad|Not)/i.test(message);
+    const tlsRefused = /certificate|alert|self.signed|altnames|handshake|SSL|TLS/i.test(message);
     return {
       name,
       ok: false,
       detail: `${where}: ${message}`,
       next: refused
-        ? "The broker refused the credentials: re-claim the node or copy the password from the claim again."
-        : "Check the network, DNS and firewall (port 1883/8883) from this node to HQ.",
+        ? tls
+          ? "The broker refused this node: it is revoked or registered with another key. Ask HQ; re-claim if revoked."
+          : "The broker refused the credentials: re-claim the node or copy the password from the claim again."
+        : tlsRefused
+          ? "TLS failed: the broker's certificate must chain to mqtt.ca and name the host in mqtt.url; check both came from the same claim."
+          : "Check the network, DNS and firewall (port 1883/8883) from this node to HQ.",
     };
   }
 }
