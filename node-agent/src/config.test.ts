@@ -17,7 +17,7 @@ const EC = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
 
 /** A fleet CA like the orchestrator's: ECDSA root, node certificates for the node's Ed25519 key, SAN URI. */
 async function testCa() {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, ["sign", "verify"])) as CryptoKeyPair;
+  const keys = (await webcrypto.subtle.generateKey(EC, true, ["sign", "verify"])) as { publicKey: CryptoKey; privateKey: CryptoKey };
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
     name: "CN=test fleet CA",
     keys,
