@@ -333,6 +333,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       logger: log.child({ component: "http" }),
       pingIntervalMs: opts.pingIntervalMs ?? 15_000,
     };
+      statements: { ...ingest.metrics.statements },
     const app = createApp(services);
     const server = await new Promise<Server>((resolve, reject) => {
       const s = serve({ fetch: app.fetch, port: opts.httpPort ?? 8080, hostname: host }, () =>

@@ -201,6 +201,30 @@ function ingestSuite(label: string, pg: () => string | undefined) {
       expect(api.ingest.rejected).toEqual(m.rejected);
     });
 
+    it("accepts a node's templates delivered out of order within the replay window, each once", async () => {
+      const base = seq + 2000;
+      seq = base + 3;
+      const recognised: number[] = [];
+      const rejected: string[] = [];
+      const onRecognition = (r: Recognition) => {
+        if (r.nodeId === node.nodeId) recognised.push(r.score);
+      };
+      const onRejection = (r: Rejection) => rejected.push(r.code);
+      h.orch.events.on("recognition", onRecognition);
+      h.orch.events.on("rejection", onRejection);
+      try {
+        // a redelivered QoS 1 message and a burst split across instances arrive like this
+        const sent = [base + 3, base + 1, base + 2, base + 1, base + 3 - 1024].map((s) => template({ seq: s }));
+        for (const t of sent) await publish(t);
+        await expect.poll(() => recognised.length + rejected.length, { timeout: 10_000 }).toBe(5);
+        expect(recognised).toHaveLength(3);
+        expect(rejected).toEqual(["REPLAYED_SEQUENCE", "REPLAYED_SEQUENCE"]);
+      } finally {
+        h.orch.events.off("recognition", onRecognition);
+        h.orch.events.off("rejection", onRejection);
+      }
+    });
+
     it("publishes the node's desired state, retained, with the sealing key", async () => {
       const desired = new Promise<Buffer>((resolve) => client.once("message", (_t, p) => resolve(p)));
       await client.subscribeAsync(topicFor("desired", node.nodeId), { qos: 1 });

@@ -2,11 +2,24 @@ import type { EventEmitter } from "node:events";
 import { type ErrorCode, filterFor, isGlanceError } from "@glance/shared";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
-import { type AcceptedTemplate, type OpenTemplateDeps, openTemplate, topicNodeId } from "./open-template.ts";
+import {
+  type AcceptedTemplate,
+  admissionError,
+  finishTemplate,
+  type OpenTemplateDeps,
+  type ReadTemplate,
+  readTemplate,
+  topicNodeId,
+  unsealTemplate,
+} from "./open-template.ts";
+import { type KnownNode, ReplayGuard } from "./replay-window.ts";
 
 export interface IngestMetrics {
   accepted: number;
   rejected: Partial<Record<ErrorCode, number>>;
+  /** batches processed and the statements they cost (node lookups, replay compare-and-sets, lost compare-and-sets) */
+  batches: number;
+  statements: ReplayGuard["stats"];
 }
 
 export interface Rejection {
@@ -21,22 +34,21 @@ export interface IngestOptions {
   logger: Logger;
   /** subscription filter; default every node's template topic (external brokers: `sharedFilterFor("template")`) */
   filter?: string;
-  /** runs after a template is accepted; its failures are logged, never fatal */
+  /** runs after a template is accepted, in order per node; its failures are logged, never fatal */
   onAccepted(template: AcceptedTemplate): Promise<void>;
+  /** most messages checked together (one node lookup and one replay statement per batch); default 512 */
+  maxBatch?: number;
 }
 
 export interface Ingest {
   metrics: IngestMetrics;
+  /** the replay window's node cache: drop a node from it when it is revoked here (the database decides anyway) */
+  guard: ReplayGuard;
   /** resolves when everything received so far has been processed */
   idle(): Promise<void>;
   stop(): Promise<void>;
 }
 
-/**
- * Subscribes to every node's template topic and runs each message through `openTemplate`. Messages of one node are
- * processed in arrival order (sequence numbers must only go up); different nodes proceed in parallel. A bad message
- * is counted, logged without its payload and emitted as "rejection"; it never stops the loop.
- */
 /** MQTT single-level wildcard match (`+`), enough for the contract's filters. */
 export function matchesFilter(filter: string, topic: string): boolean {
   const f = filter.split("/");
@@ -44,11 +56,31 @@ export function matchesFilter(filter: string, topic: string): boolean {
   return f.length === t.length && f.every((part, i) => part === "+" || part === t[i]);
 }
 
+interface Received {
+  topic: string;
+  payload: Buffer;
+}
+
+/**
+ * Subscribes to every node's template topic and checks messages in micro-batches: whatever arrived while the
+ * previous batch was being checked (up to `maxBatch`) goes through the stages of open-template.ts together, with one
+ * query for the batch's uncached nodes and one replay-window statement. Under light load a batch is the one message
+ * that arrived, so batching adds no latency; under a burst it amortises the database round trips.
+ *
+ * Accepted templates go to `onAccepted` in arrival order per node (different nodes in parallel), while the next batch
+ * is already being checked. A bad message is counted, logged without its payload and emitted as "rejection"; it
+ * never stops the loop.
+ */
 export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   const templateFilter = filterFor("template");
   const log = opts.logger;
-  const metrics: IngestMetrics = { accepted: 0, rejected: {} };
+  const guard = new ReplayGuard(opts.deps.db);
+  const metrics: IngestMetrics = { accepted: 0, rejected: {}, batches: 0, statements: guard.stats };
+  const maxBatch = opts.maxBatch ?? 512;
+  const inbox: Received[] = [];
+  /** per node, the tail of its onAccepted chain */
   const queues = new Map<string, Promise<void>>();
+  let checking: Promise<void> | undefined;
 
   const reject = (code: ErrorCode, nodeId: string | undefined, message: string) => {
     metrics.rejected[code] = (metrics.rejected[code] ?? 0) + 1;
@@ -56,37 +88,105 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     const event: Rejection = nodeId === undefined ? { code } : { code, nodeId };
     opts.events.emit("rejection", event);
   };
+  const rejectError = (error: unknown, nodeId: string | undefined) => {
+    if (isGlanceError(error)) reject(error.code, nodeId, error.message);
+    else {
+      log.error({ err: error, nodeId }, "template check failed unexpectedly");
+      reject("INTERNAL", nodeId, "unexpected error");
+    }
+  };
 
-  const handle = async (topic: string, payload: Buffer) => {
-    const nodeId = topicNodeId(topic);
-    let accepted: AcceptedTemplate;
-    try {
-      accepted = await openTemplate(opts.deps, topic, payload);
-    } catch (error) {
-      if (isGlanceError(error)) reject(error.code, nodeId, error.message);
-      else {
-        log.error({ err: error, nodeId }, "template check failed unexpectedly");
-        reject("INTERNAL", nodeId, "unexpected error");
+  const recognise = (template: AcceptedTemplate) => {
+    const key = template.node.id;
+    const next = (queues.get(key) ?? Promise.resolve()).then(async () => {
+      try {
+        await opts.onAccepted(template);
+      } catch (error) {
+        log.error({ err: error, nodeId: key }, "recognition failed for an accepted template");
       }
+    });
+    queues.set(key, next);
+    void next.finally(() => {
+      if (queues.get(key) === next) queues.delete(key);
+    });
+  };
+
+  const checkBatch = async (batch: Received[]) => {
+    metrics.batches++;
+    const read: { t: ReadTemplate; nodeId: string | undefined }[] = [];
+    for (const { topic, payload } of batch) {
+      const nodeId = topicNodeId(topic);
+      try {
+        read.push({ t: readTemplate(topic, payload), nodeId });
+      } catch (error) {
+        rejectError(error, nodeId);
+      }
+    }
+    if (read.length === 0) return;
+
+    let known: Map<string, KnownNode>;
+    try {
+      known = await guard.nodes(read.map((r) => r.t.header.nodeId));
+    } catch (error) {
+      for (const r of read) rejectError(error, r.nodeId);
       return;
     }
-    metrics.accepted += 1;
-    try {
-      await opts.onAccepted(accepted);
-    } catch (error) {
-      log.error({ err: error, nodeId }, "recognition failed for an accepted template");
+    const unsealed: { t: ReadTemplate; nodeId: string | undefined; plaintext: Buffer; node: KnownNode }[] = [];
+    for (const r of read) {
+      const node = known.get(r.t.header.nodeId);
+      try {
+        unsealed.push({ ...r, plaintext: unsealTemplate(opts.deps, r.t, node), node: node as KnownNode });
+      } catch (error) {
+        rejectError(error, r.nodeId);
+      }
     }
+    if (unsealed.length === 0) return;
+
+    let admissions: Awaited<ReturnType<ReplayGuard["admit"]>>;
+    try {
+      admissions = await guard.admit(unsealed.map((u) => ({ nodeId: u.node.id, seq: u.t.header.seq })));
+    } catch (error) {
+      for (const u of unsealed) rejectError(error, u.nodeId);
+      return;
+    }
+    for (const [i, u] of unsealed.entries()) {
+      const admission = admissions[i] ?? "unknown";
+      try {
+        if (admission !== "accepted") throw admissionError(admission, u.t.header);
+        const accepted = finishTemplate(opts.deps, u.t.header, u.plaintext, u.node);
+        metrics.accepted += 1;
+        recognise(accepted);
+      } catch (error) {
+        rejectError(error, u.nodeId);
+      }
+    }
+  };
+
+  const drain = async () => {
+    // let everything already read from the socket arrive before the first batch is cut
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (inbox.length > 0) {
+      const batch = inbox.splice(0, maxBatch);
+      try {
+        await checkBatch(batch);
+      } catch (error) {
+        log.error({ err: error }, "template batch failed unexpectedly");
+      }
+    }
+  };
+  const schedule = () => {
+    if (checking) return;
+    checking = drain().finally(() => {
+      checking = undefined;
+      if (inbox.length > 0) schedule();
+    });
   };
 
   const onMessage = (topic: string, payload: Buffer) => {
     // the orchestrator's client carries other subscriptions too (status)
     if (!matchesFilter(templateFilter, topic)) return;
-    const key = topicNodeId(topic) ?? "";
-    const next = (queues.get(key) ?? Promise.resolve()).then(() => handle(topic, payload));
-    queues.set(key, next);
-    void next.finally(() => {
-      if (queues.get(key) === next) queues.delete(key);
-    });
+    inbox.push({ topic, payload });
+    schedule();
   };
 
   opts.client.on("message", onMessage);
@@ -94,11 +194,15 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   log.info("ingest subscribed to node templates");
 
   const idle = async () => {
-    while (queues.size > 0) await Promise.allSettled([...queues.values()]);
+    while (checking || queues.size > 0) {
+      if (checking) await checking;
+      await Promise.allSettled([...queues.values()]);
+    }
   };
 
   return {
     metrics,
+    guard,
     idle,
     async stop() {
       opts.client.off("message", onMessage);

@@ -5,12 +5,12 @@ import {
   type KeyPair,
   open,
   parseTopic,
+  type SealedTemplate,
   type TemplateHeader,
   templateHeader,
 } from "@glance/shared";
-import { and, eq, isNull, lt, or } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
-import { nodes } from "../db/schema.ts";
+import type { Admission, KnownNode } from "./replay-window.ts";
 
 export interface AcceptedTemplate {
   header: TemplateHeader;
@@ -27,45 +27,60 @@ export interface OpenTemplateDeps {
 }
 
 /**
- * Everything a template must survive before it is matched, cheapest and least trusting first:
+ * Everything a template must survive before it is matched, cheapest and least trusting first, in stages so the
+ * ingest can run each over a whole batch (one node lookup and one replay statement per batch):
  * contract (size, JSON, schema, topic) → known node → sealing key id → signature → decryption → replay → space →
- * embedding codec. Throws GlanceError with the code of the first check that fails.
+ * embedding codec. Each stage throws GlanceError with the code of the check that fails.
  */
-export async function openTemplate(
-  deps: OpenTemplateDeps,
-  topic: string,
-  payload: Uint8Array,
-): Promise<AcceptedTemplate> {
-  const sealed = decodeMessage("template", topic, payload);
-  const header = templateHeader(sealed);
+export interface ReadTemplate {
+  sealed: SealedTemplate;
+  header: TemplateHeader;
+}
 
-  const [node] = await deps.db.select().from(nodes).where(eq(nodes.id, header.nodeId)).limit(1);
+/** Stage 1, no I/O: the payload is a template of the contract, on its own node's topic. */
+export function readTemplate(topic: string, payload: Uint8Array): ReadTemplate {
+  const sealed = decodeMessage("template", topic, payload);
+  return { sealed, header: templateHeader(sealed) };
+}
+
+/** Stage 2, CPU only: the node is registered and not revoked, the template is for our key and signed by the node. */
+export function unsealTemplate(deps: OpenTemplateDeps, t: ReadTemplate, node: KnownNode | undefined): Buffer {
+  const { header } = t;
   if (!node)
     throw new GlanceError("NODE_UNKNOWN", `Node ${header.nodeId} is not registered; register it with POST /api/nodes.`);
-  if (node.revokedAt) throw new GlanceError("NODE_REVOKED", `Node ${header.nodeId} has been revoked.`);
+  if (node.revoked) throw new GlanceError("NODE_REVOKED", `Node ${header.nodeId} has been revoked.`);
   if (header.kid !== deps.sealingKey.kid) {
     throw new GlanceError(
       "KEY_UNKNOWN",
       `Template is sealed to key ${header.kid}; this orchestrator's key is ${deps.sealingKey.kid}.`,
     );
   }
-
   // open() checks the signature before it decrypts anything
-  const plaintext = open(sealed, header, deps.sealingKey, node.signingPublicKey);
+  return open(t.sealed, header, deps.sealingKey, node.signingPublicKey);
+}
 
-  // Compare-and-set in one statement, so concurrent orchestrators (or a retried delivery) cannot both accept a seq.
-  const advanced = await deps.db
-    .update(nodes)
-    .set({ lastSeq: header.seq })
-    .where(and(eq(nodes.id, node.id), or(isNull(nodes.lastSeq), lt(nodes.lastSeq, header.seq))))
-    .returning({ id: nodes.id });
-  if (advanced.length === 0) {
-    throw new GlanceError(
-      "REPLAYED_SEQUENCE",
-      `Sequence ${header.seq} from node ${node.id} is not newer than the last accepted one.`,
-    );
+/** Stage 3 turns the replay window's decision into the error a rejected template carries. */
+export function admissionError(admission: Exclude<Admission, "accepted">, header: TemplateHeader): GlanceError {
+  switch (admission) {
+    case "replayed":
+      return new GlanceError(
+        "REPLAYED_SEQUENCE",
+        `Sequence ${header.seq} from node ${header.nodeId} was already accepted or is older than the replay window.`,
+      );
+    case "revoked":
+      return new GlanceError("NODE_REVOKED", `Node ${header.nodeId} has been revoked.`);
+    case "unknown":
+      return new GlanceError("NODE_UNKNOWN", `Node ${header.nodeId} is not registered; register it with POST /api/nodes.`);
   }
+}
 
+/** Stage 4, after the seq is spent: the template is in the gallery's space and its embedding decodes. */
+export function finishTemplate(
+  deps: OpenTemplateDeps,
+  header: TemplateHeader,
+  plaintext: Uint8Array,
+  node: KnownNode,
+): AcceptedTemplate {
   if (header.space !== deps.space) {
     throw new GlanceError(
       "SPACE_UNKNOWN",
