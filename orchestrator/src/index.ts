@@ -312,8 +312,9 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     cleanups.push(async () => stopStatus());
 
     const metrics = () => ({
-      accepted: ingest.metrics.accepted,
+      ...ingest.metrics,
       rejected: { ...ingest.metrics.rejected } as Record<string, number>,
+      statements: { ...ingest.metrics.statements },
     });
     const services: Services = {
       db,
@@ -333,7 +334,6 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       logger: log.child({ component: "http" }),
       pingIntervalMs: opts.pingIntervalMs ?? 15_000,
     };
-      statements: { ...ingest.metrics.statements },
     const app = createApp(services);
     const server = await new Promise<Server>((resolve, reject) => {
       const s = serve({ fetch: app.fetch, port: opts.httpPort ?? 8080, hostname: host }, () =>
