@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import type { ModelManifest } from "@glance/shared";
+import { attributesRecipe } from "./attributes/recipe.ts";
 import { convertTfjsModel } from "./convert/convert.ts";
 import { HUMAN_MODELS_NPM } from "./convert/human-models.ts";
 import { dlibResnetRecipe } from "./dlib/recipe.ts";
@@ -377,6 +378,8 @@ export const recipes: Recipe[] = [
   },
   dlibResnetRecipe,
   faceresRecipe(),
+  // optional (age band / gender / emotion), off by default: built only with --only attributes
+  attributesRecipe(),
 ];
 
 export function recipeByName(name: string): Recipe | undefined {
