@@ -3,6 +3,7 @@ import { eq, isNull, or } from "drizzle-orm";
 import { Hono } from "hono";
 import { z } from "zod";
 import { promotions, stores } from "../../db/schema.ts";
+import { Audience } from "../../promotions/trigger.ts";
 import type { Services } from "../../services.ts";
 import { assertStoreAccess, type Env, requireRole } from "../auth.ts";
 import { newId } from "../ids.ts";
@@ -11,7 +12,8 @@ import { valid } from "../validate.ts";
 export const CreatePromotion = z.object({
   /** omitted or null: every store */
   storeId: z.string().min(1).nullable().optional(),
-  audience: z.enum(["member", "unknown"]),
+  /** "unknown": every non-member; "first-time" / "returning": pseudonymous visitors of stores in visitor mode */
+  audience: Audience,
   title: z.string().trim().min(1).max(120),
   /** placeholders {firstName} and {displayName}, e.g. "Welcome back, {firstName} — 10% off today" */
   message: z.string().trim().min(1).max(500),
