@@ -33,15 +33,11 @@ import { loadOrCreateMasterKey } from "./privacy/keyring.ts";
 import { loadGallery, sealLegacyTemplates } from "./privacy/templates.ts";
 import { Cooldowns } from "./promotions/trigger.ts";
 import { PersonKeyCache } from "./recognition/key-cache.ts";
-import { Cooldowns } from "./promotions/trigger.ts";
-import { PersonKeyCache } from "./recognition/key-cache.ts";
 import { createRecognizer } from "./recognition/recognize.ts";
-import { VisitLog } from "./recognition/visit-log.ts";
 import { VisitLog } from "./recognition/visit-log.ts";
 import { DEFAULT_RETENTION_INTERVAL_MS, DEFAULT_VISITOR_RETENTION_MS, startRetention } from "./retention/retention.ts";
 import type { Services } from "./services.ts";
 import { ScreenHub } from "./signage/hub.ts";
-import { Visitors } from "./visitors/visitors.ts";
 import { Visitors } from "./visitors/visitors.ts";
 
 export type { Rejection } from "./ingest/ingest.ts";
@@ -54,7 +50,6 @@ export {
   type TlsMaterial,
 } from "./pki/fleet-ca.ts";
 export type { Recognition } from "./recognition/recognize.ts";
-export type { VisitorDay } from "./visitors/visitors.ts";
 export type { VisitorDay } from "./visitors/visitors.ts";
 export type { PromotionEvent } from "./signage/hub.ts";
 

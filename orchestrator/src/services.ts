@@ -9,7 +9,6 @@ import type { FleetCa } from "./pki/fleet-ca.ts";
 import type { MasterKey } from "./privacy/keyring.ts";
 import type { ScreenHub } from "./signage/hub.ts";
 import type { Visitors } from "./visitors/visitors.ts";
-import type { Visitors } from "./visitors/visitors.ts";
 
 /** What the HTTP routers need from the running orchestrator; built once in index.ts. */
 export interface Services {
@@ -28,8 +27,6 @@ export interface Services {
   masterKey: MasterKey;
   /** "not this person" pairings the recognizer skips */
   suppressions: Suppressions;
-  /** store privacy policies and pseudonymous visitor templates the recognizer uses */
-  visitors: Visitors;
   /** store privacy policies and pseudonymous visitor templates the recognizer uses */
   visitors: Visitors;
   /** publishes a contract `command` to one node (erase-member on erasure) */
