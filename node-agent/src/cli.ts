@@ -198,7 +198,8 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === "renew") {
     const config = readConfig(values.config);
-    const log = pino({ name: "glance-agent", level: config.logLevel });
+    // stdout carries the one-line result a script reads
+    const log = pino({ name: "glance-agent", level: config.logLevel }, process.stderr);
     const { key } = loadOrCreateKey(config.dataDir);
     const facts = await renew(config, key, log, !values["if-due"]);
     process.stdout.write(

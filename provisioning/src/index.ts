@@ -1,6 +1,6 @@
 import { createPrivateKey } from "node:crypto";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, posix } from "node:path";
 import { GlanceError, generateSigningKeyPair, type KeyPair } from "@glance/shared";
 
 export interface ClaimOptions {
@@ -92,4 +92,38 @@ export function tlsKeyPem(pair: KeyPair): string {
   return createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", x: pair.publicKey, d: pair.privateKey }, format: "jwk" })
     .export({ format: "pem", type: "pkcs8" })
     .toString();
+}
+
+export interface NodeConfigOptions {
+  /** the orchestrator's URL, kept as the node's `apiUrl` for certificate renewal */
+  apiUrl: string;
+  /** the node's dataDir as written in the config (relative to the config file's folder); the claim's keyDir */
+  dataDir: string;
+  /** the node's camera, as in the node-agent config (`{ kind: "v4l2", device: "/dev/video0" }`, ...) */
+  source: Record<string, unknown>;
+}
+
+/**
+ * The node-agent config (node.json) of a node claimed with `keyDir` = its dataDir: mutual TLS to the broker with the
+ * claim's fleet-ca.pem and node-cert.pem, the node's identity key as the TLS key, no password, and `apiUrl` so the
+ * agent renews its certificate by itself. `glance-agent run --config node.json` then starts it.
+ */
+export function nodeConfigFor(node: ClaimedNode, opts: NodeConfigOptions): Record<string, unknown> {
+  return {
+    nodeId: node.nodeId,
+    cameraId: node.cameraId,
+    mqtt: {
+      url: node.mqtt.url,
+      ca: posix.join(opts.dataDir, "fleet-ca.pem"),
+      cert: posix.join(opts.dataDir, "node-cert.pem"),
+    },
+    apiUrl: opts.apiUrl,
+    source: opts.source,
+    dataDir: opts.dataDir,
+  };
+}
+
+/** Writes `nodeConfigFor` to `file` (0600: it names the node's files and HQ's URL). */
+export async function writeNodeConfig(file: string, node: ClaimedNode, opts: NodeConfigOptions): Promise<void> {
+  await writeFile(file, `${JSON.stringify(nodeConfigFor(node, opts), null, 2)}\n`, { mode: 0o600 });
 }
