@@ -1,3 +1,11 @@
+export {
+  ATTRIBUTES_MODEL,
+  AttributesModel,
+  type AttributesModelOptions,
+  type CoarseFaceAttributes,
+  type FaceAttributes,
+  summariseAttributes,
+} from "./attributes/attributes.ts";
 export { type BuildOptions, type BuildResult, buildModels } from "./build.ts";
 export { type Affine, umeyama, warpAffine } from "./inference/align.ts";
 export type { DetectedFace } from "./inference/blazeface.ts";

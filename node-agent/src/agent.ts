@@ -17,6 +17,7 @@ import {
 import { type Logger, pino } from "pino";
 import { EdgeGallery } from "./gallery/edge-gallery.ts";
 import { type LinkOptions, NodeLink } from "./link.ts";
+import { TrackAttributes, trackAttributes } from "./pipeline/attributes.ts";
 import { bestShot, type ShotSettings } from "./pipeline/best-shot.ts";
 import { detect } from "./pipeline/detect.ts";
 import { embed } from "./pipeline/embed.ts";
@@ -195,6 +196,15 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     return out;
   };
 
+  // optional coarse attributes on track-ended events: the model is loaded only while the store's desired state opts in
+  const attributes = new TrackAttributes({
+    enabled: () => link.desired?.attributes === true,
+    landmarkNames: (engine.detector.decoding.landmarkNames as string[] | undefined) ?? [],
+    modelsDir: opts.modelsDir,
+    minFaceSizePx: () => link.desired?.minFaceSizePx ?? DEFAULT_MIN_FACE_PX,
+    timer,
+    log: log.child({ component: "attributes" }),
+  });
   const link = new NodeLink(
     {
       nodeId: opts.nodeId,
@@ -215,6 +225,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
           embedding: engine.space,
           detector: modelLabel(engine.detector),
           embedder: modelLabel(engine.embedder),
+          ...(attributes.model ? { attributes: attributes.model } : {}),
         },
         privacyMode: link.desired?.privacyMode,
         stats: telemetry(),
@@ -303,7 +314,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     }
     const tracker = new IouTracker<DetectedFace>({ idPrefix: `${randomBytes(3).toString("hex")}-` });
     const detected = detect(watched(), engine, timer, counters);
-    const tracked = track(detected, tracker, counters);
+    const tracked = trackAttributes(track(detected, tracker, counters), attributes);
     const shots = bestShot(tracked, engine, settings, timer, counters);
     const embedded = embed(shots, engine, timer);
     const gated = memberGate(embedded, { mode: () => link.desired?.privacyMode, gallery, counters }, timer);
@@ -325,7 +336,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         generation === currentGeneration ? (outbox as Outbox).enqueue(name, payload) : Promise.resolve(),
     };
     const finished = publish(sealed, {
-      outbox: guarded,
+      outbox: attributes.outbox(guarded),
       nodeId: opts.nodeId,
       cameraId: opts.cameraId,
       timer,
@@ -447,6 +458,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         await outbox.close();
         await link.close();
         await engine.close();
+        await attributes.close();
         log.info(stats(), "agent stopped");
       })();
       return stopped;
