@@ -261,6 +261,9 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     const visitorRetentionMs = opts.visitorRetentionMs ?? DEFAULT_VISITOR_RETENTION_MS;
     const visitors = await Visitors.load(db, masterKey, gallery.space, gallery.threshold, visitorRetentionMs);
     log.info({ visitors: visitors.size }, "visitor templates loaded");
+    // visitors first seen through another instance on the same database
+    const stopVisitorSync = visitors.startSync(10_000, (err) => log.warn({ err }, "visitor sync failed"));
+    cleanups.push(async () => stopVisitorSync());
     const recognitionLog = log.child({ component: "recognition" });
     const visitLog = await VisitLog.load(db, opts.visitDedupeMs ?? 10 * 60_000, recognitionLog);
     cleanups.push(() => visitLog.drain());

@@ -20,6 +20,8 @@ import { type MasterKey, openTemplate, sealTemplate } from "../privacy/keyring.t
 
 export const DEFAULT_VISITOR_RETENTION_DAYS = 30;
 const DAY_MS = 24 * 3600_000;
+/** rows committed late (a long transaction) are still picked up by the next sync */
+const SYNC_OVERLAP_MS = 60_000;
 
 const keyOwner = (visitorId: string) => `visitor:${visitorId}`;
 /** AAD binds the template to its store and space as well as its visitor */
@@ -39,6 +41,7 @@ export interface StorePolicy {
 export interface VisitorEntry {
   id: string;
   embedding: Float32Array;
+  firstSeenAt: number;
   expiresAt: number;
   /** visits recorded so far (this instance's view) */
   visits: number;
@@ -61,6 +64,7 @@ export class Visitors {
   private readonly byStore = new Map<string, VisitorEntry[]>();
   private readonly byId = new Map<string, { storeId: string; entry: VisitorEntry }>();
   private readonly policies = new Map<string, { policy: StorePolicy; loadedAt: number }>();
+  private syncedTo = Date.now();
 
   constructor(
     private readonly db: Db,
@@ -100,16 +104,8 @@ export class Visitors {
         if (c.visitorId) counts.set(c.visitorId, Number(c.n));
       }
     }
-    for (const { visitor: row, key } of rows) {
-      const dataKey = masterKey.unwrap({ ...key, personId: keyOwner(row.id), version: 1 });
-      const encoded = openTemplate(dataKey, { ...templateRef(row), ciphertext: row.ciphertext, iv: row.iv });
-      v.put(row.storeId, {
-        id: row.id,
-        embedding: decodeEmbedding(encoded),
-        expiresAt: row.expiresAt.getTime(),
-        visits: counts.get(row.id) ?? 0,
-      });
-    }
+    for (const { visitor: row, key } of rows) v.put(row.storeId, v.open(row, key, counts.get(row.id) ?? 0));
+    v.syncedTo = now.getTime();
     return v;
   }
 
@@ -118,11 +114,62 @@ export class Visitors {
   }
 
   setPolicy(storeId: string, policy: StorePolicy): void {
-    this.policies.set(storeId, {
-      policy: { privacyMode: policy.privacyMode, visitorRetentionDays: policy.visitorRetentionDays },
-      loadedAt: Date.now(),
-    });
-    if (policy.privacyMode !== "visitor") this.dropStore(storeId);
+    const p = { privacyMode: policy.privacyMode, visitorRetentionDays: policy.visitorRetentionDays };
+    this.policies.set(storeId, { policy: p, loadedAt: Date.now() });
+    if (p.privacyMode !== "visitor") this.dropStore(storeId);
+    // a changed period applies to the templates already held, as `setStoreRetention` does in the database
+    else for (const e of this.byStore.get(storeId) ?? []) e.expiresAt = e.firstSeenAt + this.retentionMs(p);
+  }
+
+  /**
+   * Picks up visitors other instances sharing the database created since the last call (so a visitor first seen
+   * through another instance is "returning" here too). Deletions need no sync: expiry is checked on every match and
+   * a store leaving visitor mode is seen when its policy is re-read.
+   */
+  async sync(now = new Date()): Promise<number> {
+    const since = new Date(this.syncedTo - SYNC_OVERLAP_MS);
+    this.syncedTo = now.getTime();
+    const rows = await this.db
+      .select({ visitor: visitors, key: visitorKeys })
+      .from(visitors)
+      .innerJoin(visitorKeys, eq(visitorKeys.visitorId, visitors.id))
+      .where(and(eq(visitors.space, this.space), gt(visitors.createdAt, since), gt(visitors.expiresAt, now)));
+    let added = 0;
+    for (const { visitor: row, key } of rows) {
+      const policy = this.policies.get(row.storeId)?.policy;
+      if (this.byId.has(row.id) || (policy && policy.privacyMode !== "visitor")) continue;
+      this.put(row.storeId, this.open(row, key, 1));
+      added++;
+    }
+    return added;
+  }
+
+  /** Runs `sync` every `intervalMs` (never overlapping); returns the stop function. */
+  startSync(intervalMs: number, onError: (error: unknown) => void): () => void {
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      this.sync()
+        .catch(onError)
+        .finally(() => {
+          busy = false;
+        });
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  private open(row: typeof visitors.$inferSelect, key: typeof visitorKeys.$inferSelect, visits: number): VisitorEntry {
+    const dataKey = this.masterKey.unwrap({ ...key, personId: keyOwner(row.id), version: 1 });
+    const encoded = openTemplate(dataKey, { ...templateRef(row), ciphertext: row.ciphertext, iv: row.iv });
+    return {
+      id: row.id,
+      embedding: decodeEmbedding(encoded),
+      firstSeenAt: row.firstSeenAt.getTime(),
+      expiresAt: row.expiresAt.getTime(),
+      visits,
+    };
   }
 
   /** The store's privacy policy; read from the database when unknown (a store created since) or stale. */
@@ -194,7 +241,13 @@ export class Visitors {
         .insert(visitorKeys)
         .values({ visitorId: id, wrappedKey: wrapped.ciphertext, iv: wrapped.iv, masterKeyId: wrapped.masterKeyId });
     });
-    const entry: VisitorEntry = { id, embedding: decodeEmbedding(encoded), expiresAt: expiresAt.getTime(), visits: 0 };
+    const entry: VisitorEntry = {
+      id,
+      embedding: decodeEmbedding(encoded),
+      firstSeenAt: seenAt.getTime(),
+      expiresAt: expiresAt.getTime(),
+      visits: 0,
+    };
     this.put(storeId, entry);
     return { visitorId: id, status: "first-time", score: 0, entry };
   }
@@ -242,6 +295,14 @@ export async function shredStoreVisitors(db: Db, storeId: string): Promise<numbe
     await tx.delete(visitors).where(inArray(visitors.id, ids));
     return ids.length;
   });
+}
+
+/** A store's new retention period applies to the visitor templates it already holds (shortening it shortens theirs). */
+export async function setStoreRetention(db: Db, storeId: string, retentionMs: number): Promise<void> {
+  await db
+    .update(visitors)
+    .set({ expiresAt: sql`${visitors.firstSeenAt} + ${`${retentionMs} milliseconds`}::interval` })
+    .where(eq(visitors.storeId, storeId));
 }
 
 export interface VisitorDay {
