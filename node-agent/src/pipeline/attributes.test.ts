@@ -3,7 +3,15 @@ import { mkdtemp, rm, symlink } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildModels, DEFAULT_DETECTOR, defaultEmbedder, defaultModelsDir } from "@glance/models";
+import {
+  AttributesModel,
+  buildModels,
+  DEFAULT_DETECTOR,
+  decodeImage,
+  defaultEmbedder,
+  defaultModelsDir,
+  FacePipeline,
+} from "@glance/models";
 import {
   AgeBand,
   type DesiredState,
@@ -24,6 +32,7 @@ import { connectAsync } from "mqtt";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAgent } from "../agent.ts";
+import { TrackAttributes } from "./attributes.ts";
 
 const VIDEO = new URL("../../../demo/people/video/hamilton-clip.mp4", import.meta.url).pathname;
 const log = pino({ level: "silent" });
@@ -156,4 +165,41 @@ describe("optional attributes on the demo clip (store opt-in, off by default)", 
     for (const t of got.templates)
       for (const k of ["ageBand", "gender", "emotion"]) expect(t.toString()).not.toContain(k);
   }, 240_000);
+
+  it("switched off at run time: the model is released and what was gathered is dropped", async () => {
+    const pipeline = await FacePipeline.load({ modelsDir: withAttributes });
+    const image = await decodeImage(new URL("../../../demo/people/enroll/rose_leslie/1.jpg", import.meta.url).pathname);
+    const [face] = await pipeline.detect(image);
+    if (!face) throw new Error("no face in the photo");
+    let enabled = true;
+    let loads = 0;
+    const attributes = new TrackAttributes({
+      enabled: () => enabled,
+      landmarkNames: pipeline.detector.decoding.landmarkNames as string[],
+      load: () => {
+        loads++;
+        return AttributesModel.load({ modelsDir: withAttributes });
+      },
+      minFaceSizePx: () => 40,
+      log,
+    });
+    const frame = (ts: number) => ({ image, ts, index: ts });
+    const ended = (trackId: string, ts: number) => [{ trackId, firstSeenTs: 0, lastSeenTs: ts, hits: 2 }];
+    try {
+      await attributes.observe({ frame: frame(0), faces: [{ trackId: "t1", face }], ended: [] });
+      await attributes.observe({ frame: frame(1500), faces: [{ trackId: "t1", face }], ended: ended("t1", 1500) });
+      expect(attributes.model).toBe("attributes@3.0.4");
+      expect(attributes.take("t1")).toMatchObject({ gender: "female", samples: 2 });
+      expect(attributes.take("t1")).toBeUndefined();
+
+      await attributes.observe({ frame: frame(3000), faces: [{ trackId: "t2", face }], ended: [] });
+      enabled = false;
+      await attributes.observe({ frame: frame(4000), faces: [{ trackId: "t2", face }], ended: ended("t2", 4000) });
+      expect(attributes.model).toBeUndefined();
+      expect(attributes.take("t2")).toBeUndefined();
+      expect(loads).toBe(1);
+    } finally {
+      await Promise.all([attributes.close(), pipeline.close()]);
+    }
+  }, 120_000);
 });
