@@ -8,6 +8,7 @@
  *   --nodes 16                      simulated nodes (each its own MQTT connection)
  *   --burst 1000                    templates per node published as fast as possible (throughput)
  *   --rate 200 --paced 100          steady phase: overall templates/s, templates per node (latency)
+ *   --database-url postgres://…     a real Postgres (a throwaway database is created on it) instead of PGlite
  *
  * Latency is publish → "recognition" event; templates of one node are processed in order, so the i-th recognition
  * of a node answers its i-th publish.
@@ -23,10 +24,11 @@ import { pino } from "pino";
 import { openDatabase } from "../db/client.ts";
 import { type Orchestrator, type Recognition, type Rejection, startOrchestrator } from "../index.ts";
 import { loadOrCreateMasterKey } from "../privacy/keyring.ts";
-import { createStore, type Harness, registerNode } from "../testing/harness.ts";
+import { createStore, freshPostgres, type Harness, registerNode } from "../testing/harness.ts";
+import type { IngestMetrics } from "../ingest/ingest.ts";
 import { bulkLoadGallery } from "./bulk-load.ts";
 import type { PhaseRequest, PublisherData } from "./ingest-publisher.ts";
-import { summariseProfile } from "./profile.ts";
+import { INGEST_STAGES, stageSplit, summariseProfile } from "./profile.ts";
 import { machine, percentile, repoRoot, table, writeResults } from "./stats.ts";
 
 const { values: args } = parseArgs({
@@ -37,6 +39,7 @@ const { values: args } = parseArgs({
     burst: { type: "string", default: "1000" },
     rate: { type: "string", default: "200" },
     paced: { type: "string", default: "100" },
+    "database-url": { type: "string" },
   },
 });
 const peopleCount = Number(args.people);
@@ -49,6 +52,8 @@ const now = () => performance.timeOrigin + performance.now();
 const log = (msg: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 const dataDir = await mkdtemp(join(tmpdir(), "glance-bench-ingest-"));
+const pg = args["database-url"] ? await freshPostgres(args["database-url"]) : undefined;
+const databaseUrl = pg?.url;
 let orch: Orchestrator | undefined;
 let worker: Worker | undefined;
 try {
@@ -58,7 +63,7 @@ try {
   const threshold = faces.threshold("1e-3");
 
   let t = performance.now();
-  const database = await openDatabase({ dataDir });
+  const database = await openDatabase({ dataDir, databaseUrl });
   // the orchestrator finds the same key file in dataDir when it starts
   const { masterKey } = await loadOrCreateMasterKey(dataDir, undefined);
   // members' probes must clear the embedder's calibrated threshold as real ones do: probe–template cosine
@@ -76,7 +81,13 @@ try {
   log(`bulk-loaded ${peopleCount * perPerson} templates (${dim}-d, space ${space}) in ${bulkSeconds.toFixed(1)} s`);
 
   t = performance.now();
-  orch = await startOrchestrator({ dataDir, logger: pino({ level: "warn" }), mqttPort: 0, httpPort: 0 });
+  orch = await startOrchestrator({
+    dataDir,
+    ...(databaseUrl ? { databaseUrl } : {}),
+    logger: pino({ level: "warn" }),
+    mqttPort: 0,
+    httpPort: 0,
+  });
   const startSeconds = (performance.now() - t) / 1000;
   log(`orchestrator started (gallery loaded from the database) in ${startSeconds.toFixed(1)} s`);
   const o = orch;
@@ -187,6 +198,7 @@ try {
     const cpu = process.cpuUsage(cpu0);
     let profileFile: string | undefined;
     let hot: ReturnType<typeof summariseProfile> | undefined;
+    let stages: ReturnType<typeof stageSplit> | undefined;
     if (session) {
       const { profile: p } = await session.post("Profiler.stop");
       session.disconnect();
@@ -197,6 +209,7 @@ try {
       );
       await writeFile(profileFile, JSON.stringify(p));
       hot = summariseProfile(p);
+      stages = stageSplit(p, INGEST_STAGES);
     }
     const lat: number[] = [];
     for (let j = req.offset; j < req.offset + req.perNode * nodeCount; j++)
@@ -211,6 +224,7 @@ try {
       orchestratorThreadCpuShare: (cpu.user + cpu.system) / 1e6 / seconds,
       profileFile,
       hot,
+      stages,
     };
   };
 
@@ -245,11 +259,27 @@ try {
     ["self ms", "%", "package / area"],
     (burstResult.hot?.packages ?? []).map((f) => [f.selfMs.toFixed(0), f.share.toFixed(1), f.name]),
   );
+  const burstTemplates = burstResult.templates;
+  const profiledMs = (burstResult.stages ?? []).reduce((a, x) => a + x.ms, 0) || 1;
+  const budget = table(
+    ["ms / template", "%", "stage (orchestrator thread, burst)"],
+    (burstResult.stages ?? []).map((x) => [
+      (x.ms / burstTemplates).toFixed(3),
+      ((100 * x.ms) / profiledMs).toFixed(1),
+      x.label,
+    ]),
+  );
+  const m = ((await (await h.api("/api/metrics")).json()) as { ingest: IngestMetrics }).ingest;
   console.log(
-    `\nbench:ingest on ${JSON.stringify(machine())}; gallery ${peopleCount * perPerson} templates, ${nodeCount} nodes`,
+    `\nbench:ingest on ${JSON.stringify(machine())}; ${databaseUrl ? "Postgres" : "PGlite"}; gallery ${peopleCount * perPerson} templates, ${nodeCount} nodes`,
+  );
+  console.log(
+    `ingest: ${m.batches} batches (${((m.accepted + Object.values(m.rejected).reduce((a, b) => a + b, 0)) / Math.max(1, m.batches)).toFixed(1)} templates each), ${m.statements.lookups} node lookups, ${m.statements.compareAndSets} replay statements, ${m.statements.conflicts} lost compare-and-sets`,
   );
   console.log(`recognitions ${recognised} (members ${members$}), rejections ${rejected}\n`);
-  console.log(`${printed}\n\nburst CPU profile, orchestrator thread (self time):\n${hotTable}\n\n${byPackage}\n`);
+  console.log(
+    `${printed}\n\nburst CPU budget per template:\n${budget}\n\nburst CPU profile, orchestrator thread (self time):\n${hotTable}\n\n${byPackage}\n`,
+  );
   const file = await writeResults("ingest", {
     machine: machine(),
     gallery: { templates: peopleCount * perPerson, people: peopleCount, dim, space, threshold },
@@ -261,7 +291,9 @@ try {
     rejected,
     burst: burstResult,
     paced: pacedResult,
-    tables: { phases: printed, hot: hotTable, packages: byPackage },
+    database: databaseUrl ? "postgres" : "pglite",
+    ingest: m,
+    tables: { phases: printed, budget, hot: hotTable, packages: byPackage },
   });
   console.log(`results: ${file}\nprofile: ${burstResult.profileFile}`);
   w.postMessage({ kind: "close" });
@@ -270,4 +302,5 @@ try {
   await worker?.terminate();
   await orch?.stop();
   await rm(dataDir, { recursive: true, force: true });
+  await pg?.drop();
 }
