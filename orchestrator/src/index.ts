@@ -23,6 +23,7 @@ import { apiTokens, nodes, stores } from "./db/schema.ts";
 import { Suppressions } from "./feedback/suppressions.ts";
 import { startStatusTracking } from "./fleet/status.ts";
 import type { Gallery } from "./gallery/gallery.ts";
+import { edgeFirst, startEdgeGalleries } from "./edge/edge-galleries.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
 import { startIngest } from "./ingest/ingest.ts";
@@ -94,6 +95,8 @@ export interface OrchestratorOptions {
   visitorRetentionMs?: number;
   /** how often the retention job runs (it also runs at start); default 1 hour */
   retentionIntervalMs?: number;
+  /** how often members-only stores' edge galleries are checked for changes; default 10 s */
+  edgeGalleryPollMs?: number;
   /** master key (hex or base64, 32 bytes) wrapping every person's data key; default env GLANCE_MASTER_KEY, else
    * `<dataDir>/master-key` (created 0600) */
   masterKey?: string;
@@ -228,6 +231,19 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     });
     cleanups.push(() => client.endAsync());
 
+    // members-only stores: each node gets the store's consented members, sealed to its key (edge/edge-galleries.ts)
+    const edge = await startEdgeGalleries({
+      client,
+      db,
+      masterKey,
+      sealingKey,
+      space: gallery.space,
+      threshold: () => gallery.threshold,
+      logger: log.child({ component: "edge" }),
+      ...(opts.edgeGalleryPollMs ? { pollMs: opts.edgeGalleryPollMs } : {}),
+    });
+    cleanups.push(async () => edge.stop());
+
     const publishDesired = async (nodeId: string): Promise<DesiredState> => {
       const [row] = await db
         .select({ node: nodes, privacyMode: stores.privacyMode })
@@ -242,12 +258,17 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
         sealingKey: { kid: sealingKey.kid, publicKey: sealingKey.publicKey },
         // the store's privacy mode: a count-only store's nodes publish no templates at all
         privacyMode: row.privacyMode,
+        gallerySigningKey: edge.signingPublicKey,
         ...DESIRED_DEFAULTS,
       };
       await client.publishAsync(topicFor("desired", nodeId), encodeMessage("desired", desired), {
         qos: 1,
         retain: true,
       });
+      // the node's gallery (members-only) or its withdrawal goes with every desired state, so at start too
+      await edge
+        .publishNode(nodeId)
+        .catch((error: unknown) => log.error({ err: error, nodeId }, "edge gallery not published"));
       return desired;
     };
     // the broker keeps retained messages in memory only: restate every node's desired state after a restart
@@ -310,6 +331,9 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       broker?.disconnectNode(nodeId);
       // nothing left for it to converge on, should it get back in
       await client.publishAsync(topicFor("desired", nodeId), Buffer.alloc(0), { qos: 1, retain: true });
+      await edge
+        .publishNode(nodeId)
+        .catch((error: unknown) => log.error({ err: error, nodeId }, "edge gallery not withdrawn"));
       await crl.refresh();
     };
     cleanups.push(async () => stopStatus());
@@ -332,7 +356,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       masterKey,
       suppressions,
       visitors,
-      sendCommand: commandSender(client),
+      sendCommand: edgeFirst(edge, commandSender(client), log.child({ component: "edge" })),
       nodeRevoked,
       logger: log.child({ component: "http" }),
       pingIntervalMs: opts.pingIntervalMs ?? 15_000,

@@ -60,7 +60,7 @@ export class EdgeGallery {
   info(): EdgeGalleryInfo {
     return {
       version: this.#version,
-      members: this.#ids.length,
+      members: new Set(this.#ids).size,
       ...(this.#refused ? { refused: this.#refused } : {}),
     };
   }
@@ -158,15 +158,17 @@ export class EdgeGallery {
   /** Removes a member (erase-member); returns whether they were held. Later galleries built before `ts` stay without them. */
   erase(personId: string, ts: number): boolean {
     this.#erased.set(personId, Math.max(ts, this.#erased.get(personId) ?? 0));
-    const at = this.#ids.indexOf(personId);
-    if (at < 0) return false;
+    if (!this.#ids.includes(personId)) return false;
+    // a member may have several templates: every one goes
     const dim = this.#dim;
-    const vectors = new Float32Array((this.#ids.length - 1) * dim);
-    vectors.set(this.#vectors.subarray(0, at * dim), 0);
-    vectors.set(this.#vectors.subarray((at + 1) * dim), at * dim);
+    const keep = this.#ids.flatMap((id, i) => (id === personId ? [] : [i]));
+    const vectors = new Float32Array(keep.length * dim);
+    keep.forEach((from, to) => {
+      vectors.set(this.#vectors.subarray(from * dim, (from + 1) * dim), to * dim);
+    });
     this.#vectors.fill(0);
     this.#vectors = vectors;
-    this.#ids = this.#ids.filter((_, i) => i !== at);
+    this.#ids = keep.map((i) => this.#ids[i] as string);
     return true;
   }
 

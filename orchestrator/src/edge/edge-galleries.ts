@@ -1,0 +1,315 @@
+import { createHash } from "node:crypto";
+import {
+  type Command,
+  contract,
+  decodeEmbedding,
+  decodeMessage,
+  EDGE_GALLERY_MAX_BYTES,
+  type EdgeGalleryEntry,
+  encodeEmbedding,
+  encodeMessage,
+  filterFor,
+  gallerySigningKeyPair,
+  isGlanceError,
+  type KeyPair,
+  parseTopic,
+  sealEdgeGallery,
+  topicFor,
+  verifySealingKey,
+} from "@glance/shared";
+import { and, eq, gt, inArray, isNotNull, isNull, or } from "drizzle-orm";
+import type { MqttClient } from "mqtt";
+import type { Logger } from "pino";
+import type { Db } from "../db/client.ts";
+import { consents, nodes, personKeys, stores as storesTable, templates } from "../db/schema.ts";
+import { matchesFilter } from "../ingest/ingest.ts";
+import { type DataKey, type MasterKey, openTemplate } from "../privacy/keyring.ts";
+
+export interface EdgeGalleryOptions {
+  client: MqttClient;
+  db: Db;
+  masterKey: MasterKey;
+  /** the orchestrator's X25519 sealing key: the gallery-signing key is derived from it (no second key file) */
+  sealingKey: KeyPair;
+  /** embedding space of the node embedder (the orchestrator's) */
+  space: string;
+  /** the member threshold now (the recognizer's) */
+  threshold: () => number;
+  logger: Logger;
+  /** how often stores' consented members are checked for changes (enrolment, consent, expiry); default 10 s */
+  pollMs?: number;
+}
+
+export interface EdgeGalleries {
+  /** the Ed25519 public key galleries are signed with: it goes in every node's desired state */
+  signingPublicKey: string;
+  /** (Re)publishes one node's gallery (or withdraws it when the node is not members-only); resolves once the broker has it. */
+  publishNode(nodeId: string): Promise<void>;
+  /** Rebuilds and republishes the galleries of every members-only node that holds a changed one. */
+  refresh(): Promise<void>;
+  /** what was last published per node (tests, API) */
+  published(nodeId: string): { version: number; members: number; templates: number } | undefined;
+  stop(): void;
+}
+
+interface StoreGallery {
+  fingerprint: string;
+  entries: EdgeGalleryEntry[];
+  members: number;
+  builtAt: number;
+}
+
+/**
+ * Members-only edge galleries: for each members-only node, the consented members of its store (consent scope the
+ * store or all stores, live, unexpired), their templates in the node's embedding space (opened with their data keys,
+ * int8 as on the wire), person ids only, sealed to the node's attested X25519 key and signed by the orchestrator, on
+ * the node's retained `gallery` topic. Republished when a node reports a new key, when a store's members change
+ * (checked every `pollMs` by a fingerprint of ids, so nothing is decrypted unless something changed), before every
+ * erase-member command and with every desired state (`publishNode`, so at start too). A node leaving members-only gets its gallery withdrawn.
+ */
+export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<EdgeGalleries> {
+  const log = opts.logger;
+  const signer = gallerySigningKeyPair(opts.sealingKey);
+  /** attested node sealing keys, checked against the identity key registered for the node */
+  const nodeKeys = new Map<string, string>();
+  const stores = new Map<string, StoreGallery>();
+  const sent = new Map<string, { version: number; members: number; templates: number; fingerprint: string; key: string }>();
+  const withdrawn = new Set<string>();
+  let lastVersion = 0;
+  const queues = new Map<string, Promise<void>>();
+
+  const serial = (nodeId: string, work: () => Promise<void>): Promise<void> => {
+    const next = (queues.get(nodeId) ?? Promise.resolve()).then(work);
+    const settled = next.catch(() => {});
+    queues.set(nodeId, settled);
+    void settled.then(() => {
+      if (queues.get(nodeId) === settled) queues.delete(nodeId);
+    });
+    return next;
+  };
+
+  const liveConsent = (storeId: string, now: Date) =>
+    and(
+      isNull(consents.withdrawnAt),
+      or(isNull(consents.expiresAt), gt(consents.expiresAt, now)),
+      or(eq(consents.scope, storeId), eq(consents.scope, "all-stores")),
+    );
+
+  /** ids only: cheap enough to run every poll */
+  const fingerprintOf = async (storeId: string, now: Date): Promise<string> => {
+    const covered = opts.db.select({ personId: consents.personId }).from(consents).where(liveConsent(storeId, now));
+    const rows = await opts.db
+      .select({ id: templates.id, personId: templates.personId })
+      .from(templates)
+      .innerJoin(personKeys, eq(personKeys.personId, templates.personId))
+      .where(and(eq(templates.space, opts.space), isNotNull(templates.ciphertext), inArray(templates.personId, covered)));
+    const ids = rows.map((r) => `${r.personId}/${r.id}`).sort();
+    return createHash("sha256").update(`${opts.threshold()}\n${ids.join("\n")}`).digest("hex");
+  };
+
+  const buildStore = async (storeId: string): Promise<StoreGallery> => {
+    const now = new Date();
+    const fingerprint = await fingerprintOf(storeId, now);
+    const cached = stores.get(storeId);
+    if (cached?.fingerprint === fingerprint) return cached;
+    const covered = opts.db.select({ personId: consents.personId }).from(consents).where(liveConsent(storeId, now));
+    const rows = await opts.db
+      .select({ template: templates, key: personKeys })
+      .from(templates)
+      .innerJoin(personKeys, eq(personKeys.personId, templates.personId))
+      .where(and(eq(templates.space, opts.space), isNotNull(templates.ciphertext), inArray(templates.personId, covered)));
+    const keys = new Map<string, DataKey>();
+    const byPerson = new Map<string, Float32Array[]>();
+    for (const { template: t, key: k } of rows) {
+      if (!t.ciphertext || !t.iv) continue;
+      let key = keys.get(t.personId);
+      if (!key) {
+        key = opts.masterKey.unwrap(k);
+        keys.set(t.personId, key);
+      }
+      const list = byPerson.get(t.personId) ?? [];
+      list.push(decodeEmbedding(openTemplate(key, { ...t, ciphertext: t.ciphertext, iv: t.iv })));
+      byPerson.set(t.personId, list);
+    }
+    for (const key of keys.values()) key.key.fill(0);
+    const people = [...byPerson].sort(([a], [b]) => (a < b ? -1 : 1));
+    let entries: EdgeGalleryEntry[] = people.flatMap(([personId, list]) =>
+      list.map((v) => ({ personId, embedding: encodeEmbedding(v) })),
+    );
+    // one message per node: when every template does not fit, one centroid per member does (see README for sizes)
+    if (estimateBytes(entries) > EDGE_GALLERY_MAX_BYTES) {
+      entries = people.map(([personId, list]) => ({ personId, embedding: encodeEmbedding(centroid(list)) }));
+      log.warn({ storeId, members: people.length }, "edge gallery too large with every template: one centroid per member");
+    }
+    for (const [, list] of people) for (const v of list) v.fill(0);
+    const built = { fingerprint, entries, members: people.length, builtAt: Date.now() };
+    stores.set(storeId, built);
+    return built;
+  };
+
+  const publishNodeNow = async (nodeId: string): Promise<void> => {
+    const [node] = await opts.db
+      .select({ storeId: nodes.storeId, revokedAt: nodes.revokedAt, privacyMode: storesTable.privacyMode })
+      .from(nodes)
+      .innerJoin(storesTable, eq(storesTable.id, nodes.storeId))
+      .where(eq(nodes.id, nodeId));
+    const mode = node && !node.revokedAt ? node.privacyMode : undefined;
+    const topic = topicFor("gallery", nodeId);
+    if (mode !== "members-only" || !node) {
+      // withdraw: a node outside members-only holds no gallery
+      if (sent.has(nodeId) || !withdrawn.has(nodeId)) {
+        await opts.client.publishAsync(topic, Buffer.alloc(0), { qos: contract.gallery.qos, retain: true });
+        sent.delete(nodeId);
+        withdrawn.add(nodeId);
+      }
+      return;
+    }
+    const key = nodeKeys.get(nodeId);
+    if (!key) {
+      log.info({ nodeId }, "members-only node has not reported its sealing key yet: gallery sent when it does");
+      return;
+    }
+    const store = await buildStore(node.storeId);
+    const previous = sent.get(nodeId);
+    if (previous && previous.fingerprint === store.fingerprint && previous.key === key) return;
+    const version = Math.max(Date.now(), lastVersion + 1);
+    lastVersion = version;
+    const message = sealEdgeGallery(
+      {
+        v: 1,
+        nodeId,
+        storeId: node.storeId,
+        version,
+        ts: Date.now(),
+        space: opts.space,
+        threshold: Math.round(opts.threshold() * 1e6) / 1e6,
+        recipient: key,
+      },
+      store.entries,
+      signer,
+    );
+    const bytes = encodeMessage("gallery", message);
+    if (bytes.length > contract.gallery.maxBytes) {
+      log.error(
+        { nodeId, bytes: bytes.length, limit: contract.gallery.maxBytes, members: store.members },
+        "edge gallery exceeds the broker packet limit even with one template per member: not sent",
+      );
+      return;
+    }
+    await opts.client.publishAsync(topic, bytes, { qos: contract.gallery.qos, retain: true });
+    withdrawn.delete(nodeId);
+    sent.set(nodeId, {
+      version,
+      members: store.members,
+      templates: store.entries.length,
+      fingerprint: store.fingerprint,
+      key,
+    });
+    log.info({ nodeId, storeId: node.storeId, version, members: store.members, bytes: bytes.length }, "edge gallery published");
+  };
+  const publishNode = (nodeId: string) => serial(nodeId, () => publishNodeNow(nodeId));
+
+  /** a node's attested sealing key, from its status or last will */
+  const learnKey = async (nodeId: string, sealing: { publicKey: string; sig: string }): Promise<boolean> => {
+    if (nodeKeys.get(nodeId) === sealing.publicKey) return false;
+    const [node] = await opts.db
+      .select({ key: nodes.signingPublicKey })
+      .from(nodes)
+      .where(and(eq(nodes.id, nodeId), isNull(nodes.revokedAt)));
+    if (!node || !verifySealingKey(nodeId, sealing.publicKey, sealing.sig, node.key)) {
+      log.warn({ nodeId }, "node sealing key ignored: not signed by the node's registered identity key");
+      return false;
+    }
+    nodeKeys.set(nodeId, sealing.publicKey);
+    return true;
+  };
+
+  const all = async () => opts.db.select({ id: nodes.id, reported: nodes.reported }).from(nodes).where(isNull(nodes.revokedAt));
+  for (const n of await all()) if (n.reported?.sealingKey) await learnKey(n.id, n.reported.sealingKey);
+
+  const statusFilter = filterFor("status");
+  const onMessage = (topic: string, payload: Buffer) => {
+    if (!matchesFilter(statusFilter, topic) || payload.length === 0) return;
+    let status: ReturnType<typeof decodeMessage<"status">>;
+    try {
+      status = decodeMessage("status", topic, payload);
+    } catch (error) {
+      log.debug({ code: isGlanceError(error) ? error.code : "INTERNAL", nodeId: parseTopic(topic)?.nodeId }, "status ignored");
+      return;
+    }
+    const key = status.sealingKey;
+    if (!key) return;
+    void learnKey(status.nodeId, key)
+      .then((changed) => (changed ? publishNode(status.nodeId) : undefined))
+      .catch((error: unknown) => log.error({ err: error, nodeId: status.nodeId }, "edge gallery not published"));
+  };
+  opts.client.on("message", onMessage);
+  await opts.client.subscribeAsync(statusFilter, { qos: 1 });
+
+  const refresh = async () => {
+    for (const n of await all()) {
+      try {
+        await publishNode(n.id);
+      } catch (error) {
+        log.error({ err: error, nodeId: n.id }, "edge gallery not published");
+      }
+    }
+  };
+  let polling = false;
+  const timer = setInterval(() => {
+    if (polling) return;
+    polling = true;
+    // unchanged stores decrypt nothing: buildStore compares a fingerprint of ids first
+    void refresh().finally(() => {
+      polling = false;
+    });
+  }, opts.pollMs ?? 10_000);
+  timer.unref();
+
+  return {
+    signingPublicKey: signer.publicKey,
+    publishNode,
+    refresh,
+    published(nodeId) {
+      const s = sent.get(nodeId);
+      return s && { version: s.version, members: s.members, templates: s.templates };
+    },
+    stop() {
+      clearInterval(timer);
+      opts.client.off("message", onMessage);
+    },
+  };
+}
+
+function estimateBytes(entries: readonly EdgeGalleryEntry[]): number {
+  // base64url of the sealed plaintext plus the header
+  const plain = 5 + entries.reduce((n, e) => n + 3 + Buffer.byteLength(e.personId) + e.embedding.length, 0);
+  return Math.ceil(((plain + 16) * 4) / 3) + 700;
+}
+
+function centroid(list: readonly Float32Array[]): Float32Array {
+  const dim = list[0]?.length ?? 0;
+  const out = new Float32Array(dim);
+  for (const v of list) for (let i = 0; i < dim; i++) out[i] = (out[i] as number) + (v[i] as number);
+  const n = Math.hypot(...out) || 1;
+  for (let i = 0; i < dim; i++) out[i] = (out[i] as number) / n;
+  return out;
+}
+
+/**
+ * Wraps a command sender so that an erase-member command goes out only after the node's new gallery (without the
+ * person: their key and templates are already gone from the database) has been published. If that publish fails the
+ * command still goes: the node removes the person from what it holds either way.
+ */
+export function edgeFirst(
+  edge: Pick<EdgeGalleries, "publishNode">,
+  send: (nodeId: string, command: Command) => Promise<void>,
+  log: Logger,
+): (nodeId: string, command: Command) => Promise<void> {
+  return async (nodeId, command) => {
+    if (command.kind === "erase-member") {
+      await edge.publishNode(nodeId).catch((error: unknown) => log.error({ err: error, nodeId }, "edge gallery not republished before erase-member"));
+    }
+    await send(nodeId, command);
+  };
+}
