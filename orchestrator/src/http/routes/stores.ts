@@ -4,7 +4,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { nodes, stores } from "../../db/schema.ts";
 import type { Services } from "../../services.ts";
-import { shredStoreVisitors, visitorCounts } from "../../visitors/visitors.ts";
+import { setStoreRetention, shredStoreVisitors, visitorCounts } from "../../visitors/visitors.ts";
 import { assertStoreAccess, type Env, requireRole } from "../auth.ts";
 import { Id, newId } from "../ids.ts";
 import { valid } from "../validate.ts";
@@ -77,6 +77,9 @@ export function storesRouter(s: Services) {
         });
         // a store that leaves "visitor" mode keeps no visitor template: keys and templates go now
         const removed = store.privacyMode === "visitor" ? 0 : await shredStoreVisitors(s.db, id);
+        if (store.privacyMode === "visitor" && body.visitorRetentionDays !== undefined) {
+          await setStoreRetention(s.db, id, s.visitors.retentionMs(store));
+        }
         s.visitors.setPolicy(id, store);
         if (body.privacyMode) {
           const live = await s.db
