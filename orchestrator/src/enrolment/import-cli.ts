@@ -109,11 +109,13 @@ async function readToken(): Promise<string> {
   return token.trim();
 }
 
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
 /** What the operator needs per person: the outcome, and each photo that was refused or should be retaken. */
 function describe(o: PersonOutcome): string[] {
   const head =
     o.status === "enrolled"
-      ? `line ${o.line} ${o.personKey}: enrolled (${o.templates} template${o.templates === 1 ? "" : "s"})`
+      ? `line ${o.line} ${o.personKey}: enrolled (${plural(o.templates ?? 0, "template")})`
       : `line ${o.line} ${o.personKey}: ${o.status}${o.code ? ` ${o.code}` : ""}: ${o.reason}`;
   const photos = o.photos
     .filter((p) => !p.accepted || (p.quality?.reasons.length ?? 0) > 0)
@@ -126,7 +128,8 @@ const bars = tty
   ? new MultiBar(
       {
         format:
-          "enrolling {bar} {value}/{total} people | {enrolled} enrolled, {skipped} skipped, {failed} failed | {eta_formatted}",
+          "{bar} {value}/{total} people | {enrolled} enrolled {skipped} skipped {failed} failed | eta {eta_formatted}",
+        barsize: 24,
         hideCursor: true,
         clearOnComplete: false,
         stream: process.stderr,

@@ -128,14 +128,12 @@ function countOf(plan: ImportPlan, people: PersonOutcome[]): ImportCounts {
 
 /** Who is enrolled under a key already; also proves the token works before any photo is sent. */
 async function listByKey(api: ImportApi): Promise<Map<string, ListedPerson>> {
-  const res = await fetch(new URL("/api/people", api.url), { headers: { authorization: `Bearer ${api.token}` } }).catch(
-    (error: unknown) => {
-      throw new GlanceError(
-        "CONFIG_INVALID",
-        `Cannot reach the orchestrator at ${api.url}: ${(error as Error).message}`,
-      );
-    },
-  );
+  const res = await fetch(new URL("/api/people", api.url), {
+    headers: { authorization: `Bearer ${api.token}` },
+    signal: AbortSignal.timeout(60_000),
+  }).catch((error: unknown) => {
+    throw new GlanceError("CONFIG_INVALID", `Cannot reach the orchestrator at ${api.url}: ${(error as Error).message}`);
+  });
   const body = (await res.json().catch(() => ({}))) as ListedPerson[] | ApiError;
   if (!res.ok || !Array.isArray(body)) {
     const e = body as ApiError;
@@ -155,7 +153,7 @@ function skipped(person: PlannedPerson, known: Pick<ListedPerson, "id" | "templa
     personId: known.id,
     reason: withdrawn
       ? `consent withdrawn on ${withdrawn}; not enrolled again`
-      : `already enrolled as ${known.id} (${known.templates} templates); left unchanged`,
+      : `already enrolled as ${known.id} (${known.templates} template${known.templates === 1 ? "" : "s"}); left unchanged`,
     photos: [],
   };
 }
@@ -234,7 +232,8 @@ async function enrolOne(
     ...who(person),
     status: "failed",
     code: body.code ?? `HTTP_${res.status}`,
-    reason: body.message ?? `HTTP ${res.status}`,
+    // the per-photo feedback says why; the API's pointer to details.feedback means nothing on a terminal
+    reason: photos.length > 0 ? "no photo could be enrolled" : (body.message ?? `HTTP ${res.status}`),
     photos,
   };
 }
