@@ -62,7 +62,8 @@ export function inspectCertificate(
     .split(", ")
     .filter((n) => n.startsWith("URI:"))
     .map((n) => n.slice(4));
-  if (!uris.includes(`${NODE_URI_PREFIX}${nodeId}`)) problems.push(`it names ${uris.join(", ") || "no node"}, not ${nodeId}`);
+  if (!uris.includes(`${NODE_URI_PREFIX}${nodeId}`))
+    problems.push(`it names ${uris.join(", ") || "no node"}, not ${nodeId}`);
   if (!cert.checkPrivateKey(createPrivateKey(tlsKeyPem(key)))) {
     problems.push("it is for another key than this node's signing key");
   }
@@ -112,7 +113,11 @@ export interface RenewedCertificate {
  * Asks the orchestrator (`POST /api/nodes/:id/certificate`) for a fresh certificate, proving possession of the key
  * with a signed request; no API token is needed. Throws a GlanceError saying what to do when refused.
  */
-export async function renewCertificate(opts: { apiUrl: string; nodeId: string; key: KeyPair }): Promise<RenewedCertificate> {
+export async function renewCertificate(opts: {
+  apiUrl: string;
+  nodeId: string;
+  key: KeyPair;
+}): Promise<RenewedCertificate> {
   const csr = await createCertificateRequest(opts.nodeId, opts.key);
   const url = new URL(`/api/nodes/${encodeURIComponent(opts.nodeId)}/certificate`, opts.apiUrl);
   let res: Response;

@@ -3,10 +3,10 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_EMBEDDER } from "@glance/models";
-import { GlanceError, isGlanceError } from "@glance/shared";
-import { pino } from "pino";
 import type { KeyPair } from "@glance/shared";
+import { GlanceError, isGlanceError } from "@glance/shared";
 import type { Logger } from "pino";
+import { pino } from "pino";
 import { startAgent } from "./agent.ts";
 import { inspectCertificate, renewalDue, renewCertificate } from "./certificate.ts";
 import { loadMqttTls, loadOrCreateKey, type NodeConfig, readConfig, writeCertificate } from "./config.ts";
@@ -60,7 +60,9 @@ async function renew(config: NodeConfig, key: KeyPair, log: Logger, force: boole
   if (!force) {
     let due = true;
     try {
-      due = renewalDue(inspectCertificate(readFileSync(certFile, "utf8"), readFileSync(caFile, "utf8"), config.nodeId, key));
+      due = renewalDue(
+        inspectCertificate(readFileSync(certFile, "utf8"), readFileSync(caFile, "utf8"), config.nodeId, key),
+      );
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
     }

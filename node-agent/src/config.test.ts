@@ -17,7 +17,10 @@ const EC = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
 
 /** A fleet CA like the orchestrator's: ECDSA root, node certificates for the node's Ed25519 key, SAN URI. */
 async function testCa() {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, ["sign", "verify"])) as { publicKey: CryptoKey; privateKey: CryptoKey };
+  const keys = (await webcrypto.subtle.generateKey(EC, true, ["sign", "verify"])) as {
+    publicKey: CryptoKey;
+    privateKey: CryptoKey;
+  };
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
     name: "CN=test fleet CA",
     keys,
@@ -52,7 +55,11 @@ async function testCa() {
   };
 }
 
-async function tlsNode(cert: (key: KeyPair) => Promise<string>, caPem: string, overrides: Record<string, unknown> = {}) {
+async function tlsNode(
+  cert: (key: KeyPair) => Promise<string>,
+  caPem: string,
+  overrides: Record<string, unknown> = {},
+) {
   const dir = await mkdtemp(join(tmpdir(), "glance-config-"));
   const file = join(dir, "node.json");
   writeFileSync(
@@ -77,15 +84,19 @@ async function tlsNode(cert: (key: KeyPair) => Promise<string>, caPem: string, o
 describe("node config with mutual TLS files", () => {
   it("loads the CA, the certificate and the node's own key, resolved against the config's folder", async () => {
     const ca = await testCa();
-    const { config, key, dir } = await tlsNode((k) => ca.issue("tls-node", k, Date.now() - DAY, Date.now() + 90 * DAY), ca.pem);
+    const { config, key, dir } = await tlsNode(
+      (k) => ca.issue("tls-node", k, Date.now() - DAY, Date.now() + 90 * DAY),
+      ca.pem,
+    );
     expect(config.mqtt.ca).toBe(join(dir, "state", "fleet-ca.pem"));
     const tls = loadMqttTls(config, key);
-    expect(tls?.ca).toBe(ca.pem);
-    expect(tls?.key).toMatch(/^-----BEGIN PRIVATE KEY-----/);
-    expect(tls?.facts.daysLeft).toBe(89);
-    expect(tls?.facts.serial).toBe("01a2b3");
-    expect(renewalDue(tls!.facts)).toBe(false);
-    expect(renewalDue(tls!.facts, new Date(Date.now() + 62 * DAY))).toBe(true);
+    if (!tls) throw new Error("no TLS material loaded");
+    expect(tls.ca).toBe(ca.pem);
+    expect(tls.key).toMatch(/^-----BEGIN PRIVATE KEY-----/);
+    expect(tls.facts.daysLeft).toBe(89);
+    expect(tls.facts.serial).toBe("01a2b3");
+    expect(renewalDue(tls.facts)).toBe(false);
+    expect(renewalDue(tls.facts, new Date(Date.now() + 62 * DAY))).toBe(true);
   });
 
   it("says which file is missing or unreadable and where to get it", async () => {
@@ -112,10 +123,22 @@ describe("node config with mutual TLS files", () => {
     const stranger = generateSigningKeyPair();
     const now = Date.now();
     const cases: [(k: KeyPair) => Promise<string>, string, RegExp][] = [
-      [() => ca.issue("tls-node", stranger, now - DAY, now + DAY), ca.pem, /for another key than this node's signing key/],
-      [(k) => ca.issue("other-node", k, now - DAY, now + DAY), ca.pem, /names urn:glance:node:other-node, not tls-node/],
+      [
+        () => ca.issue("tls-node", stranger, now - DAY, now + DAY),
+        ca.pem,
+        /for another key than this node's signing key/,
+      ],
+      [
+        (k) => ca.issue("other-node", k, now - DAY, now + DAY),
+        ca.pem,
+        /names urn:glance:node:other-node, not tls-node/,
+      ],
       [(k) => other.issue("tls-node", k, now - DAY, now + DAY), ca.pem, /not signed by this fleet CA/],
-      [(k) => ca.issue("tls-node", k, now - 3 * DAY, now - DAY), ca.pem, /it expired at .*Renew it: glance-agent renew/],
+      [
+        (k) => ca.issue("tls-node", k, now - 3 * DAY, now - DAY),
+        ca.pem,
+        /it expired at .*Renew it: glance-agent renew/,
+      ],
     ];
     for (const [cert, caPem, message] of cases) {
       const { config, key } = await tlsNode(cert, caPem);
@@ -147,14 +170,22 @@ describe("glance-agent doctor with a node certificate", () => {
     const checks = await doctor(soon.config, undefined);
     const cert = checks.find((c) => c.name === "certificate");
     expect(cert).toMatchObject({ ok: true, warn: true });
-    expect(cert?.detail).toMatch(/serial 01a2b3 for tls-node and this node's key, chains to the fleet CA, .*\(10 days left\)/);
+    expect(cert?.detail).toMatch(
+      /serial 01a2b3 for tls-node and this node's key, chains to the fleet CA, .*\(10 days left\)/,
+    );
     expect(cert?.next).toMatch(/glance-agent renew --config .*add apiUrl/);
 
     const old = await tlsNode((k) => ca.issue("tls-node", k, Date.now() - 91 * DAY, Date.now() - DAY), ca.pem);
     const failed = await doctor(old.config, undefined);
-    expect(failed.find((c) => c.name === "certificate")).toMatchObject({ ok: false, next: expect.stringMatching(/renew/) });
+    expect(failed.find((c) => c.name === "certificate")).toMatchObject({
+      ok: false,
+      next: expect.stringMatching(/renew/),
+    });
     // the broker is not tried with an unusable certificate
-    expect(failed.find((c) => c.name === "broker")).toMatchObject({ ok: false, detail: expect.stringMatching(/unusable/) });
+    expect(failed.find((c) => c.name === "broker")).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/unusable/),
+    });
     expect(keyFile(old.config.dataDir)).toMatch(/node-signing-key\.json$/);
   }, 60_000);
 });

@@ -178,7 +178,11 @@ export function loadMqttTls(config: NodeConfig, key: KeyPair, now = new Date()):
       `mqtt.url ${config.mqtt.url} is not mqtts:// but mqtt.cert is set: use the mqtts:// URL from the node's claim.`,
     );
   }
-  const ca = readPem(caFile, "mqtt.ca", "Copy fleet-ca.pem from the node's claim (provisioning writes it beside the key).");
+  const ca = readPem(
+    caFile,
+    "mqtt.ca",
+    "Copy fleet-ca.pem from the node's claim (provisioning writes it beside the key).",
+  );
   const cert = readPem(
     certFile,
     "mqtt.cert",

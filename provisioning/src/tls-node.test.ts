@@ -58,83 +58,81 @@ describe("a claimed node on the mutual-TLS broker, from its config file", () => 
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it(
-    "claim, write node.json, doctor passes, the agent's templates arrive; renew; revoked: dropped and refused",
-    { timeout: 420_000 },
-    async () => {
-      const nodeDir = join(dir, "node");
-      const config = join(nodeDir, "node.json");
-      const node = await claimNode({
-        apiUrl: orch.httpUrl,
-        token: orch.adminToken,
-        nodeId: "soho-door",
-        storeId: "soho",
-        cameraId: "door",
-        keyDir: join(nodeDir, "state"),
-      });
-      await writeNodeConfig(config, node, {
-        apiUrl: orch.httpUrl,
-        dataDir: "state",
-        source: { kind: "folder", path: SCENES, loop: true, pace: "every-frame" },
-      });
-      expect(JSON.parse(await readFile(config, "utf8")).mqtt).toEqual({
-        url: orch.mqttUrl,
-        ca: "state/fleet-ca.pem",
-        cert: "state/node-cert.pem",
-      });
+  it("claim, write node.json, doctor passes, the agent's templates arrive; renew; revoked: dropped and refused", {
+    timeout: 420_000,
+  }, async () => {
+    const nodeDir = join(dir, "node");
+    const config = join(nodeDir, "node.json");
+    const node = await claimNode({
+      apiUrl: orch.httpUrl,
+      token: orch.adminToken,
+      nodeId: "soho-door",
+      storeId: "soho",
+      cameraId: "door",
+      keyDir: join(nodeDir, "state"),
+    });
+    await writeNodeConfig(config, node, {
+      apiUrl: orch.httpUrl,
+      dataDir: "state",
+      source: { kind: "folder", path: SCENES, loop: true, pace: "every-frame" },
+    });
+    expect(JSON.parse(await readFile(config, "utf8")).mqtt).toEqual({
+      url: orch.mqttUrl,
+      ca: "state/fleet-ca.pem",
+      cert: "state/node-cert.pem",
+    });
 
-      // the technician's check: certificate and broker over TLS (no password anywhere)
-      const doctor = await run(TSX, [AGENT, "doctor", "--config", config], { cwd: ROOT });
-      expect(doctor.stdout).toMatch(/\[ ok \] certificate serial [0-9a-f]+ for soho-door and this node's key, chains to the fleet CA, valid until .* \(89 days left\)/);
-      expect(doctor.stdout).toContain("accepted soho-door's certificate (mutual TLS)");
-      expect(doctor.stdout).toContain("All checks passed.");
+    // the technician's check: certificate and broker over TLS (no password anywhere)
+    const doctor = await run(TSX, [AGENT, "doctor", "--config", config], { cwd: ROOT });
+    expect(doctor.stdout).toMatch(
+      /\[ ok \] certificate serial [0-9a-f]+ for soho-door and this node's key, chains to the fleet CA, valid until .* \(89 days left\)/,
+    );
+    expect(doctor.stdout).toContain("accepted soho-door's certificate (mutual TLS)");
+    expect(doctor.stdout).toContain("All checks passed.");
 
-      // the agent, started from its config, sends templates the orchestrator accepts
-      const rejections: string[] = [];
-      orch.events.on("rejection", (r: { code: string }) => rejections.push(r.code));
-      agent = spawn(TSX, [AGENT, "run", "--config", config], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-      let stderr = "";
-      agent.stderr?.on("data", (d: Buffer) => {
-        stderr += d.toString();
-      });
-      const accepted = orch.metrics().accepted;
-      await waitFor(() => orch.metrics().accepted > accepted || agent?.exitCode !== null, 240_000);
-      expect(agent.exitCode, stderr).toBeNull();
-      expect(rejections).toEqual([]);
+    // the agent, started from its config, sends templates the orchestrator accepts
+    const rejections: string[] = [];
+    orch.events.on("rejection", (r: { code: string }) => rejections.push(r.code));
+    agent = spawn(TSX, [AGENT, "run", "--config", config], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    agent.stderr?.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const accepted = orch.metrics().accepted;
+    await waitFor(() => orch.metrics().accepted > accepted || agent?.exitCode !== null, 240_000);
+    expect(agent.exitCode, stderr).toBeNull();
+    expect(rejections).toEqual([]);
 
-      // renewal from the node: a new certificate in node-cert.pem
-      const before = await readFile(join(nodeDir, "state", "node-cert.pem"), "utf8");
-      const renewed = await run(TSX, [AGENT, "renew", "--config", config], { cwd: ROOT });
-      expect(renewed.stdout).toMatch(/^renewed: serial [0-9a-f]+, valid until .* \(89 days\)\n$/);
-      expect(await readFile(join(nodeDir, "state", "node-cert.pem"), "utf8")).not.toBe(before);
-      const notDue = await run(TSX, [AGENT, "renew", "--if-due", "--config", config], { cwd: ROOT });
-      expect(notDue.stdout).toMatch(/^not due/);
+    // renewal from the node: a new certificate in node-cert.pem
+    const before = await readFile(join(nodeDir, "state", "node-cert.pem"), "utf8");
+    const renewed = await run(TSX, [AGENT, "renew", "--config", config], { cwd: ROOT });
+    expect(renewed.stdout).toMatch(/^renewed: serial [0-9a-f]+, valid until .* \(89 days\)\n$/);
+    expect(await readFile(join(nodeDir, "state", "node-cert.pem"), "utf8")).not.toBe(before);
+    const notDue = await run(TSX, [AGENT, "renew", "--if-due", "--config", config], { cwd: ROOT });
+    expect(notDue.stdout).toMatch(/^not due/);
 
-      // revocation: the running agent's session is dropped at once, and its reconnects (every 2 s) are refused
-      const clientId = `glance-node-${node.nodeId}`;
-      const aedes = orch.broker;
-      const connects: string[] = [];
-      aedes.on("client", (c) => connects.push(c.id));
-      const dropped = new Promise<void>((resolve) =>
-        aedes.on("clientDisconnect", (c) => c.id === clientId && resolve()),
-      );
-      const res = await fetch(new URL(`/api/nodes/${node.nodeId}/revoke`, orch.httpUrl), {
-        method: "POST",
-        headers: { authorization: `Bearer ${orch.adminToken}` },
-      });
-      expect(res.status).toBe(200);
-      await dropped;
-      await new Promise((r) => setTimeout(r, 6000));
-      expect(connects.filter((id) => id === clientId)).toEqual([]);
-      await stopAgent(agent);
+    // revocation: the running agent's session is dropped at once, and its reconnects (every 2 s) are refused
+    const clientId = `glance-node-${node.nodeId}`;
+    const aedes = orch.broker;
+    const connects: string[] = [];
+    aedes.on("client", (c) => connects.push(c.id));
+    const dropped = new Promise<void>((resolve) => aedes.on("clientDisconnect", (c) => c.id === clientId && resolve()));
+    const res = await fetch(new URL(`/api/nodes/${node.nodeId}/revoke`, orch.httpUrl), {
+      method: "POST",
+      headers: { authorization: `Bearer ${orch.adminToken}` },
+    });
+    expect(res.status).toBe(200);
+    await dropped;
+    await new Promise((r) => setTimeout(r, 6000));
+    expect(connects.filter((id) => id === clientId)).toEqual([]);
+    await stopAgent(agent);
 
-      const after = await run(TSX, [AGENT, "doctor", "--json", "--config", config], { cwd: ROOT }).catch(
-        (e: { stdout: string }) => e,
-      );
-      const broker = (JSON.parse(after.stdout) as { name: string; ok: boolean; next?: string }[]).find(
-        (c) => c.name === "broker",
-      );
-      expect(broker).toMatchObject({ ok: false, next: expect.stringMatching(/revoked/) });
-    },
-  );
+    const after = await run(TSX, [AGENT, "doctor", "--json", "--config", config], { cwd: ROOT }).catch(
+      (e: { stdout: string }) => e,
+    );
+    const broker = (JSON.parse(after.stdout) as { name: string; ok: boolean; next?: string }[]).find(
+      (c) => c.name === "broker",
+    );
+    expect(broker).toMatchObject({ ok: false, next: expect.stringMatching(/revoked/) });
+  });
 });

@@ -22,6 +22,12 @@ export interface MosquittoConfigOptions {
   user?: string;
   /** largest MQTT packet accepted; default 64 KB, as the embedded broker */
   maxPacketBytes?: number;
+  /**
+   * the fleet CRL (`FleetCa.crlFile`, kept current by the orchestrator): mosquitto refuses the certificates it lists.
+   * It is read when the TLS context is built: at start and on SIGHUP, so signal mosquitto after each revocation.
+   * The file must exist before mosquitto starts.
+   */
+  crlFile?: string;
 }
 
 export interface MosquittoConfig {
@@ -82,6 +88,7 @@ export async function generateMosquittoConfig(
     `cafile ${file("ca.pem")}`,
     `certfile ${file("server.pem")}`,
     `keyfile ${file("server-key.pem")}`,
+    ...(opts.crlFile ? [`crlfile ${opts.crlFile}`] : []),
     "tls_version tlsv1.3",
     "require_certificate true",
     "use_identity_as_username true",

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createConnection, createServer } from "node:net";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
@@ -83,11 +83,14 @@ describe.runIf(runPostgres && (haveMosquitto || process.env.GLANCE_REQUIRE_POSTG
       dataDir = join(dir, "orchestrator");
       const ca = await loadOrCreateFleetCa(dataDir);
       const port = await freePort();
+      // mosquitto wants the CRL at start; the orchestrators rewrite it as they start and at each revocation
+      await writeFile(ca.crlFile, await ca.createCrl([]));
       const { confFile } = await generateMosquittoConfig(contract, {
         dir: join(dir, "mosquitto"),
         port,
         user: userInfo().username,
         tls: await ca.issueServerCertificate(["localhost"]),
+        crlFile: ca.crlFile,
       });
       broker = spawn(MOSQUITTO, ["-c", confFile], { stdio: ["ignore", "pipe", "pipe"] });
       broker.stdout?.on("data", (d: Buffer) => {
@@ -133,6 +136,30 @@ describe.runIf(runPostgres && (haveMosquitto || process.env.GLANCE_REQUIRE_POSTG
       if (res.status !== 201) throw new Error(`${path}: ${res.status} ${JSON.stringify(body)}`);
       return body;
     };
+
+    const register = async (storeId: string) => {
+      const signingKey: KeyPair = generateSigningKeyPair();
+      const nodeId = `node-${Math.random().toString(36).slice(2, 10)}`;
+      const body = (await api("/api/nodes", {
+        nodeId,
+        storeId,
+        cameraId: "entrance",
+        signingPublicKey: signingKey.publicKey,
+      })) as { tls: { ca: string; cert: string } };
+      return { nodeId, cameraId: "entrance", signingKey, tls: { ...body.tls, key: signingKeyPem(signingKey) } };
+    };
+
+    const attempt = (tls: { ca: string; cert: string; key: string }) =>
+      new Promise<string>((resolve) => {
+        const c = mqtt.connect(url, { ...tls, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000 });
+        const done = (how: string) => {
+          c.end(true);
+          resolve(how);
+        };
+        c.once("connect", () => done("connected"));
+        c.once("error", (e) => done(/revoked/.test(e.message) ? "revoked" : "refused"));
+        c.once("close", () => done("refused"));
+      });
 
     const registerAndConnect = async (storeId: string) => {
       const signingKey: KeyPair = generateSigningKeyPair();
@@ -218,6 +245,43 @@ describe.runIf(runPostgres && (haveMosquitto || process.env.GLANCE_REQUIRE_POSTG
         c.once("close", () => done("refused"));
       });
       expect(outcome, brokerLog).toBe("refused");
+    });
+
+    // last: it leaves a NODE_REVOKED rejection in the metrics the tests above compare
+    it("a revoked node's certificate is refused once mosquitto reloads the CRL the orchestrator rewrote; others still connect", async () => {
+      const o = orchs[0] as Orchestrator;
+      const storeId = `store-${Math.random().toString(36).slice(2, 8)}`;
+      await api("/api/stores", { id: storeId, name: "Glance Soho" });
+      const lost = await register(storeId);
+      const kept = await register(storeId);
+      expect(await attempt(lost.tls)).toBe("connected");
+      const live = await mqtt.connectAsync(url, { ...lost.tls, protocolVersion: 4, reconnectPeriod: 0 });
+      clients.push(live);
+
+      const res = await fetch(new URL(`/api/nodes/${lost.nodeId}/revoke`, o.httpUrl), {
+        method: "POST",
+        headers: { authorization: `Bearer ${o.adminToken}` },
+      });
+      expect(res.status).toBe(200);
+      broker.kill("SIGHUP"); // what `systemctl reload mosquitto` does
+      await waitFor(() => brokerLog.includes("Reloading config"));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await attempt(lost.tls), brokerLog).toBe("revoked");
+      expect(await attempt(kept.tls), brokerLog).toBe("connected");
+
+      // mosquitto keeps a session opened before the revocation: its templates are rejected by the orchestrators
+      const space = ((await (await fetch(new URL("/api/health", o.httpUrl))).json()) as { space: string }).space;
+      const rejected = () => orchs.reduce((n, x) => n + (x.metrics().rejected.NODE_REVOKED ?? 0), 0);
+      const before = rejected();
+      const template = sealTemplate({
+        node: lost,
+        seq: 1,
+        embedding: randomEmbedding(),
+        recipient: o.sealingKey,
+        space,
+      });
+      await live.publishAsync(topicFor("template", lost.nodeId), encodeMessage("template", template), { qos: 1 });
+      await waitFor(() => rejected() === before + 1);
     });
   },
 );

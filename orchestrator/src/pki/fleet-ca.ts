@@ -291,7 +291,8 @@ export async function loadOrCreateFleetCa(dataDir: string, opts: FleetCaOptions 
         signingKey: caKey,
         signingAlgorithm: EC,
       });
-      return crl.toString("pem");
+      // OpenSSL (mosquitto's crlfile) reads only the "X509 CRL" label, not x509's "CRL"
+      return pem("X509 CRL", crl.rawData);
     },
   };
 }

@@ -1,6 +1,6 @@
 import "reflect-metadata";
-import { readFile } from "node:fs/promises";
 import { webcrypto } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { generateSigningKeyPair, type KeyPair } from "@glance/shared";
 import * as x509 from "@peculiar/x509";
 import mqtt, { type MqttClient } from "mqtt";
@@ -27,9 +27,13 @@ async function csrFor(nodeId: string, key: KeyPair): Promise<string> {
     false,
     ["sign"],
   );
-  const publicKey = await webcrypto.subtle.importKey("jwk", { kty: "OKP", crv: "Ed25519", x: key.publicKey }, alg, true, [
-    "verify",
-  ]);
+  const publicKey = await webcrypto.subtle.importKey(
+    "jwk",
+    { kty: "OKP", crv: "Ed25519", x: key.publicKey },
+    alg,
+    true,
+    ["verify"],
+  );
   const req = await x509.Pkcs10CertificateRequestGenerator.create({
     name: `CN=${nodeId}`,
     keys: { publicKey, privateKey } as never,
@@ -145,7 +149,10 @@ describe("node certificates: renewal and revocation", () => {
 
     const audit = await expectJson<{ action: string; subject: string }[]>(await h.api("/api/audit?limit=50"), 200);
     expect(audit).toContainEqual(
-      expect.objectContaining({ action: "admin POST /api/nodes/:nodeId/revoke", subject: `/api/nodes/${node.nodeId}/revoke` }),
+      expect.objectContaining({
+        action: "admin POST /api/nodes/:nodeId/revoke",
+        subject: `/api/nodes/${node.nodeId}/revoke`,
+      }),
     );
   });
 
