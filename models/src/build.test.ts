@@ -1,12 +1,12 @@
 import { cp, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { isGlanceError, ModelManifest } from "@glance/shared";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildModels, DEFAULT_DIST } from "./build.ts";
 import { loadManifest } from "./inference/manifest.ts";
 import { DEFAULT_EMBEDDER, defaultEmbedder, FacePipeline } from "./inference/pipeline.ts";
-import { recipeByName, recipes } from "./recipes.ts";
+import { recipes } from "./recipes.ts";
 import { devSigningKey } from "./signing/keys.ts";
 import { signModelDir } from "./signing/sign.ts";
 
@@ -36,10 +36,11 @@ describe("models:build", () => {
       "blazeface-back",
       "blazeface-front",
       "dlib-resnet",
+      "dlib-resnet-int8",
       "fr-feature",
     ]);
     // faceres was measured and not chosen: built only on demand (faceres.test.ts), its package is 144 MB
-    expect(recipes.filter((r) => r.candidate).map((r) => r.name)).toEqual(["faceres"]);
+    expect(recipes.filter((r) => r.candidate).map((r) => r.name)).toContain("faceres");
     expect(performance.now() - t0).toBeLessThan(5_000);
   });
 
@@ -57,8 +58,8 @@ describe("models:build", () => {
     expect(emb.embedding?.space).toBe("fr-feature@0.0.1");
     const t = emb.embedding?.thresholds;
     expect(t && t["1e-2"] < t["1e-3"] && t["1e-3"] < t["1e-4"]).toBe(true);
-    // the default embedder: licensed for commercial use (issue 4), made from TF.js weights at build time
-    const { manifest: dlib } = await loadManifest(DEFAULT_DIST, DEFAULT_EMBEDDER);
+    // the default embedder's fp32 model: licensed for commercial use (issue 4), made from TF.js weights at build
+    const { manifest: dlib } = await loadManifest(DEFAULT_DIST, "dlib-resnet");
     expect(ModelManifest.parse(dlib)).toEqual(dlib);
     expect(dlib.name).toBe("dlib-resnet");
     expect(dlib.licence.status).toBe("permissive");
@@ -66,6 +67,33 @@ describe("models:build", () => {
     expect(dlib.outputs).toEqual([{ name: "embedding", type: "float32", shape: [1, 128] }]);
     expect(dlib.embedding?.space).toBe("dlib-resnet@1.0.0");
   });
+
+  it("gives a fresh clone the int8 default embedder, calibrated on the bundled demo set, same bytes on a rebuild", async () => {
+    const { manifest: q, modelPath } = await loadManifest(DEFAULT_DIST, DEFAULT_EMBEDDER);
+    expect(q.name).toBe("dlib-resnet-int8");
+    expect(q.precision).toBe("int8");
+    expect(q.precisionReason).toMatch(/meets the target/);
+    // its own space: fp32 and int8 templates are not compared with each other
+    expect(q.embedding?.space).toBe("dlib-resnet-int8@1.0.0");
+    expect(q.inputs).toEqual([{ name: "input", type: "float32", shape: [1, 3, 150, 150] }]);
+    const cal = q.metrics.quantization as { crops: number; setSha256: string };
+    expect(cal.crops).toBeGreaterThanOrEqual(50);
+    expect(q.provenance.conversion).toMatch(/demo set/);
+    // a second clone (a scratch dist, forced) calibrates on the same crops and writes the same file
+    const dist = await copyOfDist();
+    const results = await buildModels({ distDir: dist, only: ["dlib-resnet-int8"], force: true });
+    expect(results.map((r) => `${r.name} ${r.status}`)).toEqual([
+      "blazeface-back built",
+      "dlib-resnet built",
+      "dlib-resnet-int8 built",
+    ]);
+    const again = await loadManifest(dist, "dlib-resnet-int8");
+    expect(again.manifest.sha256).toBe(q.sha256);
+    expect(await readFile(again.modelPath)).toEqual(await readFile(modelPath));
+    // and the next build leaves it alone
+    const [, , r] = await buildModels({ distDir: dist, only: ["dlib-resnet-int8"] });
+    expect(r?.status).toBe("up-to-date");
+  }, 240_000);
 
   it("rebuilds a model whose file was damaged", async () => {
     const dist = await copyOfDist();
@@ -116,8 +144,7 @@ describe("loading models", () => {
 
   it("refuses a model whose I/O differs from its manifest with MODEL_SHAPE_MISMATCH", async () => {
     const dist = await copyOfDist();
-    const name = defaultEmbedder();
-    const dir = join(dist, name, recipeByName(name)?.version ?? "");
+    const dir = dirname((await loadManifest(dist, defaultEmbedder())).modelPath);
     const path = join(dir, "manifest.json");
     const m = JSON.parse(await readFile(path, "utf8")) as ModelManifest;
     m.inputs = [{ name: "input", type: "float32", shape: [1, 3, 128, 128] }];

@@ -43,6 +43,20 @@ const LFW_MEAN_LANDMARKS: Array<[number, number]> = [
  * the scores, and thus the thresholds, are those of the production path.
  */
 export async function lfwScores(pipeline: FacePipeline, dir = LFW_DIR): Promise<PairScores & { undetected: number }> {
+  const { embeddings, people, undetected } = await lfwEmbeddings(pipeline, dir);
+  return { ...pairScores(embeddings), people, undetected };
+}
+
+export interface LfwEmbedding {
+  person: number;
+  e: Float32Array;
+}
+
+/** one embedding per LFW photo through detect → align → embed, in a fixed order (people sorted, files sorted) */
+export async function lfwEmbeddings(
+  pipeline: FacePipeline,
+  dir = LFW_DIR,
+): Promise<{ embeddings: LfwEmbedding[]; people: number; undetected: number }> {
   const people = (await readdir(dir, { withFileTypes: true }))
     .filter((e) => e.isDirectory())
     .map((e) => e.name)
@@ -52,7 +66,7 @@ export async function lfwScores(pipeline: FacePipeline, dir = LFW_DIR): Promise<
     [...ARCFACE_112.slice(0, 3), mouthCentre(ARCFACE_112)],
   );
   const p = pipeline.embedder.preprocessing;
-  const embs: Array<{ person: number; e: Float32Array }> = [];
+  const embs: LfwEmbedding[] = [];
   let undetected = 0;
   for (const [i, person] of people.entries()) {
     const files = (await readdir(join(dir, person))).filter((f) => /\.(jpe?g|png)$/i.test(f)).sort();
@@ -68,16 +82,25 @@ export async function lfwScores(pipeline: FacePipeline, dir = LFW_DIR): Promise<
       embs.push({ person: i, e: await pipeline.embedCrop(crop) });
     }
   }
+  return { embeddings: embs, people: people.length, undetected };
+}
+
+/**
+ * Genuine and impostor cosines over every photo pair a < b. With `other` (the same photos embedded by another
+ * model, e.g. fp32 vs int8), photo a comes from `embs` and photo b from `other`: the scores a fleet that mixes
+ * the two models would see.
+ */
+export function pairScores(embs: readonly LfwEmbedding[], other: readonly LfwEmbedding[] = embs): PairScores {
   const genuine: number[] = [];
   const impostor: number[] = [];
   for (let a = 0; a < embs.length; a++) {
     for (let b = a + 1; b < embs.length; b++) {
-      const x = embs[a] as { person: number; e: Float32Array };
-      const y = embs[b] as { person: number; e: Float32Array };
+      const x = embs[a] as LfwEmbedding;
+      const y = other[b] as LfwEmbedding;
       (x.person === y.person ? genuine : impostor).push(cosine(x.e, y.e));
     }
   }
-  return { genuine, impostor, people: people.length, undetected };
+  return { genuine, impostor, people: new Set(embs.map((e) => e.person)).size };
 }
 
 function mouthCentre(t: Array<[number, number]>): [number, number] {

@@ -15,6 +15,7 @@ import { letterbox } from "../inference/blazeface.ts";
 import { decodeImage, type RawImage } from "../inference/image.ts";
 import { defaultModelsDir, loadManifest } from "../inference/manifest.ts";
 import { FacePipeline } from "../inference/pipeline.ts";
+import { sessionOptions } from "../inference/session.ts";
 import { type HumanPeer, loadHumanPeer } from "./peer-human.ts";
 
 export const benchResultsDir = resolve(fileURLToPath(import.meta.url), "../../../../bench-results");
@@ -84,12 +85,8 @@ export interface BenchResult {
 type Job = { key: string; run: () => Promise<number> };
 
 async function modelJob(manifest: ModelManifest, modelPath: string, threads: number): Promise<Job> {
-  const session = await ort.InferenceSession.create(modelPath, {
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    executionMode: "sequential",
-    graphOptimizationLevel: "all",
-  });
+  // the options the pipeline runs with, so that these rows explain the pipeline rows
+  const session = await ort.InferenceSession.create(modelPath, sessionOptions(threads));
   const input = manifest.inputs[0];
   if (!input) throw new Error(`${manifest.name} has no input`);
   const shape = input.shape.map((d) => (typeof d === "number" ? d : 1));

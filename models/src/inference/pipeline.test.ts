@@ -157,8 +157,8 @@ describe("alignment", () => {
 
 describe("choosing the embedder", () => {
   it("loads GLANCE_EMBEDDER when it is set, so node and orchestrator swap embedders by manifest name alone", async () => {
-    expect(defaultEmbedder({})).toBe("dlib-resnet");
-    expect(DEFAULT_EMBEDDER).toBe("dlib-resnet");
+    expect(defaultEmbedder({})).toBe("dlib-resnet-int8");
+    expect(DEFAULT_EMBEDDER).toBe("dlib-resnet-int8");
     expect(pipeline.embedder.name).toBe(defaultEmbedder());
     const saved = process.env.GLANCE_EMBEDDER;
     process.env.GLANCE_EMBEDDER = "fr-feature";

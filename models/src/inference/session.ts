@@ -4,16 +4,31 @@ import ort from "onnxruntime-node";
 
 export { ort };
 
-/** Opens an ONNX model on the CPU; `threads` is intra-op parallelism (one core per stage on a node). */
-export async function openSession(modelPath: string, threads = 1): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(modelPath, {
+/**
+ * Session options for one model on the CPU; `threads` is intra-op parallelism (one core per stage on a node).
+ *
+ * With more than one thread, the pool's workers do not spin-wait. ORT's default lets them busy-wait for the next
+ * parallel section, which only pays on cores nobody else needs: on a 2-core node (or dev box) the detector's idle
+ * worker spins while the embedder runs, and both fight the camera decoder and anything else for the same cores.
+ * Measured (models/README.md, "Threads"): detect + align + embed per face at 2 threads went from 3.4× slower than
+ * 1 thread with spinning to about equal without it, under load; on an idle machine spinning gained ~1.5× per model.
+ */
+export function sessionOptions(threads = 1): ort.InferenceSession.SessionOptions {
+  return {
     executionProviders: ["cpu"],
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
+    executionMode: "sequential",
     graphOptimizationLevel: "all",
     // converters leave unused initialisers behind; ORT warns about each one at load
     logSeverityLevel: 3,
-  }).catch((cause: unknown) => {
+    ...(threads > 1 ? { extra: { session: { intra_op: { allow_spinning: "0" } } } } : {}),
+  };
+}
+
+/** Opens an ONNX model on the CPU with sessionOptions(threads). */
+export async function openSession(modelPath: string, threads = 1): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(modelPath, sessionOptions(threads)).catch((cause: unknown) => {
     throw new GlanceError(
       "MODEL_CORRUPT",
       `onnxruntime cannot load ${modelPath}: ${(cause as Error).message}. Rebuild with \`npm run models:build -- --force\`.`,

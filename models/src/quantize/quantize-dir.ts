@@ -18,8 +18,9 @@ import { encodeModel, readModel } from "../onnx/proto.ts";
 import { decomposePRelu } from "../onnx/rewrite.ts";
 import { devSigningKey } from "../signing/keys.ts";
 import { signManifest } from "../signing/sign.ts";
-import { type CalibrationMethod, type CalibrationSample, calibrate } from "./calibrate.ts";
-import { type ActivationType, activationsToQuantize, quantizeQdq } from "./qdq.ts";
+import type { CalibrationMethod, CalibrationSample } from "./calibrate.ts";
+import type { ActivationType } from "./qdq.ts";
+import { quantizeModel } from "./quantize-model.ts";
 
 export interface QuantizeDirOptions {
   method?: CalibrationMethod;
@@ -31,8 +32,13 @@ export interface QuantizeDirOptions {
    * with 7-bit; with percentile 99.999 and 7-bit 0.9862/0.9744 (the default; `tsx models/src/quantize/compare.ts`).
    */
   reduceRange?: boolean;
-  /** where the new model dir goes: <distDir>/<name>-int8/<version> (default: beside the source's name dir) */
+  /** where the new model dir goes: <distDir>/<name>/<version> (default: beside the source's name dir) */
   distDir?: string;
+  /**
+   * the new model's name (default <source>-int8-lfw): `models:build` makes <source>-int8 itself, calibrated on the
+   * bundled demo set, and this hand-made LFW-calibrated variant must not overwrite it
+   */
+  name?: string;
   onStage?: (stage: string, done: number, total: number) => void;
 }
 
@@ -124,18 +130,18 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
     samples.push({ feeds: { [input.name]: { data: await cropToTensor(f, src.preprocessing), dims: shape } } });
     stage("load calibration crops", i + 1, calibFiles.length);
   }
-  const tensors = activationsToQuantize(model);
-  const ranges = await calibrate(model, tensors, samples, {
+  const reduceRange = opts.reduceRange ?? true;
+  const {
+    bytes: int8Bytes,
+    summary,
+    preluRewritten,
+  } = await quantizeModel(model, samples, {
     method,
     percentile,
+    activationType,
+    reduceRange,
     onProgress: (d, t) => stage(`calibrate (${method})`, d, t),
   });
-  const reduceRange = opts.reduceRange ?? true;
-  const quantized = quantizeQdq(model, { ranges, activationType, reduceRange });
-  const summary = quantized.summary;
-  // PRelu has no integer kernel and a slow float one: rewrite it as Relu/Sub/Mul/Add between its DQ and Q
-  const { model: q, replaced: preluRewritten } = decomposePRelu(quantized.model);
-  const int8Bytes = encodeModel(q);
   const fp32Rewritten = encodeModel(decomposePRelu(model).model);
   // it must load (and fuse) in onnxruntime before anything is written
   await (await ort.InferenceSession.create(int8Bytes)).release();
@@ -186,7 +192,7 @@ export async function quantizeModelDir(srcDir: string, opts: QuantizeDirOptions 
     opset: `${summary.opsetFrom} → ${summary.opsetTo}`,
   };
 
-  const name = `${src.name}-int8`;
+  const name = opts.name ?? `${src.name}-int8-lfw`;
   const distDir = opts.distDir ?? dirname(dirname(srcDir));
   const outDir = join(distDir, name, src.version);
   const reason =

@@ -84,7 +84,7 @@ export function finishTemplate(
   if (header.space !== deps.space) {
     throw new GlanceError(
       "SPACE_UNKNOWN",
-      `Template space ${header.space} is not the gallery's space ${deps.space}; run the node and the orchestrator with the same embedder (GLANCE_EMBEDDER, default dlib-resnet).`,
+      `Template space ${header.space} is not the gallery's space ${deps.space}; run the node and the orchestrator with the same embedder (GLANCE_EMBEDDER, default dlib-resnet-int8).`,
     );
   }
   const embedding = decodeEmbedding(plaintext);
