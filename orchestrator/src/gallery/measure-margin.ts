@@ -2,7 +2,8 @@
  * Measures what a second-best margin does to 1:N decisions on real faces, to choose DEFAULT_MARGIN (open-set.ts).
  * Not a test: it prints a table.
  *
- *   tsx orchestrator/src/gallery/measure-margin.ts [--embedder dlib-resnet] [--data ../shared/datasets/lfw-aligned-pairs]
+ *   tsx orchestrator/src/gallery/measure-margin.ts [--embedder dlib-resnet]
+ *       [--data ../shared/datasets/lfw-aligned-pairs] [--margins 0,0.005,0.01]
  *
  * LFW pairs (70 people × 2 photos), each crop padded and run through detect → align → embed like a camera frame.
  * - members: one photo of every person enrolled (70 identities), the other photo of each is the probe (both ways:

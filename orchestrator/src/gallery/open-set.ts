@@ -11,10 +11,10 @@ import { type FalseAcceptRate, GlanceError } from "@glance/shared";
  * Beyond the lowest calibrated FAR it is extrapolated along the last segment, but at most one decade further
  * (`EXTRAPOLATION_DECADES`): the 1e-4 points of the shipped manifests are already normal-fit guesses, so anything
  * further is invented. Past that, the threshold is clamped and the search's actual false-accept rate
- * (`expectedFar`) is higher than the target; `clamped` says so and the gallery logs it. A cosine never exceeds 1,
- * so a threshold above `MAX_THRESHOLD` is clamped too (the embedder cannot tell that many people apart at that
- * FAR). Above the highest calibrated FAR (a lax target), the highest calibrated point's threshold is used: stricter
- * than asked, never laxer.
+ * (`expectedFar`) is higher than the target; `clamped` says so (Gallery.openSet carries it for logs and APIs). A
+ * cosine never exceeds 1, so a threshold above `MAX_THRESHOLD` is clamped too (the embedder cannot tell that many
+ * people apart at that FAR). Above the highest calibrated FAR (a lax target), the highest calibrated point's
+ * threshold is used: stricter than asked, never laxer.
  *
  * N is the number of identities in the gallery (a person's score is their best template; their templates are of
  * one face, so they count once). Consent filtering only shrinks the set actually compared, so this errs strict.
@@ -59,7 +59,7 @@ export interface OpenSetThreshold {
   clamped: boolean;
 }
 
-/** The 1:1 FAR each of `identities` comparisons must keep to for a 1:N false-accept rate of `far` (no rounding at N ≤ 1). */
+/** The 1:1 FAR each of `identities` comparisons must keep to for a 1:N rate of `far` (exactly `far` at N ≤ 1). */
 export function perComparisonFar(far: number, identities: number): number {
   if (identities <= 1) return far;
   // 1 − (1 − F)^(1/N), computed without cancellation for tiny F
