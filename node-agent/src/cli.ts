@@ -1,5 +1,5 @@
 #!/usr/bin/env -S npx --no-install tsx
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_EMBEDDER } from "@glance/models";
@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import { pino } from "pino";
 import { startAgent } from "./agent.ts";
 import { inspectCertificate, renewalDue, renewCertificate } from "./certificate.ts";
-import { loadMqttTls, loadOrCreateKey, type NodeConfig, readConfig, writeCertificate } from "./config.ts";
+import { keyFile, loadMqttTls, loadOrCreateKey, type NodeConfig, readConfig, writeCertificate } from "./config.ts";
 import { doctor, formatChecks } from "./doctor.ts";
 import { benchStages, formatStageBench } from "./stage-bench.ts";
 
@@ -202,6 +202,13 @@ async function main(argv: string[]): Promise<number> {
     const config = readConfig(values.config);
     // stdout carries the one-line result a script reads
     const log = pino({ name: "glance-agent", level: config.logLevel }, process.stderr);
+    // a fresh key would never match the registered one: renewal needs the key the node was claimed with
+    if (!existsSync(keyFile(config.dataDir))) {
+      throw new GlanceError(
+        "CONFIG_INVALID",
+        `${keyFile(config.dataDir)} does not exist: restore the node's key, or claim the node again.`,
+      );
+    }
     const { key } = loadOrCreateKey(config.dataDir);
     const facts = await renew(config, key, log, !values["if-due"]);
     process.stdout.write(

@@ -5,7 +5,15 @@ import { generateSigningKeyPair, type KeyPair } from "@glance/shared";
 import * as x509 from "@peculiar/x509";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createStore, expectJson, type Harness, startHarness } from "../testing/harness.ts";
+import {
+  createStore,
+  expectJson,
+  type Harness,
+  postgresUrl,
+  requiredPostgresUrl,
+  runPostgres,
+  startHarness,
+} from "../testing/harness.ts";
 import { signingKeyPem } from "./fleet-ca.ts";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
@@ -54,120 +62,132 @@ function connect(url: string, key: KeyPair, tls: Tls, nodeId: string): Promise<M
   });
 }
 
-describe("node certificates: renewal and revocation", () => {
-  let h: Harness;
-  let storeId: string;
-  const clients: MqttClient[] = [];
+const backends = [
+  { name: "PGlite", enabled: true, url: () => undefined },
+  { name: "Postgres", enabled: runPostgres, url: () => postgresUrl ?? requiredPostgresUrl() },
+];
 
-  const claim = async () => {
-    const key = generateSigningKeyPair();
-    const nodeId = `node-${Math.random().toString(36).slice(2, 10)}`;
-    const body = await expectJson<{ tls: Tls }>(
-      await h.api("/api/nodes", {
-        method: "POST",
-        json: { nodeId, storeId, cameraId: "entrance", signingPublicKey: key.publicKey },
-      }),
-      201,
-    );
-    return { nodeId, key, tls: body.tls };
-  };
-  const renew = (nodeId: string, csr: string) =>
-    h.api(`/api/nodes/${nodeId}/certificate`, { method: "POST", token: null, json: { csr } });
+for (const backend of backends)
+  describe.skipIf(!backend.enabled)(`node certificates: renewal and revocation on ${backend.name}`, () => {
+    let h: Harness;
+    let storeId: string;
+    const clients: MqttClient[] = [];
 
-  beforeAll(async () => {
-    h = await startHarness({ mqttTls: {} });
-    storeId = await createStore(h);
+    const claim = async () => {
+      const key = generateSigningKeyPair();
+      const nodeId = `node-${Math.random().toString(36).slice(2, 10)}`;
+      const body = await expectJson<{ tls: Tls }>(
+        await h.api("/api/nodes", {
+          method: "POST",
+          json: { nodeId, storeId, cameraId: "entrance", signingPublicKey: key.publicKey },
+        }),
+        201,
+      );
+      return { nodeId, key, tls: body.tls };
+    };
+    const renew = (nodeId: string, csr: string) =>
+      h.api(`/api/nodes/${nodeId}/certificate`, { method: "POST", token: null, json: { csr } });
+
+    beforeAll(async () => {
+      h = await startHarness({ mqttTls: {}, databaseUrl: backend.url() });
+      storeId = await createStore(h);
+    });
+
+    afterAll(async () => {
+      await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
+      await h?.close();
+    });
+
+    it("node certificates live 90 days by default", async () => {
+      const node = await claim();
+      const days = (new Date(node.tls.notAfter).getTime() - Date.now()) / 86_400_000;
+      expect(days).toBeGreaterThan(89.9);
+      expect(days).toBeLessThan(90.1);
+    });
+
+    it("a node renews its certificate with a request signed by its own key, without a token; audited", async () => {
+      const node = await claim();
+      const renewed = await expectJson<{ tls: Tls }>(
+        await renew(node.nodeId, await csrFor(node.nodeId, node.key)),
+        200,
+      );
+      expect(renewed.tls.serial).not.toBe(node.tls.serial);
+      expect(renewed.tls.ca).toBe(node.tls.ca);
+      const cert = new x509.X509Certificate(renewed.tls.cert);
+      expect(cert.subject).toBe(`CN=${node.nodeId}`);
+      // the renewed certificate opens the broker
+      const c = await connect(h.orch.mqttUrl, node.key, renewed.tls, node.nodeId);
+      clients.push(c);
+      expect(c.connected).toBe(true);
+
+      const audit = await expectJson<{ actor: string; action: string; subject: string; details: { serial: string } }[]>(
+        await h.api("/api/audit?limit=20"),
+        200,
+      );
+      expect(audit).toContainEqual(
+        expect.objectContaining({
+          actor: `node:${node.nodeId}`,
+          action: "node certificate renewed",
+          subject: node.nodeId,
+          details: expect.objectContaining({ serial: renewed.tls.serial }),
+        }),
+      );
+    });
+
+    it("a request signed by another key gets no certificate", async () => {
+      const node = await claim();
+      const stranger = generateSigningKeyPair();
+      const res = await renew(node.nodeId, await csrFor(node.nodeId, stranger));
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { message: string }).message).toMatch(/signing key/);
+      expect((await renew("no-such-node", await csrFor("no-such-node", node.key))).status).toBe(404);
+    });
+
+    it("revoking a node drops its live session at once and refuses reconnects and renewals", async () => {
+      const node = await claim();
+      const c = await connect(h.orch.mqttUrl, node.key, node.tls, node.nodeId);
+      clients.push(c);
+      const gone = new Promise<number>((resolve) => c.once("close", () => resolve(Date.now())));
+      const t0 = Date.now();
+      const res = await h.api(`/api/nodes/${node.nodeId}/revoke`, { method: "POST" });
+      const body = await expectJson<{ revokedAt: string }>(res, 200);
+      expect(new Date(body.revokedAt).getTime()).toBeGreaterThanOrEqual(t0 - 1000);
+      // "at once": the session is closed before (or right after) the API answers
+      expect((await gone) - t0).toBeLessThan(2000);
+
+      await expect(connect(h.orch.mqttUrl, node.key, node.tls, node.nodeId)).rejects.toThrow(/Bad username/i);
+      const refused = await renew(node.nodeId, await csrFor(node.nodeId, node.key));
+      expect(refused.status).toBe(403);
+      expect(((await refused.json()) as { message: string }).message).toMatch(/revoked/);
+      // revoking twice says so; an unknown node is not found; no token, no revocation
+      expect((await h.api(`/api/nodes/${node.nodeId}/revoke`, { method: "POST" })).status).toBe(409);
+      expect((await h.api("/api/nodes/nobody/revoke", { method: "POST" })).status).toBe(404);
+      expect((await h.api(`/api/nodes/${node.nodeId}/revoke`, { method: "POST", token: null })).status).toBe(401);
+
+      const audit = await expectJson<{ action: string; subject: string }[]>(await h.api("/api/audit?limit=50"), 200);
+      expect(audit).toContainEqual(
+        expect.objectContaining({
+          action: "admin POST /api/nodes/:nodeId/revoke",
+          subject: `/api/nodes/${node.nodeId}/revoke`,
+        }),
+      );
+    });
+
+    it("the fleet CRL lists every certificate of a revoked node and none of the others", async () => {
+      const kept = await claim();
+      const lost = await claim();
+      const renewed = await expectJson<{ tls: Tls }>(
+        await renew(lost.nodeId, await csrFor(lost.nodeId, lost.key)),
+        200,
+      );
+      await expectJson(await h.api(`/api/nodes/${lost.nodeId}/revoke`, { method: "POST" }), 200);
+
+      const crl = new x509.X509Crl(await readFile(h.orch.fleetCa.crlFile, "utf8"));
+      const ca = new x509.X509Certificate(h.orch.fleetCa.caPem);
+      expect(await crl.verify({ publicKey: ca })).toBe(true);
+      expect(crl.nextUpdate?.getTime()).toBeGreaterThan(Date.now() + 7 * 86_400_000);
+      const serials = crl.entries.map((e) => e.serialNumber.toLowerCase());
+      expect(serials).toEqual(expect.arrayContaining([lost.tls.serial, renewed.tls.serial]));
+      expect(serials).not.toContain(kept.tls.serial);
+    });
   });
-
-  afterAll(async () => {
-    await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
-    await h?.close();
-  });
-
-  it("node certificates live 90 days by default", async () => {
-    const node = await claim();
-    const days = (new Date(node.tls.notAfter).getTime() - Date.now()) / 86_400_000;
-    expect(days).toBeGreaterThan(89.9);
-    expect(days).toBeLessThan(90.1);
-  });
-
-  it("a node renews its certificate with a request signed by its own key, without a token; audited", async () => {
-    const node = await claim();
-    const renewed = await expectJson<{ tls: Tls }>(await renew(node.nodeId, await csrFor(node.nodeId, node.key)), 200);
-    expect(renewed.tls.serial).not.toBe(node.tls.serial);
-    expect(renewed.tls.ca).toBe(node.tls.ca);
-    const cert = new x509.X509Certificate(renewed.tls.cert);
-    expect(cert.subject).toBe(`CN=${node.nodeId}`);
-    // the renewed certificate opens the broker
-    const c = await connect(h.orch.mqttUrl, node.key, renewed.tls, node.nodeId);
-    clients.push(c);
-    expect(c.connected).toBe(true);
-
-    const audit = await expectJson<{ actor: string; action: string; subject: string; details: { serial: string } }[]>(
-      await h.api("/api/audit?limit=20"),
-      200,
-    );
-    expect(audit).toContainEqual(
-      expect.objectContaining({
-        actor: `node:${node.nodeId}`,
-        action: "node certificate renewed",
-        subject: node.nodeId,
-        details: expect.objectContaining({ serial: renewed.tls.serial }),
-      }),
-    );
-  });
-
-  it("a request signed by another key gets no certificate", async () => {
-    const node = await claim();
-    const stranger = generateSigningKeyPair();
-    const res = await renew(node.nodeId, await csrFor(node.nodeId, stranger));
-    expect(res.status).toBe(400);
-    expect(((await res.json()) as { message: string }).message).toMatch(/signing key/);
-    expect((await renew("no-such-node", await csrFor("no-such-node", node.key))).status).toBe(404);
-  });
-
-  it("revoking a node drops its live session at once and refuses reconnects and renewals", async () => {
-    const node = await claim();
-    const c = await connect(h.orch.mqttUrl, node.key, node.tls, node.nodeId);
-    clients.push(c);
-    const gone = new Promise<number>((resolve) => c.once("close", () => resolve(Date.now())));
-    const t0 = Date.now();
-    const res = await h.api(`/api/nodes/${node.nodeId}/revoke`, { method: "POST" });
-    const body = await expectJson<{ revokedAt: string }>(res, 200);
-    expect(new Date(body.revokedAt).getTime()).toBeGreaterThanOrEqual(t0 - 1000);
-    // "at once": the session is closed before (or right after) the API answers
-    expect((await gone) - t0).toBeLessThan(2000);
-
-    await expect(connect(h.orch.mqttUrl, node.key, node.tls, node.nodeId)).rejects.toThrow(/Bad username/i);
-    const refused = await renew(node.nodeId, await csrFor(node.nodeId, node.key));
-    expect(refused.status).toBe(403);
-    expect(((await refused.json()) as { message: string }).message).toMatch(/revoked/);
-    // revoking twice says so; an unknown node is not found; no token, no revocation
-    expect((await h.api(`/api/nodes/${node.nodeId}/revoke`, { method: "POST" })).status).toBe(409);
-    expect((await h.api("/api/nodes/nobody/revoke", { method: "POST" })).status).toBe(404);
-    expect((await h.api(`/api/nodes/${node.nodeId}/revoke`, { method: "POST", token: null })).status).toBe(401);
-
-    const audit = await expectJson<{ action: string; subject: string }[]>(await h.api("/api/audit?limit=50"), 200);
-    expect(audit).toContainEqual(
-      expect.objectContaining({
-        action: "admin POST /api/nodes/:nodeId/revoke",
-        subject: `/api/nodes/${node.nodeId}/revoke`,
-      }),
-    );
-  });
-
-  it("the fleet CRL lists every certificate of a revoked node and none of the others", async () => {
-    const kept = await claim();
-    const lost = await claim();
-    const renewed = await expectJson<{ tls: Tls }>(await renew(lost.nodeId, await csrFor(lost.nodeId, lost.key)), 200);
-    await expectJson(await h.api(`/api/nodes/${lost.nodeId}/revoke`, { method: "POST" }), 200);
-
-    const crl = new x509.X509Crl(await readFile(h.orch.fleetCa.crlFile, "utf8"));
-    const ca = new x509.X509Certificate(h.orch.fleetCa.caPem);
-    expect(await crl.verify({ publicKey: ca })).toBe(true);
-    expect(crl.nextUpdate?.getTime()).toBeGreaterThan(Date.now() + 7 * 86_400_000);
-    const serials = crl.entries.map((e) => e.serialNumber.toLowerCase());
-    expect(serials).toEqual(expect.arrayContaining([lost.tls.serial, renewed.tls.serial]));
-    expect(serials).not.toContain(kept.tls.serial);
-  });
-});
