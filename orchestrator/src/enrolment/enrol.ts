@@ -18,7 +18,15 @@ export interface EnrolRequest {
   displayName: string;
   /** the caller's own key for the person (bulk import); a second enrolment with the same key is refused */
   externalKey?: string | null;
-  consent: { source: string; evidenceRef: string | null; purpose: string; scope: string; expiresAt: Date | null };
+  consent: {
+    source: string;
+    evidenceRef: string | null;
+    purpose: string;
+    scope: string;
+    expiresAt: Date | null;
+    /** when the person gave it (a signed form imported later); default now */
+    grantedAt?: Date | null;
+  };
   photos: Photo[];
 }
 
@@ -124,7 +132,7 @@ export async function enrolPerson(
       scope: req.consent.scope,
       source: req.consent.source,
       evidenceRef: req.consent.evidenceRef,
-      grantedAt: new Date(),
+      grantedAt: req.consent.grantedAt ?? new Date(),
       expiresAt: req.consent.expiresAt,
     });
     return storeSealedTemplates(tx, deps.masterKey, personId, rows);

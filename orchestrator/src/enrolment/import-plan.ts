@@ -18,6 +18,7 @@ export const IMPORT_COLUMNS = [
   "consent_purpose",
   "consent_scope",
   "consent_evidence",
+  "consent_granted",
   "consent_expires",
   "photos",
 ] as const;
@@ -58,6 +59,17 @@ export const ImportRow = z.object({
       .regex(/^[A-Za-z0-9_-]{1,64}$/, "consent_scope must be all-stores or a store id"),
   ),
   consent_evidence: optional(z.string().trim().max(500)),
+  /** when the person signed: a date (taken as 00:00 UTC) or an ISO date-time with offset; empty = at import */
+  consent_granted: optional(
+    z
+      .string()
+      .trim()
+      .refine((v) => DATE_ONLY.test(v) || z.iso.datetime({ offset: true }).safeParse(v).success, {
+        error: "consent_granted must be a date (2026-03-31) or an ISO date-time with offset",
+      })
+      .transform((v) => new Date(DATE_ONLY.test(v) ? `${v}T00:00:00Z` : v))
+      .refine((d) => !Number.isNaN(d.getTime()), { error: "consent_granted is not a real date" }),
+  ),
   /** a date (consent holds through the end of that day, UTC) or an ISO date-time with offset */
   consent_expires: optional(
     z
@@ -84,6 +96,7 @@ export interface PlannedPerson {
     scope: string | undefined;
     evidenceRef: string | undefined;
     expiresAt: Date | undefined;
+    grantedAt: Date | undefined;
   };
   /** absolute paths, in the order given (folders sorted by name) */
   photos: string[];
@@ -163,6 +176,13 @@ export async function planImport(csv: string, photosDir: string, now = new Date(
     if (expires.success && expires.data && expires.data <= now) {
       problems.push(`consent_expires ${expires.data.toISOString()} is in the past: nobody to enrol`);
     }
+    const granted = ImportRow.shape.consent_granted.safeParse(raw.consent_granted);
+    if (granted.success && granted.data && granted.data > now) {
+      problems.push(`consent_granted ${granted.data.toISOString()} is in the future`);
+    }
+    if (granted.success && granted.data && expires.success && expires.data && granted.data >= expires.data) {
+      problems.push("consent_granted is not before consent_expires");
+    }
     const photoCell = raw.photos?.trim();
     const photos =
       photoCell || personKey
@@ -180,6 +200,7 @@ export async function planImport(csv: string, photosDir: string, now = new Date(
           scope: row.consent_scope,
           evidenceRef: row.consent_evidence,
           expiresAt: row.consent_expires,
+          grantedAt: row.consent_granted,
         },
         photos,
       });

@@ -22,7 +22,7 @@ const tsx = join(root, "node_modules", ".bin", "tsx");
 const cli = join(import.meta.dirname, "import-cli.ts");
 
 const HEADER =
-  "person_key,display_name,consent_source,consent_purpose,consent_scope,consent_evidence,consent_expires,photos";
+  "person_key,display_name,consent_source,consent_purpose,consent_scope,consent_evidence,consent_granted,consent_expires,photos";
 
 /** A well-lit, readable photo of an empty wall. */
 const wall = () =>
@@ -54,8 +54,8 @@ for (const backend of backends)
       const names = JSON.parse(await readFile(join(demoDir, "names.json"), "utf8")) as Record<string, string>;
       const six = Object.entries(names).map(([key, name]) =>
         key === "rose_leslie"
-          ? `${key},${name},demo,recognition-promotions,all-stores,form 17,2030-12-31,rose_leslie;extra/wall.jpg`
-          : `${key},"${name}",demo,,,bundled demo data,,`,
+          ? `${key},${name},demo,recognition-promotions,all-stores,form 17,2026-03-01,2030-12-31,rose_leslie;extra/wall.jpg`
+          : `${key},"${name}",demo,,,bundled demo data,,,`,
       );
       csv = join(dir, "people.csv");
       await writeFile(
@@ -63,8 +63,8 @@ for (const backend of backends)
         [
           HEADER,
           ...six, // lines 2-7
-          "walk-in-1,Walk In,store-counter,,,,,extra/wall.jpg", // line 8: the one photo shows nobody
-          "bad-1,,demo,,,,2020-01-01,missing.jpg", // line 9: no name, consent long expired, photo missing
+          "walk-in-1,Walk In,store-counter,,,,,,extra/wall.jpg", // line 8: the one photo shows nobody
+          "bad-1,,demo,,,,,2020-01-01,missing.jpg", // line 9: no name, consent long expired, photo missing
         ].join("\n"),
       );
     });
@@ -127,10 +127,9 @@ for (const backend of backends)
         photos: [{ photo: "extra/wall.jpg", accepted: false, code: "NO_FACE_FOUND" }],
       });
 
-      const people = await expectJson<Array<{ personKey: string | null; displayName: string; templates: number }>>(
-        await h.api("/api/people"),
-        200,
-      );
+      const people = await expectJson<
+        Array<{ personKey: string | null; displayName: string; templates: number; consents: unknown[] }>
+      >(await h.api("/api/people"), 200);
       expect(people.map((p) => p.personKey).sort()).toEqual([
         "alex_lacamoire",
         "barack_obama",
@@ -139,6 +138,10 @@ for (const backend of backends)
         "lin_manuel_miranda",
         "rose_leslie",
       ]);
+      // consent given on paper months ago keeps its date
+      expect(people.find((p) => p.personKey === "rose_leslie")).toMatchObject({
+        consents: [{ source: "demo", evidenceRef: "form 17", grantedAt: "2026-03-01T00:00:00.000Z" }],
+      });
       expect(people.find((p) => p.personKey === "lin_manuel_miranda")).toMatchObject({
         displayName: "Lin-Manuel Miranda",
         templates: 1,
@@ -228,12 +231,12 @@ describe("bulk enrolment CSV check (before anything is written)", () => {
     const plan = await planImport(
       [
         HEADER,
-        "ana,Ana,store-counter,,,,,",
+        "ana,Ana,store-counter,,,,,,",
         "",
-        "ana,Ana again,store-counter,,,,,ana/1.jpg", // line 4
-        "bo,Bo,store-counter,marketing,,,,ana/1.jpg", // line 5
-        "cy,Cy,store-counter,,soho shop,,31/12/2030,../secret.jpg", // line 6
-        "di,Di,store-counter,,,,,notes.txt;ana", // line 7
+        "ana,Ana again,store-counter,,,,,,ana/1.jpg", // line 4
+        "bo,Bo,store-counter,marketing,,,,,ana/1.jpg", // line 5
+        "cy,Cy,store-counter,,soho shop,,,31/12/2030,../secret.jpg", // line 6
+        "di,Di,store-counter,,,,2099-01-01,,notes.txt;ana", // line 7
         "ed,Ed,store-counter", // line 8
       ].join("\n"),
       photos,
@@ -251,12 +254,19 @@ describe("bulk enrolment CSV check (before anything is written)", () => {
           "photo ../secret.jpg is outside the photos folder",
         ],
       },
-      { line: 7, personKey: "di", problems: ["photo notes.txt is not a .jpg, .jpeg, .png or .webp file"] },
+      {
+        line: 7,
+        personKey: "di",
+        problems: [
+          "consent_granted 2099-01-01T00:00:00.000Z is in the future",
+          "photo notes.txt is not a .jpg, .jpeg, .png or .webp file",
+        ],
+      },
       {
         line: 8,
         personKey: "ed",
         problems: [
-          "expected 8 fields, found 3 (a comma inside a value needs quotes)",
+          "expected 9 fields, found 3 (a comma inside a value needs quotes)",
           `photo ed not found in ${photos}`,
         ],
       },

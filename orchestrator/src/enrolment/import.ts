@@ -172,6 +172,7 @@ async function enrolOne(
   if (person.consent.evidenceRef) form.set("consentEvidence", person.consent.evidenceRef);
   if (person.consent.scope) form.set("consentScope", person.consent.scope);
   if (person.consent.expiresAt) form.set("consentExpiresAt", person.consent.expiresAt.toISOString());
+  if (person.consent.grantedAt) form.set("consentGrantedAt", person.consent.grantedAt.toISOString());
   try {
     for (const path of person.photos) form.append("photos", new Blob([await readFile(path)]), basename(path));
   } catch (error) {

@@ -25,6 +25,11 @@ export const EnrolForm = z.object({
   /** "all-stores" (default) or one store id */
   consentScope: z.string().trim().min(1).max(64).optional(),
   consentExpiresAt: z.iso.datetime({ offset: true }).optional(),
+  /** when consent was given, if not now (a signed form entered later, a bulk import); never in the future */
+  consentGrantedAt: z.iso
+    .datetime({ offset: true })
+    .refine((v) => new Date(v).getTime() <= Date.now() + 60_000, "consentGrantedAt is in the future")
+    .optional(),
   photos: z.union([Photo, z.array(Photo).min(1).max(10)]).transform((v) => (Array.isArray(v) ? v : [v])),
 });
 export type EnrolForm = z.infer<typeof EnrolForm>;
@@ -72,6 +77,7 @@ export function peopleRouter(s: Services) {
             purpose: "recognition-promotions",
             scope,
             expiresAt: form.consentExpiresAt ? new Date(form.consentExpiresAt) : null,
+            grantedAt: form.consentGrantedAt ? new Date(form.consentGrantedAt) : null,
           },
           photos,
         });
