@@ -82,6 +82,23 @@ export function renewalDue(facts: Pick<CertificateFacts, "notBefore" | "notAfter
   return facts.notAfter.getTime() - now.getTime() < lifetime / 3;
 }
 
+const MAX_CHECK_MS = 6 * 3600_000;
+
+/**
+ * When a running agent should next look at its certificate: when renewal falls due (capped at 6 h, so a clock jump
+ * or a re-claim is noticed), or after a failed renewal, a thirtieth of the lifetime later (3 days of 90: some ten
+ * tries before expiry).
+ */
+export function nextRenewalCheckMs(
+  facts: Pick<CertificateFacts, "notBefore" | "notAfter">,
+  now = new Date(),
+  failed = false,
+): number {
+  const lifetime = facts.notAfter.getTime() - facts.notBefore.getTime();
+  const wait = failed ? lifetime / 30 : facts.notAfter.getTime() - lifetime / 3 - now.getTime();
+  return Math.min(MAX_CHECK_MS, Math.max(1000, wait));
+}
+
 /** A PKCS#10 request (PEM) for the node's signing key, signed with it: the node's proof that it holds the key. */
 export async function createCertificateRequest(nodeId: string, key: KeyPair): Promise<string> {
   const alg = { name: "Ed25519" };

@@ -8,7 +8,7 @@ import { GlanceError, isGlanceError } from "@glance/shared";
 import type { Logger } from "pino";
 import { pino } from "pino";
 import { startAgent } from "./agent.ts";
-import { inspectCertificate, renewalDue, renewCertificate } from "./certificate.ts";
+import { inspectCertificate, nextRenewalCheckMs, renewalDue, renewCertificate } from "./certificate.ts";
 import { keyFile, loadMqttTls, loadOrCreateKey, type NodeConfig, readConfig, writeCertificate } from "./config.ts";
 import { doctor, formatChecks } from "./doctor.ts";
 import { benchStages, formatStageBench } from "./stage-bench.ts";
@@ -44,9 +44,6 @@ Runs one camera node. The config file (JSON):
   watchdog?                 { stallMs?, cameraSilenceMs?, backoffMs?, backoffMaxMs?, maxRestarts? }
   logLevel?                 pino level (default info)
 Relative paths are resolved against the config file's folder.`;
-
-/** how often a running agent looks at its certificate's expiry */
-const RENEW_CHECK_MS = 6 * 3600_000;
 
 /**
  * Renews the node certificate (writing `mqtt.cert`) when `force`, or when it is missing, expired or has less than a
@@ -94,7 +91,12 @@ async function run(configFile: string): Promise<number> {
 
   const usesTls = !!config.mqtt.cert;
   // a node that was off past its renewal window renews before connecting (its expired certificate would be refused)
-  if (usesTls && config.apiUrl) await renew(config, key, log, false);
+  // HQ out of reach is no reason not to run: the queue holds templates and the running agent retries the renewal
+  if (usesTls && config.apiUrl) {
+    await renew(config, key, log, false).catch((err: unknown) =>
+      log.warn({ err: (err as Error).message }, "certificate renewal at start failed; retrying while running"),
+    );
+  }
   const password = config.mqtt.password ?? process.env.GLANCE_MQTT_PASSWORD;
   if (!password && !usesTls)
     throw new GlanceError(
@@ -136,17 +138,27 @@ async function run(configFile: string): Promise<number> {
         // a dead camera exits non-zero so the supervisor (systemd, docker) restarts the node
         agent.events.once("error", () => done(1));
         if (tls && config.apiUrl) {
-          timer = setInterval(() => {
-            renew(config, key, log, false).then(
-              (facts) => facts && done("renewed"),
-              (err: unknown) => log.warn({ err: (err as Error).message }, "certificate renewal failed; retrying later"),
+          // wakes when renewal falls due (at most every 6 h), and retries a failed renewal well before expiry
+          const check = (failed: boolean) => {
+            timer = setTimeout(
+              () => {
+                renew(config, key, log, false).then(
+                  (facts) => (facts ? done("renewed") : check(false)),
+                  (err: unknown) => {
+                    log.warn({ err: (err as Error).message }, "certificate renewal failed; retrying later");
+                    check(true);
+                  },
+                );
+              },
+              nextRenewalCheckMs(tls.facts, new Date(), failed),
             );
-          }, RENEW_CHECK_MS);
-          timer.unref();
+            timer.unref();
+          };
+          check(false);
         }
       }),
     ]);
-    clearInterval(timer);
+    clearTimeout(timer);
     await agent.stop();
     if (outcome !== "renewed") return outcome;
     // the MQTT client keeps the certificate it was built with: start again with the new one

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { generateSigningKeyPair, type KeyPair } from "@glance/shared";
 import * as x509 from "@peculiar/x509";
 import { describe, expect, it } from "vitest";
-import { renewalDue } from "./certificate.ts";
+import { nextRenewalCheckMs, renewalDue } from "./certificate.ts";
 import { keyFile, loadMqttTls, loadOrCreateKey, readConfig } from "./config.ts";
 import { doctor } from "./doctor.ts";
 
@@ -97,6 +97,20 @@ describe("node config with mutual TLS files", () => {
     expect(tls.facts.serial).toBe("01a2b3");
     expect(renewalDue(tls.facts)).toBe(false);
     expect(renewalDue(tls.facts, new Date(Date.now() + 62 * DAY))).toBe(true);
+  });
+
+  it("a running agent looks again when renewal falls due, at most 6 h later, and retries failures days before expiry", () => {
+    const now = new Date("2026-01-01T00:00:00Z");
+    const cert = (issuedDaysAgo: number, lifetimeDays: number) => ({
+      notBefore: new Date(now.getTime() - issuedDaysAgo * DAY),
+      notAfter: new Date(now.getTime() + (lifetimeDays - issuedDaysAgo) * DAY),
+    });
+    expect(nextRenewalCheckMs(cert(1, 90), now)).toBe(6 * 3600_000);
+    expect(nextRenewalCheckMs(cert(60 - 1 / 24, 90), now)).toBe(3600_000);
+    expect(nextRenewalCheckMs(cert(70, 90), now)).toBe(1000);
+    expect(nextRenewalCheckMs({ notBefore: now, notAfter: new Date(now.getTime() + 180_000) }, now)).toBe(120_000);
+    expect(nextRenewalCheckMs(cert(70, 90), now, true)).toBe(6 * 3600_000);
+    expect(nextRenewalCheckMs({ notBefore: now, notAfter: new Date(now.getTime() + 300_000) }, now, true)).toBe(10_000);
   });
 
   it("says which file is missing or unreadable and where to get it", async () => {
