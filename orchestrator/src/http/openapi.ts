@@ -6,12 +6,12 @@ import { RegisterNode } from "./routes/nodes.ts";
 import { EnrolForm, WithdrawConsent } from "./routes/people.ts";
 import { CreatePromotion } from "./routes/promotions.ts";
 import { CreateScreen, ProofOfPlay } from "./routes/screens.ts";
-import { CreateStore } from "./routes/stores.ts";
+import { CreateStore, StoreSettings, VisitorCountsQuery } from "./routes/stores.ts";
 import { CreateToken } from "./routes/tokens.ts";
 import { VisitQuery } from "./routes/visits.ts";
 
 interface Operation {
-  method: "get" | "post" | "delete";
+  method: "get" | "post" | "patch" | "delete";
   path: string;
   summary: string;
   roles: readonly Role[] | "public";
@@ -37,6 +37,21 @@ const operations: Operation[] = [
     json: CreateToken,
   },
   { method: "post", path: "/api/stores", summary: "Create a store", roles: ["hq-admin"], json: CreateStore },
+  {
+    method: "patch",
+    path: "/api/stores/{id}",
+    summary:
+      "Store privacy settings: privacy mode (sent to its nodes; leaving visitor shreds visitor templates), visitor retention days",
+    roles: ["hq-admin"],
+    json: StoreSettings,
+  },
+  {
+    method: "get",
+    path: "/api/stores/{id}/visitors",
+    summary: "Pseudonymous visitors per UTC day, first-time vs returning (counts only)",
+    roles: ["hq-admin", "auditor", "store-manager"],
+    query: VisitorCountsQuery,
+  },
   {
     method: "get",
     path: "/api/stores",
