@@ -9,7 +9,7 @@
  *   --database-url postgres://…    a real Postgres (a throwaway database on it) instead of PGlite
  */
 import { EventEmitter } from "node:events";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { Session } from "node:inspector/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -173,6 +173,7 @@ try {
     "bench-results",
     `ingest-checks-${new Date().toISOString().replaceAll(":", "-")}.cpuprofile`,
   );
+  await mkdir(join(repoRoot, "bench-results"), { recursive: true });
   await writeFile(profileFile, JSON.stringify(profile));
 
   const stages = stageSplit(profile, INGEST_STAGES);
