@@ -140,12 +140,26 @@ const bars = tty
 const tally = { enrolled: 0, skipped: 0, failed: 0 };
 const bar = bars?.create(plan.people.length, 0, tally);
 
+// Ctrl-C once: finish the enrolments in flight and write the report (a re-run picks up the rest); twice: quit now
+const stop = new AbortController();
+process.on("SIGINT", () => {
+  if (stop.signal.aborted) {
+    bars?.stop();
+    process.exit(130);
+  }
+  stop.abort();
+  const note = "stopping after the enrolments in flight; Ctrl-C again to quit at once\n";
+  if (bars) bars.log(note);
+  else process.stdout.write(note);
+});
+
 let result: ImportResult;
 try {
   result = await runImport(plan, {
     api,
     photosDir,
     concurrency,
+    signal: stop.signal,
     onProgress: ({ done, total, outcome }) => {
       tally[outcome.status]++;
       const lines = describe(outcome);
@@ -167,7 +181,8 @@ bars?.stop();
 const c = result.counts;
 console.log(
   `enrolled ${c.enrolled}, skipped ${c.skipped} (already enrolled), failed ${c.failed}, invalid rows ${c.invalid}; ` +
-    `photos: ${c.photosAccepted} accepted (${c.photosWithWarnings} with a retake suggestion), ${c.photosRejected} refused`,
+    `photos: ${c.photosAccepted} accepted (${c.photosWithWarnings} with a retake suggestion), ${c.photosRejected} refused` +
+    (c.notAttempted > 0 ? `; stopped: ${c.notAttempted} not attempted, run again to continue` : ""),
 );
 await writeReport({ ...reportHead(), api: api.url, counts: c, invalid: result.invalid, people: result.people });
-process.exit(c.failed > 0 || c.invalid > 0 ? 1 : 0);
+process.exit(c.failed > 0 || c.invalid > 0 || c.notAttempted > 0 ? 1 : 0);

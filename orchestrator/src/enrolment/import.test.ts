@@ -204,6 +204,23 @@ for (const backend of backends)
       expect(body.details.personId).toBe(first.people.find((p) => p.personKey === "barack_obama")?.personId);
     });
 
+    it("stopped part-way, it finishes the enrolment in flight and a re-run enrols the rest", async () => {
+      const csvText = [HEADER, ...["stop-1", "stop-2", "stop-3"].map((k) => `${k},${k},demo,,,,,,kit_harington/1.jpg`)];
+      const plan = await planImport(csvText.join("\n"), photos);
+      const api = { url: h.orch.httpUrl, token: h.orch.adminToken };
+      const stop = new AbortController();
+      const stopped = await runImport(plan, {
+        api,
+        photosDir: photos,
+        concurrency: 1,
+        signal: stop.signal,
+        onProgress: () => stop.abort(),
+      });
+      expect(stopped.counts).toMatchObject({ enrolled: 1, notAttempted: 2 });
+      const rest = await runImport(plan, { api, photosDir: photos, concurrency: 1 });
+      expect(rest.people.map((p) => p.status)).toEqual(["skipped", "enrolled", "enrolled"]);
+    });
+
     it("two imports racing on one new key enrol the person once", async () => {
       const [a, b] = await Promise.all([
         h.api("/api/people", { method: "POST", body: await enrolForm("race-1", "barack_obama/1.jpg") }),

@@ -48,6 +48,8 @@ export interface ImportCounts {
   photosRejected: number;
   /** accepted, but the quality check suggests a retake (small-face, blurry, turned-away, …) */
   photosWithWarnings: number;
+  /** valid rows left untouched because the import was stopped; a re-run picks them up */
+  notAttempted: number;
 }
 
 export interface ImportResult {
@@ -91,6 +93,8 @@ export async function runImport(
     onProgress?: (p: ImportProgress) => void;
     /** per request; a person with ten large photos on a busy server takes seconds */
     timeoutMs?: number;
+    /** stop starting enrolments (Ctrl-C); those in flight finish and are reported */
+    signal?: AbortSignal;
   },
 ): Promise<ImportResult> {
   const existing = await listByKey(opts.api);
@@ -99,7 +103,7 @@ export async function runImport(
   let next = 0;
   let done = 0;
   const worker = async () => {
-    for (let i = next++; i < total; i = next++) {
+    for (let i = next++; i < total && !opts.signal?.aborted; i = next++) {
       const person = plan.people[i] as PlannedPerson;
       const known = existing.get(person.personKey);
       const outcome = known ? skipped(person, known) : await enrolOne(person, opts);
@@ -109,7 +113,9 @@ export async function runImport(
   };
   const workers = Math.max(1, Math.min(opts.concurrency ?? 2, total));
   await Promise.all(Array.from({ length: workers }, worker));
-  return { counts: countOf(plan, outcomes), invalid: plan.invalid, people: outcomes };
+  // stopped early: the rows never started leave holes
+  const people = outcomes.filter(Boolean);
+  return { counts: countOf(plan, people), invalid: plan.invalid, people };
 }
 
 function countOf(plan: ImportPlan, people: PersonOutcome[]): ImportCounts {
@@ -123,6 +129,7 @@ function countOf(plan: ImportPlan, people: PersonOutcome[]): ImportCounts {
     photosAccepted: photos.filter((p) => p.accepted).length,
     photosRejected: photos.filter((p) => !p.accepted).length,
     photosWithWarnings: photos.filter((p) => p.accepted && (p.quality?.reasons.length ?? 0) > 0).length,
+    notAttempted: plan.people.length - people.length,
   };
 }
 
