@@ -136,3 +136,73 @@ describe("a claimed node on the mutual-TLS broker, from its config file", () => 
     expect(broker).toMatchObject({ ok: false, next: expect.stringMatching(/revoked/) });
   });
 });
+
+describe("a running node renews its short-lived certificate by itself", () => {
+  let dir: string;
+  let orch: Orchestrator;
+  let agent: ChildProcess | undefined;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "glance-tls-renew-"));
+    // 120 s certificates (plus the CA's minute of clock skew before): renewal falls due about 60 s after issue
+    orch = await startOrchestrator({
+      dataDir: join(dir, "orchestrator"),
+      httpPort: 0,
+      mqttPort: 0,
+      mqttTls: {},
+      nodeCertValidityDays: 120 / 86_400,
+      logger: pino({ level: "silent" }),
+    });
+    const res = await fetch(new URL("/api/stores", orch.httpUrl), {
+      method: "POST",
+      headers: { authorization: `Bearer ${orch.adminToken}`, "content-type": "application/json" },
+      body: JSON.stringify({ id: "soho", name: "Glance Soho" }),
+    });
+    expect(res.status).toBe(201);
+  }, 120_000);
+
+  afterAll(async () => {
+    await stopAgent(agent);
+    await orch?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("renews when a third of the lifetime is left and keeps delivering with the new certificate", {
+    timeout: 420_000,
+  }, async () => {
+    const nodeDir = join(dir, "node");
+    const config = join(nodeDir, "node.json");
+    const node = await claimNode({
+      apiUrl: orch.httpUrl,
+      token: orch.adminToken,
+      nodeId: "soho-till",
+      storeId: "soho",
+      cameraId: "till",
+      keyDir: join(nodeDir, "state"),
+    });
+    await writeNodeConfig(config, node, {
+      apiUrl: orch.httpUrl,
+      dataDir: "state",
+      source: { kind: "folder", path: SCENES, loop: true, pace: "every-frame", fps: 2 },
+    });
+    agent = spawn(TSX, [AGENT, "run", "--config", config], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let log = "";
+    const collect = (d: Buffer) => {
+      log += d.toString();
+    };
+    agent.stdout?.on("data", collect);
+    agent.stderr?.on("data", collect);
+    await waitFor(() => orch.metrics().accepted > 0 || agent?.exitCode !== null, 120_000);
+    expect(agent.exitCode, log).toBeNull();
+
+    await waitFor(() => log.includes("reconnecting with the renewed certificate") || agent?.exitCode !== null, 150_000);
+    expect(agent.exitCode, log).toBeNull();
+    const renewed = await readFile(join(nodeDir, "state", "node-cert.pem"), "utf8");
+    expect(renewed).not.toBe(node.tls.cert);
+    // after the restart with the new certificate, templates are accepted again
+    const before = orch.metrics().accepted;
+    await waitFor(() => orch.metrics().accepted > before || agent?.exitCode !== null, 120_000);
+    expect(agent.exitCode, log).toBeNull();
+    expect(orch.metrics().rejected).toEqual({});
+  });
+});
