@@ -5,7 +5,8 @@
  *   --sizes 10000,100000,1000000   gallery sizes in templates (4 per person)
  *   --queries 1000,1000,300        probes per size for recall and ANN latency (ground truth at 1M is the slow part)
  *   --exact-sample 300,50,10       probes per size timed on the JS brute force (slow at 1M)
- *   --ef 512 --m 16 --ef-add 128    HNSW search/build parameters
+ *   --ef 64,128,256,512            HNSW search breadths to measure (one graph, re-opened at each ef)
+ *   --m 16 --ef-add 64             HNSW build parameters
  *   --quantization i8              how the graph stores vectors (candidates are re-scored from the f32 store)
  *   --no-cache                     rebuild the ANN index even if bench-results/cache holds one
  *
@@ -13,6 +14,7 @@
  * our JS brute force on the timed sample): the share of probes whose top-1 person is the exact top-1 person.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import usearch, { type BatchMatches } from "usearch";
@@ -26,9 +28,9 @@ const { values: args } = parseArgs({
     sizes: { type: "string", default: "10000,100000,1000000" },
     queries: { type: "string", default: "1000,1000,300" },
     "exact-sample": { type: "string", default: "300,50,10" },
-    ef: { type: "string", default: "512" },
+    ef: { type: "string", default: "64,128,256,512" },
     m: { type: "string", default: "16" },
-    "ef-add": { type: "string", default: "128" },
+    "ef-add": { type: "string", default: "64" },
     quantization: { type: "string", default: "i8" },
     "no-cache": { type: "boolean", default: false },
   },
@@ -39,12 +41,14 @@ const PER_PERSON = 4;
 const sizes = args.sizes.split(",").map(Number);
 const queryCounts = args.queries.split(",").map(Number);
 const exactSamples = args["exact-sample"].split(",").map(Number);
+const efs = args.ef.split(",").map(Number);
 const ann: AnnOptions = {
   connectivity: Number(args.m),
   expansionAdd: Number(args["ef-add"]),
-  expansionSearch: Number(args.ef),
+  expansionSearch: efs[0] as number,
   quantization: args.quantization as "i8" | "f16" | "f32",
 };
+const load1m = () => Number((loadavg()[0] ?? 0).toFixed(2));
 const cacheDir = join(repoRoot, "bench-results", "cache");
 
 const person = (key: number) => Math.floor(key / PER_PERSON);
@@ -85,7 +89,7 @@ const ms = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.t
 
 const results = [];
 console.log(
-  `bench:match on ${JSON.stringify(machine())}; HNSW ${ann.quantization} M=${ann.connectivity} efAdd=${ann.expansionAdd} ef=${ann.expansionSearch}`,
+  `bench:match on ${JSON.stringify(machine())}; HNSW ${ann.quantization} M=${ann.connectivity} efAdd=${ann.expansionAdd} ef=${efs.join("/")}`,
 );
 for (const [i, size] of sizes.entries()) {
   const people = Math.ceil(size / PER_PERSON);
@@ -126,46 +130,83 @@ for (const [i, size] of sizes.entries()) {
   );
   let annIndex: AnnIndex;
   let annBuild: number;
+  let annBuildCpu: number | undefined;
   let cached = false;
   if (!args["no-cache"] && existsSync(cacheFile)) {
     annIndex = AnnIndex.restore(cacheFile, DIM, ann);
-    annBuild = JSON.parse(readFileSync(`${cacheFile}.json`, "utf8")).buildSeconds;
+    ({ buildSeconds: annBuild, buildCpuSeconds: annBuildCpu } = JSON.parse(readFileSync(`${cacheFile}.json`, "utf8")));
     cached = true;
   } else {
+    console.log(`${size}: building the HNSW graph (efAdd ${ann.expansionAdd}), load ${load1m()}`);
     t = performance.now();
+    const cpu0 = process.cpuUsage();
     annIndex = new AnnIndex(DIM, ann);
-    annIndex.addMany(
-      Uint32Array.from({ length: size }, (_, k) => k),
-      g.vectors,
-    );
+    const keys = Uint32Array.from({ length: size }, (_, k) => k);
+    // in tenths, so a long build shows its rate as it goes (and a stalled one can be told from a slow one)
+    const step = Math.ceil(size / 10);
+    for (let at = 0; at < size; at += step) {
+      const end = Math.min(size, at + step);
+      annIndex.addMany(keys.subarray(at, end), g.vectors.subarray(at * DIM, end * DIM));
+      const s = (performance.now() - t) / 1000;
+      if (size >= 100_000) console.log(`  ${end} in ${s.toFixed(0)} s (${(end / s).toFixed(0)}/s), load ${load1m()}`);
+    }
     annBuild = (performance.now() - t) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    annBuildCpu = (cpu.user + cpu.system) / 1e6;
     mkdirSync(cacheDir, { recursive: true });
     annIndex.save(cacheFile);
-    writeFileSync(`${cacheFile}.json`, JSON.stringify({ buildSeconds: annBuild, machine: machine() }));
+    writeFileSync(
+      `${cacheFile}.json`,
+      JSON.stringify({ buildSeconds: annBuild, buildCpuSeconds: annBuildCpu, machine: machine() }),
+    );
   }
   const annRss = rss() - before;
-  // as SpaceIndex does: the graph proposes 16 templates, the f32 store scores them exactly
-  const annRun = time(probeVectors, (q) => {
-    let bestKey = -1;
-    let bestScore = -Infinity;
-    for (const { key } of annIndex.search(q, 16)) {
-      const score = exact.score(key, q) ?? -Infinity;
-      if (score > bestScore) {
-        bestScore = score;
-        bestKey = key;
-      }
-    }
-    return bestKey;
-  });
-  let agree = 0;
-  let identified = 0;
-  annRun.results.forEach((key, j) => {
-    if (person(key) === person(exactTop[j] as number)) agree++;
-    if (person(key) === truthPerson[j]) identified++;
-  });
   const exactIdentified = exactTop.filter((key, j) => person(key) === truthPerson[j]).length;
+  const anns = [];
+  for (const ef of efs) {
+    // usearch takes ef at construction: re-open the saved graph with each search breadth
+    const index =
+      ef === ann.expansionSearch ? annIndex : AnnIndex.restore(cacheFile, DIM, { ...ann, expansionSearch: ef });
+    // as SpaceIndex does: the graph proposes 16 templates, the f32 store scores them exactly
+    const annRun = time(probeVectors, (q) => {
+      let bestKey = -1;
+      let bestScore = -Infinity;
+      for (const { key } of index.search(q, 16)) {
+        const score = exact.score(key, q) ?? -Infinity;
+        if (score > bestScore) {
+          bestScore = score;
+          bestKey = key;
+        }
+      }
+      return bestKey;
+    });
+    let agree = 0;
+    let identified = 0;
+    annRun.results.forEach((key, j) => {
+      if (person(key) === person(exactTop[j] as number)) agree++;
+      if (person(key) === truthPerson[j]) identified++;
+    });
+    anns.push({
+      ...ann,
+      expansionSearch: ef,
+      cached,
+      buildSeconds: annBuild,
+      buildCpuSeconds: annBuildCpu,
+      /** graph only; the f32 store (the exact column) is kept beside it for re-scoring */
+      memoryMiB: mib(annIndex.memoryBytes()),
+      rssGrowthMiB: mib(annRss),
+      latencyMs: annRun.timing,
+      recallAt1: agree / probes.length,
+      identificationRate: identified / probes.length,
+      speedupP50: exactRun.timing.p50 / annRun.timing.p50,
+      loadavg1m: load1m(),
+    });
+    console.log(
+      `${size} ef ${ef}: exact p50 ${ms(exactRun.timing.p50)} ms, ANN p50 ${ms(annRun.timing.p50)} ms p99 ${ms(annRun.timing.p99)} ms, recall@1 ${agree / probes.length}, load ${load1m()}`,
+    );
+  }
 
-  const row = {
+  results.push({
     size,
     people,
     dim: DIM,
@@ -177,25 +218,11 @@ for (const [i, size] of sizes.entries()) {
       latencyMs: exactRun.timing,
       agreesWithSimdGroundTruth: jsAgrees,
       identificationRate: exactIdentified / probes.length,
+      loadavg1m: load1m(),
     },
-    ann: {
-      ...ann,
-      cached,
-      buildSeconds: annBuild,
-      /** graph only; the f32 store (the exact column) is kept beside it for re-scoring */
-      memoryMiB: mib(annIndex.memoryBytes()),
-      rssGrowthMiB: mib(annRss),
-      latencyMs: annRun.timing,
-      recallAt1: agree / probes.length,
-      identificationRate: identified / probes.length,
-      speedupP50: exactRun.timing.p50 / annRun.timing.p50,
-    },
+    ann: anns,
     groundTruthSeconds: truthSeconds,
-  };
-  results.push(row);
-  console.log(
-    `${size}: exact p50 ${ms(exactRun.timing.p50)} ms, ANN p50 ${ms(annRun.timing.p50)} ms, recall@1 ${row.ann.recallAt1}`,
-  );
+  });
 }
 
 const printed = table(
@@ -204,7 +231,8 @@ const printed = table(
     "exact p50 ms",
     "exact p99 ms",
     "exact cpu ms/q",
-    "ANN build s",
+    "ANN build s (cpu s)",
+    "ef",
     "ANN p50 ms",
     "ANN p99 ms",
     "ANN cpu ms/q",
@@ -212,21 +240,26 @@ const printed = table(
     "ident. exact/ANN",
     "× brute force",
     "mem exact/ANN MiB",
+    "load 1m",
   ],
-  results.map((r) => [
-    r.size,
-    ms(r.exact.latencyMs.p50),
-    ms(r.exact.latencyMs.p99),
-    ms(r.exact.latencyMs.cpuMean),
-    `${r.ann.buildSeconds.toFixed(1)}${r.ann.cached ? " (cached)" : ""}`,
-    ms(r.ann.latencyMs.p50),
-    ms(r.ann.latencyMs.p99),
-    ms(r.ann.latencyMs.cpuMean),
-    r.ann.recallAt1.toFixed(4),
-    `${r.exact.identificationRate.toFixed(3)}/${r.ann.identificationRate.toFixed(3)}`,
-    r.ann.speedupP50.toFixed(0),
-    `${r.exact.memoryMiB}/+${r.ann.memoryMiB}`,
-  ]),
+  results.flatMap((r) =>
+    r.ann.map((a) => [
+      r.size,
+      ms(r.exact.latencyMs.p50),
+      ms(r.exact.latencyMs.p99),
+      ms(r.exact.latencyMs.cpuMean),
+      `${a.buildSeconds.toFixed(0)}${a.buildCpuSeconds ? ` (${a.buildCpuSeconds.toFixed(0)})` : ""}${a.cached ? " cached" : ""}`,
+      a.expansionSearch,
+      ms(a.latencyMs.p50),
+      ms(a.latencyMs.p99),
+      ms(a.latencyMs.cpuMean),
+      a.recallAt1.toFixed(4),
+      `${r.exact.identificationRate.toFixed(3)}/${a.identificationRate.toFixed(3)}`,
+      a.speedupP50.toFixed(0),
+      `${r.exact.memoryMiB}/+${a.memoryMiB}`,
+      a.loadavg1m,
+    ]),
+  ),
 );
 console.log(`\n${printed}\n`);
 const file = await writeResults("match", { machine: machine(), perPerson: PER_PERSON, results, table: printed });
