@@ -32,7 +32,7 @@ import { type FleetCa, loadOrCreateFleetCa } from "./pki/fleet-ca.ts";
 import { commandSender, startErasureAcks } from "./privacy/erase.ts";
 import { loadOrCreateMasterKey } from "./privacy/keyring.ts";
 import { loadGallery, sealLegacyTemplates } from "./privacy/templates.ts";
-import { Cooldowns } from "./promotions/trigger.ts";
+import { Cooldowns, RuleCache } from "./promotions/trigger.ts";
 import { PersonKeyCache } from "./recognition/key-cache.ts";
 import { createRecognizer } from "./recognition/recognize.ts";
 import { VisitLog } from "./recognition/visit-log.ts";
@@ -301,6 +301,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       keys: keyCache.cache,
       visitors,
       cooldowns: new Cooldowns(),
+      rules: new RuleCache(db),
       promotionMaxAgeMs: opts.promotionMaxAgeMs ?? 60_000,
     });
     const ingest = await startIngest({

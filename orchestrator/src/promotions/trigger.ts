@@ -60,6 +60,42 @@ export class Cooldowns {
   }
 }
 
+type Rule = typeof promotions.$inferSelect;
+
+/**
+ * Every active rule, read at most once per `ttlMs` (concurrent recognitions share the read): the hot path asks the
+ * database for rules about once a second instead of once per template. A rule created, changed or deactivated
+ * through the API applies within `ttlMs`.
+ */
+export class RuleCache {
+  private rules: Rule[] = [];
+  private loadedAt = -Infinity;
+  private loading: Promise<Rule[]> | undefined;
+
+  constructor(
+    private readonly db: Db,
+    private readonly ttlMs = 1000,
+  ) {}
+
+  async active(now = Date.now()): Promise<Rule[]> {
+    if (now - this.loadedAt < this.ttlMs) return this.rules;
+    this.loading ??= this.db
+      .select()
+      .from(promotions)
+      .where(eq(promotions.active, true))
+      .orderBy(asc(promotions.createdAt), asc(promotions.id))
+      .then((rules) => {
+        this.rules = rules;
+        this.loadedAt = now;
+        return rules;
+      })
+      .finally(() => {
+        this.loading = undefined;
+      });
+    return this.loading;
+  }
+}
+
 /**
  * Picks the oldest active rule for this store (or all stores) and audience that is not cooling down for this
  * subject, records one play per screen of the store (proof of play completes it later) and pushes it to the
@@ -70,19 +106,24 @@ export async function triggerPromotion(
   hub: ScreenHub,
   t: Trigger,
   cooldowns?: Cooldowns,
+  cache?: RuleCache,
 ): Promise<TriggeredPromotion | undefined> {
   const audiences: Audience[] = t.visitor ? [t.audience, t.visitor] : [t.audience];
-  const rules = await db
-    .select()
-    .from(promotions)
-    .where(
-      and(
-        eq(promotions.active, true),
-        inArray(promotions.audience, audiences),
-        or(isNull(promotions.storeId), eq(promotions.storeId, t.storeId)),
-      ),
-    )
-    .orderBy(asc(promotions.createdAt), asc(promotions.id));
+  const rules = cache
+    ? (await cache.active(t.now.getTime())).filter(
+        (r) => audiences.includes(r.audience) && (r.storeId === null || r.storeId === t.storeId),
+      )
+    : await db
+        .select()
+        .from(promotions)
+        .where(
+          and(
+            eq(promotions.active, true),
+            inArray(promotions.audience, audiences),
+            or(isNull(promotions.storeId), eq(promotions.storeId, t.storeId)),
+          ),
+        )
+        .orderBy(asc(promotions.createdAt), asc(promotions.id));
 
   const now = t.now.getTime();
   for (const rule of rules) {

@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { Suppressions } from "../feedback/suppressions.ts";
 import type { Gallery } from "../gallery/gallery.ts";
 import type { AcceptedTemplate } from "../ingest/open-template.ts";
-import { type Cooldowns, type TriggeredPromotion, triggerPromotion } from "../promotions/trigger.ts";
+import { type Cooldowns, type RuleCache, type TriggeredPromotion, triggerPromotion } from "../promotions/trigger.ts";
 import type { ScreenHub } from "../signage/hub.ts";
 import type { Visitors, VisitorStatus } from "../visitors/visitors.ts";
 import type { PersonKeyCache } from "./key-cache.ts";
@@ -45,6 +45,8 @@ export interface RecognizeDeps {
   visitors: Visitors;
   /** promotion cooldowns this instance started */
   cooldowns?: Cooldowns;
+  /** active promotion rules, re-read about once a second */
+  rules?: RuleCache;
   /** a template older than this (a node's backlog after an outage) still counts as a visit but shows nothing */
   promotionMaxAgeMs: number;
   /** person + node track pairings staff marked "not this person": such a match counts as unknown */
@@ -131,6 +133,7 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
             now,
           },
           deps.cooldowns,
+          deps.rules,
         )
       : undefined;
 
