@@ -52,7 +52,25 @@ function publicKeyObject(crv: "Ed25519" | "X25519", x: string): KeyObject {
 }
 
 function privateKeyObject(crv: "Ed25519" | "X25519", pair: KeyPair): KeyObject {
-  return createPrivateKey({ key: { kty: "OKP", crv, x: pair.publicKey, d: pair.privateKey }, format: "jwk" });
+  return cachedKey(`${crv}:${pair.publicKey}:${pair.privateKey}`, () =>
+    createPrivateKey({ key: { kty: "OKP", crv, x: pair.publicKey, d: pair.privateKey }, format: "jwk" }),
+  );
+}
+
+/**
+ * Importing a long-lived key (the orchestrator's sealing key, a node's signing key) costs as much as an X25519
+ * agreement; the ingest opens thousands of templates per key. Ephemeral keys are never cached.
+ */
+const keyObjects = new Map<string, KeyObject>();
+const KEY_CACHE_MAX = 4096;
+function cachedKey(id: string, make: () => KeyObject): KeyObject {
+  let key = keyObjects.get(id);
+  if (!key) {
+    key = make();
+    if (keyObjects.size >= KEY_CACHE_MAX) keyObjects.delete(keyObjects.keys().next().value as string);
+    keyObjects.set(id, key);
+  }
+  return key;
 }
 
 export function signBytes(data: Uint8Array, key: KeyPair): string {
@@ -63,7 +81,7 @@ export function verifyBytes(data: Uint8Array, signature: string, publicKey: stri
   const sig = Buffer.from(signature, "base64url");
   if (sig.length !== 64) return false;
   try {
-    return verify(null, data, publicKeyObject("Ed25519", publicKey), sig);
+    return verify(null, data, cachedKey(`Ed25519:${publicKey}`, () => publicKeyObject("Ed25519", publicKey)), sig);
   } catch {
     return false;
   }
