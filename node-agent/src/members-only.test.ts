@@ -201,6 +201,9 @@ describe("members-only node on the demo video (Lin-Manuel Miranda enrolled, Obam
       const probe = decodeEmbedding(open(template, templateHeader(template), orch.sealing, signing.publicKey));
       expect(cosine(probe, miranda)).toBeGreaterThanOrEqual(threshold - 0.01);
     }
+    console.log(
+      `members-only on the clip: ${stats.tracks} tracks, ${stats.members} member matches, ${got.templates.length} templates, ${stats.skipped["non-member"] ?? 0} non-member faces dropped, match p50 ${stats.stageMs.match?.p50} ms`,
+    );
     // the other faces of the clip were embedded, matched on the node and dropped there
     expect(stats.skipped["non-member"] ?? 0).toBeGreaterThan(0);
     expect(new Set(got.templates.map((t) => t.trackId)).size).toBeLessThan(stats.tracks);

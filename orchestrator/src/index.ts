@@ -23,7 +23,7 @@ import { apiTokens, nodes, stores } from "./db/schema.ts";
 import { Suppressions } from "./feedback/suppressions.ts";
 import { startStatusTracking } from "./fleet/status.ts";
 import type { Gallery } from "./gallery/gallery.ts";
-import { edgeFirst, startEdgeGalleries } from "./edge/edge-galleries.ts";
+import { aedesPublisher, edgeFirst, startEdgeGalleries } from "./edge/edge-galleries.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
 import { startIngest } from "./ingest/ingest.ts";
@@ -241,6 +241,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       threshold: () => gallery.threshold,
       logger: log.child({ component: "edge" }),
       ...(opts.edgeGalleryPollMs ? { pollMs: opts.edgeGalleryPollMs } : {}),
+      // embedded: straight into the broker (4 MiB galleries); external: through the client, within its packet limit
+      ...(broker ? { publish: aedesPublisher(broker.aedes) } : { maxBytes: 63 * 1024 }),
     });
     cleanups.push(async () => edge.stop());
 

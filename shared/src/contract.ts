@@ -165,8 +165,12 @@ export const EdgeGalleryHeader = z.object({
 });
 export type EdgeGalleryHeader = z.infer<typeof EdgeGalleryHeader>;
 
-/** Sized by the broker's 64 KiB packet limit: about 280 members at 128-d (one template each), see node-agent README. */
-export const EDGE_GALLERY_MAX_BYTES = 63 * 1024;
+/**
+ * 4 MiB: about 18,000 templates at 128-d (dlib-resnet) or 5,000 at 512-d with uuid person ids. The orchestrator
+ * publishes galleries into its embedded broker directly (the 64 KiB packet limit guards what clients send); through an
+ * external broker a gallery must also fit that broker's packet limit (see orchestrator/src/edge).
+ */
+export const EDGE_GALLERY_MAX_BYTES = 4 * 1024 * 1024;
 
 export const EdgeGallery = EdgeGalleryHeader.extend({
   epk: B64.length(43),

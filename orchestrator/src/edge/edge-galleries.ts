@@ -4,7 +4,6 @@ import {
   contract,
   decodeEmbedding,
   decodeMessage,
-  EDGE_GALLERY_MAX_BYTES,
   type EdgeGalleryEntry,
   encodeEmbedding,
   encodeMessage,
@@ -18,6 +17,7 @@ import {
   verifySealingKey,
 } from "@glance/shared";
 import { and, eq, gt, inArray, isNotNull, isNull, or } from "drizzle-orm";
+import type { Aedes } from "aedes";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { Db } from "../db/client.ts";
@@ -38,6 +38,13 @@ export interface EdgeGalleryOptions {
   logger: Logger;
   /** how often stores' consented members are checked for changes (enrolment, consent, expiry); default 10 s */
   pollMs?: number;
+  /**
+   * publishes a retained QoS 1 gallery (or an empty payload: withdrawn); default through `client`. The embedded broker
+   * takes it directly (`aedesPublisher`): a client connection is held to the broker's 64 KiB packet limit.
+   */
+  publish?: (topic: string, payload: Buffer) => Promise<void>;
+  /** largest gallery message this path carries; default the contract's (4 MiB), an external broker's packet limit otherwise */
+  maxBytes?: number;
 }
 
 export interface EdgeGalleries {
@@ -69,6 +76,12 @@ interface StoreGallery {
  */
 export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<EdgeGalleries> {
   const log = opts.logger;
+  const maxBytes = Math.min(opts.maxBytes ?? contract.gallery.maxBytes, contract.gallery.maxBytes);
+  const publishRetained =
+    opts.publish ??
+    (async (topic: string, payload: Buffer) => {
+      await opts.client.publishAsync(topic, payload, { qos: contract.gallery.qos, retain: true });
+    });
   const signer = gallerySigningKeyPair(opts.sealingKey);
   /** attested node sealing keys, checked against the identity key registered for the node */
   const nodeKeys = new Map<string, string>();
@@ -137,7 +150,7 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       list.map((v) => ({ personId, embedding: encodeEmbedding(v) })),
     );
     // one message per node: when every template does not fit, one centroid per member does (see README for sizes)
-    if (estimateBytes(entries) > EDGE_GALLERY_MAX_BYTES) {
+    if (estimateBytes(entries) > maxBytes) {
       entries = people.map(([personId, list]) => ({ personId, embedding: encodeEmbedding(centroid(list)) }));
       log.warn({ storeId, members: people.length }, "edge gallery too large with every template: one centroid per member");
     }
@@ -158,7 +171,7 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     if (mode !== "members-only" || !node) {
       // withdraw: a node outside members-only holds no gallery
       if (sent.has(nodeId) || !withdrawn.has(nodeId)) {
-        await opts.client.publishAsync(topic, Buffer.alloc(0), { qos: contract.gallery.qos, retain: true });
+        await publishRetained(topic, Buffer.alloc(0));
         sent.delete(nodeId);
         withdrawn.add(nodeId);
       }
@@ -188,15 +201,15 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       store.entries,
       signer,
     );
-    const bytes = encodeMessage("gallery", message);
-    if (bytes.length > contract.gallery.maxBytes) {
+    const bytes = estimateBytes(store.entries) <= maxBytes ? encodeMessage("gallery", message) : undefined;
+    if (!bytes || bytes.length > maxBytes) {
       log.error(
-        { nodeId, bytes: bytes.length, limit: contract.gallery.maxBytes, members: store.members },
-        "edge gallery exceeds the broker packet limit even with one template per member: not sent",
+        { nodeId, bytes: bytes?.length, limit: maxBytes, members: store.members },
+        "edge gallery exceeds the packet limit even with one template per member: not sent (the node keeps its previous one)",
       );
       return;
     }
-    await opts.client.publishAsync(topic, bytes, { qos: contract.gallery.qos, retain: true });
+    await publishRetained(topic, bytes);
     withdrawn.delete(nodeId);
     sent.set(nodeId, {
       version,
@@ -312,4 +325,14 @@ export function edgeFirst(
     }
     await send(nodeId, command);
   };
+}
+
+/** Publishes retained QoS 1 messages straight into the embedded broker (no client connection, no packet limit). */
+export function aedesPublisher(aedes: Aedes): (topic: string, payload: Buffer) => Promise<void> {
+  return (topic, payload) =>
+    new Promise((resolve, reject) => {
+      aedes.publish({ cmd: "publish", topic, payload, qos: contract.gallery.qos, retain: true, dup: false }, (err) =>
+        err ? reject(err) : resolve(),
+      );
+    });
 }
