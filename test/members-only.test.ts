@@ -32,7 +32,13 @@ describe("a members-only store: the node matches on the edge and sends only memb
       cameraId: node.cameraId,
       mqtt: node.mqtt,
       signingKey: node.signingKey,
-      source: { kind: "replay", path: join(demo, "video", "hamilton-clip.mp4"), fps: 10, width: 640, pace: "every-frame" },
+      source: {
+        kind: "replay",
+        path: join(demo, "video", "hamilton-clip.mp4"),
+        fps: 10,
+        width: 640,
+        pace: "every-frame",
+      },
       dataDir: join(dir, "node"),
       logger,
     });
@@ -64,7 +70,13 @@ describe("a members-only store: the node matches on the edge and sends only memb
       body: JSON.stringify({ privacyMode: "members-only" }),
     });
     expect(res.status).toBe(200);
-    node = await claimNode({ apiUrl: orch.httpUrl, token: orch.adminToken, nodeId: "members-cam", storeId: seed.storeId, cameraId: "entrance" });
+    node = await claimNode({
+      apiUrl: orch.httpUrl,
+      token: orch.adminToken,
+      nodeId: "members-cam",
+      storeId: seed.storeId,
+      cameraId: "entrance",
+    });
   }, 300_000);
 
   afterAll(async () => {

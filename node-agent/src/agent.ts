@@ -245,7 +245,10 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
     } catch (error) {
       const code = isGlanceError(error) ? error.code : "INTERNAL";
       pendingGallery = code === "KEY_UNKNOWN" && !link.desired?.gallerySigningKey ? message : undefined;
-      galleryLog.error({ code, err: (error as Error).message, held: gallery.info().version }, "edge gallery refused; keeping the one held");
+      galleryLog.error(
+        { code, err: (error as Error).message, held: gallery.info().version },
+        "edge gallery refused; keeping the one held",
+      );
       events.emit("gallery-refused", { code, message: (error as Error).message });
     }
     link.publishStatus();

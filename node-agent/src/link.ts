@@ -197,7 +197,12 @@ export class NodeLink extends EventEmitter<{
         void ack(false, `erase failed: ${(err as Error).message}`.slice(0, 512));
         return;
       }
-      this.#log.info({ commandId: command.id, held }, held ? "erase-member: removed from the edge gallery; acknowledged" : "erase-member: person not held on this node; acknowledged");
+      this.#log.info(
+        { commandId: command.id, held },
+        held
+          ? "erase-member: removed from the edge gallery; acknowledged"
+          : "erase-member: person not held on this node; acknowledged",
+      );
       void ack(true);
     } else {
       void ack(false, `command ${command.kind} is not supported by this agent`);

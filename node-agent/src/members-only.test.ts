@@ -1,6 +1,5 @@
 import { once } from "node:events";
-import { readFile } from "node:fs/promises";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -185,11 +184,18 @@ describe("members-only node on the demo video (Lin-Manuel Miranda enrolled, Obam
     const signing = generateSigningKeyPair();
     const orch = hq(nodeId, signing);
     const { client, got } = await listen(nodeId);
-    await client.publishAsync(topicFor("desired", nodeId), encodeMessage("desired", orch.desired), { qos: 1, retain: true });
-    await client.publishAsync(topicFor("gallery", nodeId), orch.gallery(1, ["lin_manuel_miranda", "barack_obama", "joe_biden"]), {
+    await client.publishAsync(topicFor("desired", nodeId), encodeMessage("desired", orch.desired), {
       qos: 1,
       retain: true,
     });
+    await client.publishAsync(
+      topicFor("gallery", nodeId),
+      orch.gallery(1, ["lin_manuel_miranda", "barack_obama", "joe_biden"]),
+      {
+        qos: 1,
+        retain: true,
+      },
+    );
 
     const stats = await finish(await start(nodeId, signing));
 
@@ -226,7 +232,10 @@ describe("members-only node on the demo video (Lin-Manuel Miranda enrolled, Obam
     const signing = generateSigningKeyPair();
     const orch = hq(nodeId, signing);
     const { client, got } = await listen(nodeId);
-    await client.publishAsync(topicFor("desired", nodeId), encodeMessage("desired", orch.desired), { qos: 1, retain: true });
+    await client.publishAsync(topicFor("desired", nodeId), encodeMessage("desired", orch.desired), {
+      qos: 1,
+      retain: true,
+    });
     await client.publishAsync(topicFor("gallery", nodeId), orch.gallery(1, ["lin_manuel_miranda", "barack_obama"]), {
       qos: 1,
       retain: true,
@@ -239,14 +248,24 @@ describe("members-only node on the demo video (Lin-Manuel Miranda enrolled, Obam
     await until("the first gallery", () => agent.stats().gallery.version === 1);
 
     // a gallery without the member, signed by a key that is not the orchestrator's: refused, the old one kept
-    await client.publishAsync(topicFor("gallery", nodeId), orch.gallery(2, ["barack_obama"], generateSigningKeyPair()), {
-      qos: 1,
-      retain: true,
-    });
+    await client.publishAsync(
+      topicFor("gallery", nodeId),
+      orch.gallery(2, ["barack_obama"], generateSigningKeyPair()),
+      {
+        qos: 1,
+        retain: true,
+      },
+    );
     await until("the refusal", () => refused.length > 0);
     expect(refused[0]?.code).toBe("SIGNATURE_INVALID");
-    expect(agent.stats().gallery).toMatchObject({ version: 1, members: 2, refused: expect.stringMatching(/^SIGNATURE_INVALID/) });
-    await until("the refusal in the status", () => got.statuses.some((s) => s.edgeGallery?.refused?.startsWith("SIGNATURE_INVALID")));
+    expect(agent.stats().gallery).toMatchObject({
+      version: 1,
+      members: 2,
+      refused: expect.stringMatching(/^SIGNATURE_INVALID/),
+    });
+    await until("the refusal in the status", () =>
+      got.statuses.some((s) => s.edgeGallery?.refused?.startsWith("SIGNATURE_INVALID")),
+    );
 
     // erasure as the orchestrator does it: the new gallery first, then the command; the ack says it is done
     await client.publishAsync(topicFor("gallery", nodeId), orch.gallery(3, ["barack_obama"]), { qos: 1, retain: true });

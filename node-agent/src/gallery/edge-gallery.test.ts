@@ -5,9 +5,9 @@ import {
   type EdgeGalleryEntry,
   encodeEmbedding,
   encodeMessage,
+  gallerySigningKeyPair,
   generateSealingKeyPair,
   generateSigningKeyPair,
-  gallerySigningKeyPair,
   type KeyPair,
   nodeSealingKeyPair,
   sealEdgeGallery,
@@ -45,7 +45,10 @@ function setup() {
     gallerySigningKey: signer.publicKey,
   };
   const people = ["ana", "ben", "cy"].map((personId, i) => ({ personId, vector: unit(128, i + 1) }));
-  const entries: EdgeGalleryEntry[] = people.map((p) => ({ personId: p.personId, embedding: encodeEmbedding(p.vector) }));
+  const entries: EdgeGalleryEntry[] = people.map((p) => ({
+    personId: p.personId,
+    embedding: encodeEmbedding(p.vector),
+  }));
   const make = (o: { version: number; ts?: number; to?: string; nodeId?: string; by?: KeyPair; only?: string[] }) => {
     const message = sealEdgeGallery(
       {

@@ -95,29 +95,43 @@ export class EdgeGallery {
       );
     }
     if (ctx.desired && header.storeId !== ctx.desired.storeId) {
-      throw new GlanceError("TOPIC_MISMATCH", `Edge gallery is for store ${header.storeId}, this node is in ${ctx.desired.storeId}.`);
+      throw new GlanceError(
+        "TOPIC_MISMATCH",
+        `Edge gallery is for store ${header.storeId}, this node is in ${ctx.desired.storeId}.`,
+      );
     }
     if (header.recipient !== this.#sealingKey.publicKey) {
-      throw new GlanceError("KEY_UNKNOWN", "Edge gallery is sealed to another node key: the orchestrator has a stale key for this node.");
+      throw new GlanceError(
+        "KEY_UNKNOWN",
+        "Edge gallery is sealed to another node key: the orchestrator has a stale key for this node.",
+      );
     }
     if (header.space !== ctx.space) {
-      throw new GlanceError("SPACE_UNKNOWN", `Edge gallery is in space ${header.space}; this node embeds in ${ctx.space}.`);
+      throw new GlanceError(
+        "SPACE_UNKNOWN",
+        `Edge gallery is in space ${header.space}; this node embeds in ${ctx.space}.`,
+      );
     }
     if (header.version < this.#floor) {
-      throw new GlanceError("REPLAYED_SEQUENCE", `Edge gallery version ${header.version} is older than one already held (${this.#floor}).`);
+      throw new GlanceError(
+        "REPLAYED_SEQUENCE",
+        `Edge gallery version ${header.version} is older than one already held (${this.#floor}).`,
+      );
     }
     // open() checks the orchestrator's signature before it decrypts anything
     const plaintext = open(message, header, this.#sealingKey, signer);
     try {
       const entries = decodeEdgeGallery(plaintext);
-      if (entries.length !== header.members) throw new GlanceError("PAYLOAD_INVALID", "Edge gallery member count does not match its header.");
+      if (entries.length !== header.members)
+        throw new GlanceError("PAYLOAD_INVALID", "Edge gallery member count does not match its header.");
       const kept = entries.filter((e) => {
         const erasedAt = this.#erased.get(e.personId);
         return erasedAt === undefined || erasedAt < header.ts;
       });
       const vectors = kept.map((e) => decodeEmbedding(e.embedding));
       const dim = vectors[0]?.length ?? 0;
-      if (vectors.some((v) => v.length !== dim)) throw new GlanceError("PAYLOAD_INVALID", "Edge gallery mixes embedding sizes.");
+      if (vectors.some((v) => v.length !== dim))
+        throw new GlanceError("PAYLOAD_INVALID", "Edge gallery mixes embedding sizes.");
       const matrix = new Float32Array(vectors.length * dim);
       vectors.forEach((v, i) => {
         matrix.set(v, i * dim);

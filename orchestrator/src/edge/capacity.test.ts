@@ -9,9 +9,9 @@ import {
   type EdgeGallery,
   edgeGalleryHeader,
   encodeMessage,
+  gallerySigningKeyPair,
   generateSealingKeyPair,
   generateSigningKeyPair,
-  gallerySigningKeyPair,
   nodeSealingKeyPair,
   open,
   topicFor,
@@ -89,7 +89,12 @@ describe("edge gallery capacity", () => {
     const node = await mqtt.connectAsync(url, { clientId: "node-big" });
     const received: { gallery: EdgeGallery; bytes: number; at: number }[] = [];
     node.on("message", (topic, payload) => {
-      if (payload.length > 0) received.push({ gallery: decodeMessage("gallery", topic, payload), bytes: payload.length, at: performance.now() });
+      if (payload.length > 0)
+        received.push({
+          gallery: decodeMessage("gallery", topic, payload),
+          bytes: payload.length,
+          at: performance.now(),
+        });
     });
     await node.subscribeAsync(topicFor("gallery", "node-big"), { qos: 1 });
     const key = nodeSealingKeyPair(identity);
@@ -106,7 +111,9 @@ describe("edge gallery capacity", () => {
     );
     await expect.poll(() => received.length, { timeout: 60_000 }).toBe(1);
     const { gallery, bytes, at } = received[0] as (typeof received)[number];
-    const entries = decodeEdgeGallery(open(gallery, edgeGalleryHeader(gallery), key, gallerySigningKeyPair(sealing).publicKey));
+    const entries = decodeEdgeGallery(
+      open(gallery, edgeGalleryHeader(gallery), key, gallerySigningKeyPair(sealing).publicKey),
+    );
     expect(entries).toHaveLength(MEMBERS);
     expect(new Set(entries.map((e) => e.personId)).size).toBe(MEMBERS);
     // far over the 64 KiB a client connection may send: the gallery went into the broker directly

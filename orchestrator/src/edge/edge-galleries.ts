@@ -16,8 +16,8 @@ import {
   topicFor,
   verifySealingKey,
 } from "@glance/shared";
-import { and, eq, gt, inArray, isNotNull, isNull, or } from "drizzle-orm";
 import type { Aedes } from "aedes";
+import { and, eq, gt, inArray, isNotNull, isNull, or } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { Db } from "../db/client.ts";
@@ -86,7 +86,10 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
   /** attested node sealing keys, checked against the identity key registered for the node */
   const nodeKeys = new Map<string, string>();
   const stores = new Map<string, StoreGallery>();
-  const sent = new Map<string, { version: number; members: number; templates: number; fingerprint: string; key: string }>();
+  const sent = new Map<
+    string,
+    { version: number; members: number; templates: number; fingerprint: string; key: string }
+  >();
   const withdrawn = new Set<string>();
   let lastVersion = 0;
   const queues = new Map<string, Promise<void>>();
@@ -115,9 +118,13 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       .select({ id: templates.id, personId: templates.personId })
       .from(templates)
       .innerJoin(personKeys, eq(personKeys.personId, templates.personId))
-      .where(and(eq(templates.space, opts.space), isNotNull(templates.ciphertext), inArray(templates.personId, covered)));
+      .where(
+        and(eq(templates.space, opts.space), isNotNull(templates.ciphertext), inArray(templates.personId, covered)),
+      );
     const ids = rows.map((r) => `${r.personId}/${r.id}`).sort();
-    return createHash("sha256").update(`${opts.threshold()}\n${ids.join("\n")}`).digest("hex");
+    return createHash("sha256")
+      .update(`${opts.threshold()}\n${ids.join("\n")}`)
+      .digest("hex");
   };
 
   const buildStore = async (storeId: string): Promise<StoreGallery> => {
@@ -130,7 +137,9 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       .select({ template: templates, key: personKeys })
       .from(templates)
       .innerJoin(personKeys, eq(personKeys.personId, templates.personId))
-      .where(and(eq(templates.space, opts.space), isNotNull(templates.ciphertext), inArray(templates.personId, covered)));
+      .where(
+        and(eq(templates.space, opts.space), isNotNull(templates.ciphertext), inArray(templates.personId, covered)),
+      );
     const keys = new Map<string, DataKey>();
     const byPerson = new Map<string, Float32Array[]>();
     for (const { template: t, key: k } of rows) {
@@ -152,7 +161,10 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     // one message per node: when every template does not fit, one centroid per member does (see README for sizes)
     if (estimateBytes(entries) > maxBytes) {
       entries = people.map(([personId, list]) => ({ personId, embedding: encodeEmbedding(centroid(list)) }));
-      log.warn({ storeId, members: people.length }, "edge gallery too large with every template: one centroid per member");
+      log.warn(
+        { storeId, members: people.length },
+        "edge gallery too large with every template: one centroid per member",
+      );
     }
     for (const [, list] of people) for (const v of list) v.fill(0);
     const built = { fingerprint, entries, members: people.length, builtAt: Date.now() };
@@ -218,7 +230,10 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       fingerprint: store.fingerprint,
       key,
     });
-    log.info({ nodeId, storeId: node.storeId, version, members: store.members, bytes: bytes.length }, "edge gallery published");
+    log.info(
+      { nodeId, storeId: node.storeId, version, members: store.members, bytes: bytes.length },
+      "edge gallery published",
+    );
   };
   const publishNode = (nodeId: string) => serial(nodeId, () => publishNodeNow(nodeId));
 
@@ -237,7 +252,8 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     return true;
   };
 
-  const all = async () => opts.db.select({ id: nodes.id, reported: nodes.reported }).from(nodes).where(isNull(nodes.revokedAt));
+  const all = async () =>
+    opts.db.select({ id: nodes.id, reported: nodes.reported }).from(nodes).where(isNull(nodes.revokedAt));
   for (const n of await all()) if (n.reported?.sealingKey) await learnKey(n.id, n.reported.sealingKey);
 
   const statusFilter = filterFor("status");
@@ -247,7 +263,10 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     try {
       status = decodeMessage("status", topic, payload);
     } catch (error) {
-      log.debug({ code: isGlanceError(error) ? error.code : "INTERNAL", nodeId: parseTopic(topic)?.nodeId }, "status ignored");
+      log.debug(
+        { code: isGlanceError(error) ? error.code : "INTERNAL", nodeId: parseTopic(topic)?.nodeId },
+        "status ignored",
+      );
       return;
     }
     const key = status.sealingKey;
@@ -321,7 +340,11 @@ export function edgeFirst(
 ): (nodeId: string, command: Command) => Promise<void> {
   return async (nodeId, command) => {
     if (command.kind === "erase-member") {
-      await edge.publishNode(nodeId).catch((error: unknown) => log.error({ err: error, nodeId }, "edge gallery not republished before erase-member"));
+      await edge
+        .publishNode(nodeId)
+        .catch((error: unknown) =>
+          log.error({ err: error, nodeId }, "edge gallery not republished before erase-member"),
+        );
     }
     await send(nodeId, command);
   };

@@ -19,10 +19,10 @@ import {
 } from "@glance/shared";
 import { eq } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
-import type { Recognition } from "../index.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../db/client.ts";
 import { edgeErasures, personKeys, templates } from "../db/schema.ts";
+import type { Recognition } from "../index.ts";
 import {
   connectNode,
   createStore,
@@ -39,7 +39,12 @@ import {
   type TestNode,
 } from "../testing/harness.ts";
 
-async function enrol(h: Harness, displayName: string, photos: string[], consentScope: string): Promise<{ personId: string }> {
+async function enrol(
+  h: Harness,
+  displayName: string,
+  photos: string[],
+  consentScope: string,
+): Promise<{ personId: string }> {
   const form = new FormData();
   form.set("displayName", displayName);
   form.set("consentSource", "store-counter");
@@ -58,7 +63,10 @@ interface Seen {
   order: string[];
 }
 
-async function nodeSession(node: TestNode, identity: KeyPair = node.signingKey): Promise<{ client: MqttClient; seen: Seen }> {
+async function nodeSession(
+  node: TestNode,
+  identity: KeyPair = node.signingKey,
+): Promise<{ client: MqttClient; seen: Seen }> {
   const client = await connectNode(node);
   const seen: Seen = { desired: undefined, galleries: [], commands: [], order: [] };
   client.on("message", (topic, payload) => {
@@ -94,7 +102,12 @@ async function nodeSession(node: TestNode, identity: KeyPair = node.signingKey):
 
 /** Opens a gallery the way the node does: orchestrator signature from the desired state, the node's own key. */
 function openGallery(g: EdgeGallery, node: TestNode, desired: DesiredState | undefined): string[] {
-  const plaintext = open(g, edgeGalleryHeader(g), nodeSealingKeyPair(node.signingKey), desired?.gallerySigningKey ?? "");
+  const plaintext = open(
+    g,
+    edgeGalleryHeader(g),
+    nodeSealingKeyPair(node.signingKey),
+    desired?.gallerySigningKey ?? "",
+  );
   return [...new Set(decodeEdgeGallery(plaintext).map((e) => e.personId))].sort();
 }
 
@@ -114,9 +127,14 @@ for (const backend of backends) {
       h = await startHarness({ databaseUrl: backend.url(), edgeGalleryPollMs: 300 });
       storeId = await createStore(h);
       otherStore = await createStore(h, undefined, "Glance Leeds");
-      await expectJson(await h.api(`/api/stores/${storeId}`, { method: "PATCH", json: { privacyMode: "members-only" } }), 200);
+      await expectJson(
+        await h.api(`/api/stores/${storeId}`, { method: "PATCH", json: { privacyMode: "members-only" } }),
+        200,
+      );
       people.lin = (await enrol(h, "Lin-Manuel Miranda", ["enroll/lin_manuel_miranda/1.png"], storeId)).personId;
-      people.obama = (await enrol(h, "Barack Obama", ["enroll/barack_obama/1.jpg", "enroll/barack_obama/2.jpg"], "all-stores")).personId;
+      people.obama = (
+        await enrol(h, "Barack Obama", ["enroll/barack_obama/1.jpg", "enroll/barack_obama/2.jpg"], "all-stores")
+      ).personId;
       people.kit = (await enrol(h, "Kit Harington", ["enroll/kit_harington/1.jpg"], otherStore)).personId;
     }, 180_000);
 
@@ -135,24 +153,37 @@ for (const backend of backends) {
       const { client, seen } = await nodeSession(node);
       await expect.poll(() => seen.galleries.at(-1), { timeout: 10_000 }).toBeDefined();
       const g = seen.galleries.at(-1) as EdgeGallery;
-      expect(g).toMatchObject({ nodeId: node.nodeId, storeId, members: 3, recipient: nodeSealingKeyPair(node.signingKey).publicKey });
+      expect(g).toMatchObject({
+        nodeId: node.nodeId,
+        storeId,
+        members: 3,
+        recipient: nodeSealingKeyPair(node.signingKey).publicKey,
+      });
       expect(seen.desired?.privacyMode).toBe("members-only");
       // Lin (this store) and Obama (all stores, two templates); Kit consented to another store only
       expect(openGallery(g, node, seen.desired)).toEqual([people.lin, people.obama].sort());
       // no name anywhere in the message
       expect(JSON.stringify(g)).not.toMatch(/Miranda|Obama|Harington/);
       // sealed to this node: another node's key opens nothing
-      expect(() => open(g, edgeGalleryHeader(g), nodeSealingKeyPair(generateSigningKeyPair()), seen.desired?.gallerySigningKey ?? "")).toThrow(
-        expect.objectContaining({ code: "DECRYPT_FAILED" }),
-      );
+      expect(() =>
+        open(
+          g,
+          edgeGalleryHeader(g),
+          nodeSealingKeyPair(generateSigningKeyPair()),
+          seen.desired?.gallerySigningKey ?? "",
+        ),
+      ).toThrow(expect.objectContaining({ code: "DECRYPT_FAILED" }));
 
       // a new enrolment in the store reaches the node by itself
       people.rose = (await enrol(h, "Rose Leslie", ["enroll/rose_leslie/1.jpg"], storeId)).personId;
       await expect
-        .poll(() => {
-          const last = seen.galleries.at(-1);
-          return last ? openGallery(last, node, seen.desired) : [];
-        }, { timeout: 10_000 })
+        .poll(
+          () => {
+            const last = seen.galleries.at(-1);
+            return last ? openGallery(last, node, seen.desired) : [];
+          },
+          { timeout: 10_000 },
+        )
         .toEqual([people.lin, people.obama, people.rose].sort());
       expect((seen.galleries.at(-1) as EdgeGallery).version).toBeGreaterThan(g.version);
       await client.endAsync();
@@ -161,12 +192,19 @@ for (const backend of backends) {
     it("erasure leaves no matchable or readable template anywhere: rows, index, and the edge gallery (new gallery first, then an acknowledged command)", async () => {
       const node = await registerNode(h, storeId);
       const { client, seen } = await nodeSession(node);
-      await expect.poll(() => seen.galleries.filter((g) => g !== undefined).length, { timeout: 10_000 }).toBeGreaterThan(0);
+      await expect
+        .poll(() => seen.galleries.filter((g) => g !== undefined).length, { timeout: 10_000 })
+        .toBeGreaterThan(0);
       const before = seen.galleries.at(-1) as EdgeGallery;
       expect(openGallery(before, node, seen.desired)).toContain(people.lin);
       // his face as the node would send it: the template the gallery holds for him
       const linEntry = decodeEdgeGallery(
-        open(before, edgeGalleryHeader(before), nodeSealingKeyPair(node.signingKey), seen.desired?.gallerySigningKey ?? ""),
+        open(
+          before,
+          edgeGalleryHeader(before),
+          nodeSealingKeyPair(node.signingKey),
+          seen.desired?.gallerySigningKey ?? "",
+        ),
       ).find((e) => e.personId === people.lin);
       const linFace = decodeEmbedding(linEntry?.embedding ?? new Uint8Array());
       let seq = 0;
@@ -201,17 +239,34 @@ for (const backend of backends) {
         { qos: 1 },
       );
       await expect
-        .poll(async () => (await expectJson<{ pending: string[] }>(await h.api(`/api/people/${people.lin}/erasure`), 200)).pending, {
-          timeout: 5000,
-        })
+        .poll(
+          async () =>
+            (await expectJson<{ pending: string[] }>(await h.api(`/api/people/${people.lin}/erasure`), 200)).pending,
+          {
+            timeout: 5000,
+          },
+        )
         .not.toContain(node.nodeId);
       await h.orch.stop();
       const database = await openDatabase({ dataDir: h.dataDir, databaseUrl: h.databaseUrl });
       try {
         const { db } = database;
-        expect(await db.select().from(templates).where(eq(templates.personId, people.lin as string))).toEqual([]);
-        expect(await db.select().from(personKeys).where(eq(personKeys.personId, people.lin as string))).toEqual([]);
-        const acks = await db.select().from(edgeErasures).where(eq(edgeErasures.personId, people.lin as string));
+        expect(
+          await db
+            .select()
+            .from(templates)
+            .where(eq(templates.personId, people.lin as string)),
+        ).toEqual([]);
+        expect(
+          await db
+            .select()
+            .from(personKeys)
+            .where(eq(personKeys.personId, people.lin as string)),
+        ).toEqual([]);
+        const acks = await db
+          .select()
+          .from(edgeErasures)
+          .where(eq(edgeErasures.personId, people.lin as string));
         expect(acks.find((a) => a.nodeId === node.nodeId)).toMatchObject({ ok: true, ackedAt: expect.any(Date) });
       } finally {
         await database.close();
@@ -221,18 +276,29 @@ for (const backend of backends) {
       await client.endAsync();
       // the restarted broker listens on a new port
       const again = await nodeSession({ ...node, mqtt: { ...node.mqtt, url: h.orch.mqttUrl } });
-      await expect.poll(() => again.seen.galleries.filter((g) => g !== undefined).length, { timeout: 10_000 }).toBeGreaterThan(0);
-      expect(openGallery(again.seen.galleries.at(-1) as EdgeGallery, node, again.seen.desired)).not.toContain(people.lin);
+      await expect
+        .poll(() => again.seen.galleries.filter((g) => g !== undefined).length, { timeout: 10_000 })
+        .toBeGreaterThan(0);
+      expect(openGallery(again.seen.galleries.at(-1) as EdgeGallery, node, again.seen.desired)).not.toContain(
+        people.lin,
+      );
       await again.client.endAsync();
     }, 120_000);
 
     it("withdraws the gallery when the store leaves members-only", async () => {
       const node = await registerNode(h, storeId);
       const { client, seen } = await nodeSession(node);
-      await expect.poll(() => seen.galleries.filter((g) => g !== undefined).length, { timeout: 10_000 }).toBeGreaterThan(0);
-      await expectJson(await h.api(`/api/stores/${storeId}`, { method: "PATCH", json: { privacyMode: "visitor" } }), 200);
+      await expect
+        .poll(() => seen.galleries.filter((g) => g !== undefined).length, { timeout: 10_000 })
+        .toBeGreaterThan(0);
+      await expectJson(
+        await h.api(`/api/stores/${storeId}`, { method: "PATCH", json: { privacyMode: "visitor" } }),
+        200,
+      );
       await expect.poll(() => seen.desired?.privacyMode, { timeout: 10_000 }).toBe("visitor");
-      await expect.poll(() => seen.galleries.length > 0 && seen.galleries.at(-1) === undefined, { timeout: 10_000 }).toBe(true);
+      await expect
+        .poll(() => seen.galleries.length > 0 && seen.galleries.at(-1) === undefined, { timeout: 10_000 })
+        .toBe(true);
       await client.endAsync();
     }, 60_000);
   });
