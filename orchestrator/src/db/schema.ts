@@ -74,7 +74,7 @@ export const nodes = pgTable("nodes", {
   lastSeq: bigint("last_seq", { mode: "number" }),
   /**
    * Anti-replay window below lastSeq (ingest/replay-window.ts): bit (seq mod 1024) set = seq accepted, for seqs in
-   * (lastSeq - 1024, lastSeq]. NULL with a lastSeq (rows from before 0004) = everything up to lastSeq counts as seen.
+   * (lastSeq - 1024, lastSeq]. NULL with a lastSeq (rows from before migration 0005) = everything up to lastSeq counts as seen.
    */
   replayWindow: bytea("replay_window"),
   desiredVersion: integer("desired_version").notNull().default(1),
