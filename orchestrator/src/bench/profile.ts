@@ -108,13 +108,26 @@ export const INGEST_STAGES: readonly Stage[] = [
     label: "database driver (PGlite wasm / postgres-js, drizzle)",
     test: (u) => /node_modules\/(@electric-sql|postgres|drizzle-orm)\//.test(u) || u.startsWith("wasm:"),
   },
-  { label: "MQTT (embedded aedes broker + client)", test: (u) => /node_modules\/(aedes[^/]*|mqtt[^/]*|bl|readable-stream|mqemitter[^/]*|fastq|hyperid|retimer)\//.test(u) },
+  {
+    label: "MQTT (embedded aedes broker + client)",
+    test: (u) =>
+      /node_modules\/(aedes[^/]*|mqtt[^/]*|bl|readable-stream|mqemitter[^/]*|fastq|hyperid|retimer)\//.test(u),
+  },
   { label: "crypto: verify + decrypt (shared/crypto.ts)", test: (u) => u.includes("/shared/src/crypto.ts") },
-  { label: "contract: JSON + zod (shared/contract.ts)", test: (u) => u.includes("/shared/src/contract.ts") || /node_modules\/zod\//.test(u) },
-  { label: "replay window (ingest/replay-window.ts)", test: (u) => u.includes("/orchestrator/src/ingest/replay-window.ts") },
+  {
+    label: "contract: JSON + zod (shared/contract.ts)",
+    test: (u) => u.includes("/shared/src/contract.ts") || /node_modules\/zod\//.test(u),
+  },
+  {
+    label: "replay window (ingest/replay-window.ts)",
+    test: (u) => u.includes("/orchestrator/src/ingest/replay-window.ts"),
+  },
   { label: "ingest batching (ingest/*.ts)", test: (u) => u.includes("/orchestrator/src/ingest/") },
   { label: "gallery search (gallery/)", test: (u) => u.includes("/orchestrator/src/gallery/") },
-  { label: "recognition, visits, promotions", test: (u) => /\/orchestrator\/src\/(recognition|promotions|signage|feedback|privacy|visitors?)\//.test(u) },
+  {
+    label: "recognition, visits, promotions",
+    test: (u) => /\/orchestrator\/src\/(recognition|promotions|signage|feedback|privacy|visitors?)\//.test(u),
+  },
   { label: "logging (pino)", test: (u) => /node_modules\/(pino|thread-stream|sonic-boom)/.test(u) },
   { label: "Node internals (streams, timers, events)", test: (u) => u.startsWith("node:"), fallback: true },
 ];

@@ -70,7 +70,10 @@ export function admissionError(admission: Exclude<Admission, "accepted">, header
     case "revoked":
       return new GlanceError("NODE_REVOKED", `Node ${header.nodeId} has been revoked.`);
     case "unknown":
-      return new GlanceError("NODE_UNKNOWN", `Node ${header.nodeId} is not registered; register it with POST /api/nodes.`);
+      return new GlanceError(
+        "NODE_UNKNOWN",
+        `Node ${header.nodeId} is not registered; register it with POST /api/nodes.`,
+      );
   }
 }
 

@@ -20,17 +20,21 @@ describe("replay window (in memory)", () => {
   };
 
   it("accepts a node's sequence numbers out of order within the window, each once", () => {
-    expect(feed([10, 7, 9, 8, 7, 10, 11, 3])).toEqual(["new", "new", "new", "new", "duplicate", "duplicate", "new", "new"]);
+    expect(feed([10, 7, 9, 8, 7, 10, 11, 3])).toEqual([
+      "new",
+      "new",
+      "new",
+      "new",
+      "duplicate",
+      "duplicate",
+      "new",
+      "new",
+    ]);
   });
 
   it("rejects anything at or below highest − window, however new to us", () => {
     const top = 5000;
-    expect(feed([top, top - REPLAY_WINDOW + 1, top - REPLAY_WINDOW, 0])).toEqual([
-      "new",
-      "new",
-      "too-old",
-      "too-old",
-    ]);
+    expect(feed([top, top - REPLAY_WINDOW + 1, top - REPLAY_WINDOW, 0])).toEqual(["new", "new", "too-old", "too-old"]);
   });
 
   it("forgets slots it slides past, so a seq a window later is new while its ring slot's old owner is too old", () => {

@@ -171,7 +171,9 @@ describe.runIf(runPostgres && (haveMosquitto || process.env.GLANCE_REQUIRE_POSTG
       // the same burst again (a node replaying its backlog, or an attacker): every template refused, none twice
       const first = nodes[0] as (typeof nodes)[number];
       await Promise.all(
-        (payloads[0] as Buffer[]).map((p) => first.client.publishAsync(topicFor("template", first.node.nodeId), p, { qos: 1 })),
+        (payloads[0] as Buffer[]).map((p) =>
+          first.client.publishAsync(topicFor("template", first.node.nodeId), p, { qos: 1 }),
+        ),
       );
       await expect.poll(settled, { timeout: 60_000, interval: 50 }).toBe((nodes.length + 1) * perNode);
       const replayed = orchs.reduce((sum, x) => sum + (x.metrics().rejected.REPLAYED_SEQUENCE ?? 0), 0);
