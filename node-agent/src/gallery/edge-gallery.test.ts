@@ -67,7 +67,7 @@ function setup() {
     // what the node receives has been through the contract
     return decodeMessage("gallery", topicFor("gallery", o.nodeId ?? "node-1"), encodeMessage("gallery", message));
   };
-  return { identity, sealing, desired, people, make, ctx: { desired, space: SPACE } };
+  return { identity, sealing, desired, people, make, ctx: { desired, space: SPACE, signer } };
 }
 
 const code = (f: () => unknown) => {
@@ -123,6 +123,40 @@ describe("members-only edge gallery on the node", () => {
     expect(g.match(people[2]?.vector as Float32Array)).toMatchObject({ personId: "cy" });
     g.accept(make({ version: 6 }), ctx);
     expect(g.info()).toEqual({ version: 6, members: 3 });
+  });
+
+  it("erases every template of a member who has several", () => {
+    const { sealing, desired, ctx } = setup();
+    const signer = { ...desired };
+    const a1 = unit(128, 11);
+    const a2 = unit(128, 12);
+    const b = unit(128, 13);
+    const message = sealEdgeGallery(
+      {
+        v: 1,
+        nodeId: "node-1",
+        storeId: "store-1",
+        version: 1,
+        ts: 1000,
+        space: SPACE,
+        threshold: 0.6,
+        recipient: sealing.publicKey,
+      },
+      [
+        { personId: "ana", embedding: encodeEmbedding(a1) },
+        { personId: "ben", embedding: encodeEmbedding(b) },
+        { personId: "ana", embedding: encodeEmbedding(a2) },
+      ],
+      ctx.signer,
+    );
+    const g = new EdgeGallery("node-1", sealing);
+    expect(g.accept(message, { desired: signer, space: SPACE })).toEqual({ version: 1, members: 2 });
+    expect(g.match(a2)).toMatchObject({ personId: "ana" });
+    expect(g.erase("ana", 2000)).toBe(true);
+    expect(g.match(a1)).toBeUndefined();
+    expect(g.match(a2)).toBeUndefined();
+    expect(g.match(b)).toMatchObject({ personId: "ben" });
+    expect(g.info()).toEqual({ version: 1, members: 1 });
   });
 
   it("erases a member at once, and a gallery built before the erasure does not bring them back", () => {

@@ -131,7 +131,11 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     const now = new Date();
     const fingerprint = await fingerprintOf(storeId, now);
     const cached = stores.get(storeId);
-    if (cached?.fingerprint === fingerprint) return cached;
+    if (cached?.fingerprint === fingerprint) {
+      // still what the database holds as of `now`: a node compares this with the time of any erasure it was sent
+      cached.builtAt = now.getTime();
+      return cached;
+    }
     const covered = opts.db.select({ personId: consents.personId }).from(consents).where(liveConsent(storeId, now));
     const rows = await opts.db
       .select({ template: templates, key: personKeys })
@@ -167,7 +171,7 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       );
     }
     for (const [, list] of people) for (const v of list) v.fill(0);
-    const built = { fingerprint, entries, members: people.length, builtAt: Date.now() };
+    const built = { fingerprint, entries, members: people.length, builtAt: now.getTime() };
     stores.set(storeId, built);
     return built;
   };
@@ -205,7 +209,8 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
         nodeId,
         storeId: node.storeId,
         version,
-        ts: Date.now(),
+        // when the members were read, not when sealed: a node drops anyone it was told to erase after that
+        ts: store.builtAt,
         space: opts.space,
         threshold: Math.round(opts.threshold() * 1e6) / 1e6,
         recipient: key,
