@@ -54,6 +54,8 @@ export interface FleetCa {
   issueOrchestratorCertificate(commonName: string): Promise<TlsMaterial>;
   /** serials (hex) of every certificate this CA issued to CN `commonName`, from the ledger */
   issuedTo(commonName: string): Promise<string[]>;
+  /** the newest client certificate issued to each CN (serial, expiry), from the ledger */
+  latestClientCertificates(): Promise<Map<string, { serial: string; notAfter: string }>>;
   /**
    * A CRL (PEM) of the fleet CA listing `revoked`, valid `validityDays` (default 7): what a broker that checks CRLs
    * (mosquitto's `crlfile`) needs to refuse a revoked node's certificate while it has not expired.
@@ -219,6 +221,21 @@ export async function loadOrCreateFleetCa(dataDir: string, opts: FleetCaOptions 
     return { ca: caPem, cert: issued.certPem, key };
   };
 
+  type LedgerRow = { serial: string; cn: string; usage: "client" | "server"; notAfter: string };
+  const readLedger = async (): Promise<LedgerRow[]> => {
+    let text: string;
+    try {
+      text = await readFile(ledger, "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw e;
+    }
+    return text
+      .split("\n")
+      .filter((line) => line)
+      .map((line) => JSON.parse(line) as LedgerRow);
+  };
+
   const nodeCertificate = async (nodeId: string, publicKey: CryptoKey) =>
     issue({
       cn: nodeId,
@@ -261,20 +278,15 @@ export async function loadOrCreateFleetCa(dataDir: string, opts: FleetCaOptions 
       return withFreshKey(commonName, [{ type: "url", value: ORCHESTRATOR_URI }], "client");
     },
     async issuedTo(commonName) {
-      let text: string;
-      try {
-        text = await readFile(ledger, "utf8");
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
-        throw e;
+      return (await readLedger()).filter((row) => row.cn === commonName).map((row) => row.serial);
+    },
+    async latestClientCertificates() {
+      const latest = new Map<string, { serial: string; notAfter: string }>();
+      // appended in issue order: the last one of a CN is its newest
+      for (const row of await readLedger()) {
+        if (row.usage === "client") latest.set(row.cn, { serial: row.serial, notAfter: row.notAfter });
       }
-      const serials: string[] = [];
-      for (const line of text.split("\n")) {
-        if (!line) continue;
-        const row = JSON.parse(line) as { serial: string; cn: string };
-        if (row.cn === commonName) serials.push(row.serial);
-      }
-      return serials;
+      return latest;
     },
     async createCrl(revoked, validityDays = 7) {
       const now = Date.now();

@@ -120,6 +120,16 @@ for (const backend of backends)
       clients.push(c);
       expect(c.connected).toBe(true);
 
+      // HQ's node list shows the newest certificate, to spot nodes that stopped renewing
+      const list = await expectJson<{ id: string; certificate: { serial: string; notAfter: string } | null }[]>(
+        await h.api("/api/nodes"),
+        200,
+      );
+      expect(list.find((n) => n.id === node.nodeId)?.certificate).toEqual({
+        serial: renewed.tls.serial,
+        notAfter: renewed.tls.notAfter,
+      });
+
       const audit = await expectJson<{ actor: string; action: string; subject: string; details: { serial: string } }[]>(
         await h.api("/api/audit?limit=20"),
         200,

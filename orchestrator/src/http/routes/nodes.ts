@@ -156,6 +156,12 @@ export function nodesRouter(s: Services) {
         })
         .from(nodes)
         .orderBy(nodes.id);
-      return c.json(rows.filter((r) => p.role !== "store-manager" || r.storeId === p.storeId));
+      // the newest certificate of each node: HQ sees which nodes fail to renew before they drop off
+      const certificates = await s.fleetCa.latestClientCertificates();
+      return c.json(
+        rows
+          .filter((r) => p.role !== "store-manager" || r.storeId === p.storeId)
+          .map((r) => ({ ...r, certificate: certificates.get(r.id) ?? null })),
+      );
     });
 }
