@@ -269,12 +269,15 @@ try {
       x.label,
     ]),
   );
-  const m = ((await (await h.api("/api/metrics")).json()) as { ingest: IngestMetrics }).ingest;
+  // partial when run against an ingest from before micro-batching (for before/after figures)
+  const m = ((await (await h.api("/api/metrics")).json()) as { ingest: Partial<IngestMetrics> & IngestMetrics }).ingest;
   console.log(
     `\nbench:ingest on ${JSON.stringify(machine())}; ${databaseUrl ? "Postgres" : "PGlite"}; gallery ${peopleCount * perPerson} templates, ${nodeCount} nodes`,
   );
   console.log(
-    `ingest: ${m.batches} batches (${((m.accepted + Object.values(m.rejected).reduce((a, b) => a + b, 0)) / Math.max(1, m.batches)).toFixed(1)} templates each), ${m.statements.lookups} node lookups, ${m.statements.compareAndSets} replay statements, ${m.statements.conflicts} lost compare-and-sets`,
+    m.statements
+      ? `ingest: ${m.batches} batches (${((m.accepted + Object.values(m.rejected).reduce((a, b) => a + b, 0)) / Math.max(1, m.batches)).toFixed(1)} templates each), ${m.statements.lookups} node lookups, ${m.statements.compareAndSets} replay statements, ${m.statements.conflicts} lost compare-and-sets`
+      : "ingest: one template at a time (no batch metrics)",
   );
   console.log(`recognitions ${recognised} (members ${members$}), rejections ${rejected}\n`);
   console.log(

@@ -104,6 +104,8 @@ export function stageSplit(profile: Profiler.Profile, stages: readonly Stage[]):
 
 /** The stages of a template's trip through the orchestrator, for `stageSplit`. */
 export const INGEST_STAGES: readonly Stage[] = [
+  // Profiler.stop serialises the profile on this thread: the bench's own cost, not the orchestrator's
+  { label: "(profiler itself)", test: (u) => u === "node:inspector" },
   {
     label: "database driver (PGlite wasm / postgres-js, drizzle)",
     test: (u) => /node_modules\/(@electric-sql|postgres|drizzle-orm)\//.test(u) || u.startsWith("wasm:"),
