@@ -48,8 +48,9 @@ export interface BenchOptions {
 }
 
 export const defaultBenchOptions: BenchOptions = {
-  models: ["blazeface-back", "blazeface-front", "fr-feature", "fr-feature-int8"],
-  pipelines: ["fr-feature", "fr-feature-int8"],
+  // the shipped models: the default detector and embedder (dlib-resnet-int8) beside its fp32 source
+  models: ["blazeface-back", "blazeface-front", "dlib-resnet", "dlib-resnet-int8"],
+  pipelines: ["dlib-resnet", "dlib-resnet-int8"],
   detector: "blazeface-back",
   threads: [1, 2],
   rounds: 10,

@@ -1,6 +1,6 @@
 /**
  * npm run bench:models -- [--rounds 10] [--per-round 5] [--threads 1,2] [--no-peer]
- *   [--models blazeface-back,blazeface-front,fr-feature,fr-feature-int8] [--pipelines fr-feature,fr-feature-int8]
+ *   [--models blazeface-back,blazeface-front,dlib-resnet,dlib-resnet-int8] [--pipelines dlib-resnet,dlib-resnet-int8]
  * Prints markdown tables and writes the JSON to bench-results/ (git-ignored).
  */
 import { parseArgs } from "node:util";

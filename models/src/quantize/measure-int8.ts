@@ -60,7 +60,10 @@ for (const name of [values.fp32, values.int8, values.lfw]) {
 const fp = embeddings.get(values.fp32) ?? [];
 const out: Record<string, unknown> = {
   date: new Date().toISOString(),
-  machine: `${os.cpus()[0]?.model} × ${os.cpus().length}, load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
+  machine: `${os.cpus()[0]?.model} × ${os.cpus().length}, load ${os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ")}`,
   undetected,
 };
 const fpScores = pairScores(fp);

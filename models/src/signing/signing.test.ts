@@ -8,8 +8,8 @@ import { isGlanceError, type ModelManifest } from "@glance/shared";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildModels, builtVersion, DEFAULT_DIST, MODELS_ROOT } from "../build.ts";
 import { loadManifest } from "../inference/manifest.ts";
-import { quantizedRecipes } from "../quantize/recipe.ts";
 import { DEFAULT_DETECTOR, defaultEmbedder, FacePipeline } from "../inference/pipeline.ts";
+import { quantizedRecipes } from "../quantize/recipe.ts";
 import {
   devSigningKey,
   generateHqKey,
