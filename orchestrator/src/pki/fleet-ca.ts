@@ -54,6 +54,8 @@ export interface FleetCa {
   issueOrchestratorCertificate(commonName: string): Promise<TlsMaterial>;
   /** serials (hex) of every certificate this CA issued to CN `commonName`, from the ledger */
   issuedTo(commonName: string): Promise<string[]>;
+  /** how many certificates this CA issued to CN `commonName` since `since`, from the ledger */
+  issuedSince(commonName: string, since: Date): Promise<number>;
   /** the newest client certificate issued to each CN (serial, expiry), from the ledger */
   latestClientCertificates(): Promise<Map<string, { serial: string; notAfter: string }>>;
   /**
@@ -221,7 +223,7 @@ export async function loadOrCreateFleetCa(dataDir: string, opts: FleetCaOptions 
     return { ca: caPem, cert: issued.certPem, key };
   };
 
-  type LedgerRow = { serial: string; cn: string; usage: "client" | "server"; notAfter: string };
+  type LedgerRow = { serial: string; cn: string; usage: "client" | "server"; notAfter: string; issuedAt: string };
   const readLedger = async (): Promise<LedgerRow[]> => {
     let text: string;
     try {
@@ -279,6 +281,10 @@ export async function loadOrCreateFleetCa(dataDir: string, opts: FleetCaOptions 
     },
     async issuedTo(commonName) {
       return (await readLedger()).filter((row) => row.cn === commonName).map((row) => row.serial);
+    },
+    async issuedSince(commonName, since) {
+      const iso = since.toISOString();
+      return (await readLedger()).filter((row) => row.cn === commonName && row.issuedAt >= iso).length;
     },
     async latestClientCertificates() {
       const latest = new Map<string, { serial: string; notAfter: string }>();

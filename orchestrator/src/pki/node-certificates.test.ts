@@ -144,6 +144,18 @@ for (const backend of backends)
       );
     });
 
+    it("a node gets at most 10 certificates a day, its claim included: a replayed request cannot flood the ledger", async () => {
+      const node = await claim();
+      const csr = await csrFor(node.nodeId, node.key);
+      for (let i = 1; i < 10; i++) expect((await renew(node.nodeId, csr)).status).toBe(200);
+      const refused = await renew(node.nodeId, csr);
+      expect(refused.status).toBe(409);
+      expect(((await refused.json()) as { message: string }).message).toMatch(/10 certificates in the last 24 hours/);
+      // another node is not held back by it
+      const other = await claim();
+      expect((await renew(other.nodeId, await csrFor(other.nodeId, other.key))).status).toBe(200);
+    });
+
     it("a request signed by another key gets no certificate", async () => {
       const node = await claim();
       const stranger = generateSigningKeyPair();

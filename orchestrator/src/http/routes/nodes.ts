@@ -40,6 +40,12 @@ export type RenewCertificate = z.infer<typeof RenewCertificate>;
 const NodeParam = z.object({ nodeId: Id });
 
 /**
+ * Certificates a node may be issued in 24 hours, its claim included: renewal needs no token, so a captured request
+ * replayed in a loop must not flood the CA ledger and the audit log. A node renews every 60 days.
+ */
+export const MAX_NODE_CERTIFICATES_PER_DAY = 10;
+
+/**
  * A technician registers a node with its signing key and receives its MQTT credentials (password shown once) and a
  * fleet-CA client certificate for that same key (from `csr` when given), with the CA chain.
  * The node's desired state is then waiting for it, retained, on its desired topic.
@@ -95,6 +101,13 @@ export function nodesRouter(s: Services) {
         throw new GlanceError(
           "FORBIDDEN",
           `Node ${nodeId} was revoked at ${node.revokedAt.toISOString()}; claim the device again under a new node id.`,
+        );
+      }
+      const today = await s.fleetCa.issuedSince(nodeId, new Date(Date.now() - 86_400_000));
+      if (today >= MAX_NODE_CERTIFICATES_PER_DAY) {
+        throw new GlanceError(
+          "CONFLICT",
+          `Node ${nodeId} was issued ${today} certificates in the last 24 hours; its current one is still good, try tomorrow.`,
         );
       }
       const issued = await s.fleetCa.issueNodeCertificateFromCsr(nodeId, csr, node.key);
