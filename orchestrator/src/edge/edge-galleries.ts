@@ -127,8 +127,11 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       .digest("hex");
   };
 
-  const buildStore = async (storeId: string): Promise<StoreGallery> => {
+  /** `fresh`: re-read now (erasure); otherwise a check made within the last second serves every node of the store */
+  const buildStore = async (storeId: string, fresh: boolean): Promise<StoreGallery> => {
     const now = new Date();
+    const recent = stores.get(storeId);
+    if (!fresh && recent && now.getTime() - recent.builtAt < 1000) return recent;
     const fingerprint = await fingerprintOf(storeId, now);
     const cached = stores.get(storeId);
     if (cached?.fingerprint === fingerprint) {
@@ -176,7 +179,7 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     return built;
   };
 
-  const publishNodeNow = async (nodeId: string): Promise<void> => {
+  const publishNodeNow = async (nodeId: string, fresh: boolean): Promise<void> => {
     const [node] = await opts.db
       .select({ storeId: nodes.storeId, revokedAt: nodes.revokedAt, privacyMode: storesTable.privacyMode })
       .from(nodes)
@@ -198,7 +201,7 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       log.info({ nodeId }, "members-only node has not reported its sealing key yet: gallery sent when it does");
       return;
     }
-    const store = await buildStore(node.storeId);
+    const store = await buildStore(node.storeId, fresh);
     const previous = sent.get(nodeId);
     if (previous && previous.fingerprint === store.fingerprint && previous.key === key) return;
     const version = Math.max(Date.now(), lastVersion + 1);
@@ -240,7 +243,7 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       "edge gallery published",
     );
   };
-  const publishNode = (nodeId: string) => serial(nodeId, () => publishNodeNow(nodeId));
+  const publishNode = (nodeId: string, fresh = true) => serial(nodeId, () => publishNodeNow(nodeId, fresh));
 
   /** a node's attested sealing key, from its status or last will */
   const learnKey = async (nodeId: string, sealing: { publicKey: string; sig: string }): Promise<boolean> => {
@@ -286,7 +289,7 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
   const refresh = async () => {
     for (const n of await all()) {
       try {
-        await publishNode(n.id);
+        await publishNode(n.id, false);
       } catch (error) {
         log.error({ err: error, nodeId: n.id }, "edge gallery not published");
       }
