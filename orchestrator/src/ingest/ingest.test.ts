@@ -134,6 +134,7 @@ function ingestSuite(label: string, pg: () => string | undefined) {
       await publish(t);
       await accepted;
       expect((await rejectedWith(() => publish(t))).code).toBe("REPLAYED_SEQUENCE");
+      // seq 1, accepted by the first test: within the replay window, but seen
       const older = template({ seq: seq - 5 });
       expect((await rejectedWith(() => publish(older))).code).toBe("REPLAYED_SEQUENCE");
 

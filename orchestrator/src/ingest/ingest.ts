@@ -149,6 +149,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
       for (const u of unsealed) rejectError(error, u.nodeId);
       return;
     }
+    for (const error of guard.takeFailures()) log.error({ err: error }, "replay window update failed");
     for (const [i, u] of unsealed.entries()) {
       const admission = admissions[i] ?? "unknown";
       try {

@@ -69,6 +69,11 @@ export function admissionError(admission: Exclude<Admission, "accepted">, header
       );
     case "revoked":
       return new GlanceError("NODE_REVOKED", `Node ${header.nodeId} has been revoked.`);
+    case "failed":
+      return new GlanceError(
+        "INTERNAL",
+        `The replay window of node ${header.nodeId} could not be updated (database error, logged); this template was dropped.`,
+      );
     case "unknown":
       return new GlanceError(
         "NODE_UNKNOWN",

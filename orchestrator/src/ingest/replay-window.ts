@@ -63,7 +63,8 @@ export interface KnownNode {
   row: { lastSeq: number | null; replayWindow: Uint8Array | null };
 }
 
-export type Admission = "accepted" | "replayed" | "revoked" | "unknown";
+/** "failed": the database could not decide (the error is in `ReplayGuard.takeFailures()`) */
+export type Admission = "accepted" | "replayed" | "revoked" | "unknown" | "failed";
 
 /**
  * Node lookups and replay admission for the ingest, batched: `nodes()` answers a batch's nodes with at most one
@@ -75,7 +76,16 @@ export class ReplayGuard {
   /** node lookups, compare-and-set statements and nodes that lost one (decided again under a lock) */
   readonly stats = { lookups: 0, compareAndSets: 0, conflicts: 0 };
 
+  private failures: unknown[] = [];
+
   constructor(private readonly db: Db) {}
+
+  /** Errors behind "failed" admissions since the last call, for the caller's log. */
+  takeFailures(): unknown[] {
+    const out = this.failures;
+    this.failures = [];
+    return out;
+  }
 
   /** The registered nodes among `ids` (unknown ones are absent); one query for those not cached. */
   async nodes(ids: Iterable<string>): Promise<Map<string, KnownNode>> {
@@ -179,13 +189,19 @@ export class ReplayGuard {
     const lost = commit(writes, await this.compareAndSet(this.db, writes));
     if (lost.length === 0) return verdicts;
     this.stats.conflicts += lost.length;
-    await this.db.transaction(async (tx) => {
-      const locked = await this.load(lost, tx as unknown as Db);
-      const again = decide(lost, locked);
-      if (again.length === 0) return;
-      const stillLost = commit(again, await this.compareAndSet(tx as unknown as Db, again));
-      if (stillLost.length > 0) throw new Error(`replay window changed under a row lock (${stillLost.join(", ")})`);
-    });
+    // the winners' seqs are spent already: a failure here must fail only the nodes it was deciding
+    await this.db
+      .transaction(async (tx) => {
+        const locked = await this.load(lost, tx as unknown as Db);
+        const again = decide(lost, locked);
+        if (again.length === 0) return;
+        const stillLost = commit(again, await this.compareAndSet(tx as unknown as Db, again));
+        if (stillLost.length > 0) throw new Error(`replay window changed under a row lock (${stillLost.join(", ")})`);
+      })
+      .catch((error: unknown) => {
+        this.failures.push(error);
+        for (const id of lost) for (const i of byNode.get(id) as number[]) verdicts[i] = "failed";
+      });
     return verdicts;
   }
 
