@@ -77,9 +77,10 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
     const personId = match.kind === "member" ? match.personId : null;
     const displayName = match.kind === "member" ? match.displayName : null;
 
-    // only a visitor-mode store keeps (pseudonymous, expiring) templates of people who are not members
+    // only a visitor-mode store keeps (pseudonymous, expiring) templates of people who are not members; a contested
+    // member match may still be that member, whose face must not become a visitor template
     const visitor =
-      match.kind === "unknown" && policy.privacyMode === "visitor"
+      match.kind === "unknown" && policy.privacyMode === "visitor" && !contested
         ? await deps.visitors.recognise(node.storeId, embedding, seenAt, policy, now)
         : undefined;
     const subject = personId

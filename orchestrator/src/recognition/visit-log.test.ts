@@ -6,7 +6,7 @@ import { eq } from "drizzle-orm";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Database, openDatabase } from "../db/client.ts";
-import { stores, visits } from "../db/schema.ts";
+import { stores, visitors, visits } from "../db/schema.ts";
 import { freshPostgres, requiredPostgresUrl, runPostgres } from "../testing/harness.ts";
 import { VisitLog, type VisitRow } from "./visit-log.ts";
 
@@ -83,6 +83,33 @@ function suite(label: string, databaseUrl: () => string | undefined) {
       const restarted = await VisitLog.load(database.db, WINDOW, logger);
       expect(await restarted.isNewVisit(storeId, subject, new Date(now.getTime() + 1_000))).toBe(false);
       expect(restarted.stats.dbChecks).toBe(0);
+    });
+
+    it("a visit whose visitor was shredded a moment before its batch is still counted, without the visitor", async () => {
+      const log = await VisitLog.load(database.db, WINDOW, logger);
+      const now = new Date();
+      const visitorId = randomUUID();
+      await database.db.insert(visitors).values({
+        id: visitorId,
+        storeId,
+        space: "s@1",
+        ciphertext: new Uint8Array(32),
+        iv: new Uint8Array(12),
+        firstSeenAt: now,
+        expiresAt: new Date(now.getTime() + 1000),
+      });
+      // retention (or a switch to members-only) deletes the visitor while its visit waits in the batch
+      await database.db.delete(visitors).where(eq(visitors.id, visitorId));
+      const [orphan, other] = await Promise.all([
+        log.record({ ...row(storeId, `visitor:${visitorId}`, now), visitorId, visitor: "first-time" }),
+        log.record(row(storeId, "track:node-1/t-other", now)),
+      ]);
+      expect([orphan, other]).toEqual([true, true]);
+      const [written] = await database.db
+        .select()
+        .from(visits)
+        .where(eq(visits.subject, `visitor:${visitorId}`));
+      expect(written).toMatchObject({ visitorId: null, visitor: "first-time" });
     });
 
     it("a node's day-old backlog is checked against the database, not the in-memory view", async () => {

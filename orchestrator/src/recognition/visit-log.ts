@@ -125,8 +125,22 @@ export class VisitLog {
           b.done(ok);
         }
       } catch (error) {
-        this.logger.error({ err: error, rows: batch.length }, "visit batch not written");
-        for (const b of batch) b.fail(error);
+        // one bad row (e.g. its visitor shredded a moment ago by retention or a privacy-mode change) must not lose
+        // the others: write them one by one, a vanished visitor's visit without its id
+        this.logger.warn({ err: error, rows: batch.length }, "visit batch refused; writing its rows one by one");
+        for (const b of batch) {
+          try {
+            b.done(await this.insertOne(b.row));
+          } catch (first) {
+            try {
+              if (!b.row.visitorId) throw first;
+              b.done(await this.insertOne({ ...b.row, visitorId: null }));
+            } catch (e) {
+              this.logger.error({ err: e }, "visit not written");
+              b.fail(e);
+            }
+          }
+        }
       }
     })();
     try {
@@ -136,6 +150,18 @@ export class VisitLog {
       // visits queued while this batch was written go out together as the next one
       if (this.pending.length > 0) this.schedule();
     }
+  }
+
+  private async insertOne(row: VisitRow): Promise<boolean> {
+    const inserted = await this.db
+      .insert(visits)
+      .values(row)
+      .onConflictDoNothing({ target: [visits.storeId, visits.subject, visits.dedupeWindow] })
+      .returning({ id: visits.id });
+    this.stats.inserts++;
+    this.stats.rows += inserted.length;
+    if (inserted.length === 0) this.stats.conflicts++;
+    return inserted.length > 0;
   }
 
   private remember(storeId: string, subject: string, t: number) {
