@@ -10,8 +10,9 @@ export { ort };
  * With more than one thread, the pool's workers do not spin-wait. ORT's default lets them busy-wait for the next
  * parallel section, which only pays on cores nobody else needs: on a 2-core node (or dev box) the detector's idle
  * worker spins while the embedder runs, and both fight the camera decoder and anything else for the same cores.
- * Measured (models/README.md, "Threads"): detect + align + embed per face at 2 threads went from 3.4× slower than
- * 1 thread with spinning to about equal without it, under load; on an idle machine spinning gained ~1.5× per model.
+ * Measured (models/README.md, "Threads"; bench/threads.ts, load ~10 on 2 cores): detect + embed of one face took
+ * 30.19 ms at 1 thread, 96.35 ms at 2 spinning threads, 25.89 ms at 2 threads without spinning. On an idle machine
+ * spinning does pay (dlib-resnet 8.45 → 5.18 ms at 2 threads; 8.56 without), but a node's cores are never idle.
  */
 export function sessionOptions(threads = 1): ort.InferenceSession.SessionOptions {
   return {
