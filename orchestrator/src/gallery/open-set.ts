@@ -113,6 +113,11 @@ export function thresholdAtFar(
         ((logFar - lower.logFar) * (upper.threshold - lower.threshold)) / (upper.logFar - lower.logFar);
   if (points.length === 1 && logFar !== highest.logFar) clamped = true;
   if (threshold > MAX_THRESHOLD) {
+    // the FAR the capped threshold stands for, along the same segment (laxer than wanted: that is the point)
+    if (upper.threshold !== lower.threshold)
+      logFar =
+        lower.logFar +
+        ((MAX_THRESHOLD - lower.threshold) * (upper.logFar - lower.logFar)) / (upper.threshold - lower.threshold);
     threshold = MAX_THRESHOLD;
     clamped = true;
   }
