@@ -2,7 +2,7 @@ import { z } from "zod";
 import type { Role } from "../db/schema.ts";
 import { NotThisPerson } from "../feedback/http.ts";
 import { PromotionEvent } from "../signage/hub.ts";
-import { RegisterNode } from "./routes/nodes.ts";
+import { RegisterNode, RenewCertificate } from "./routes/nodes.ts";
 import { EnrolForm, WithdrawConsent } from "./routes/people.ts";
 import { CreatePromotion } from "./routes/promotions.ts";
 import { CreateScreen, ProofOfPlay } from "./routes/screens.ts";
@@ -72,6 +72,12 @@ const operations: Operation[] = [
     roles: ["signage-screen", "hq-admin"],
   },
   {
+    method: "get",
+    path: "/api/screens/{screenId}/plays",
+    summary: "Proof-of-play history of a screen, newest first",
+    roles: ["hq-admin", "store-manager", "auditor"],
+  },
+  {
     method: "post",
     path: "/api/screens/{screenId}/plays",
     summary: "Proof of play",
@@ -84,6 +90,19 @@ const operations: Operation[] = [
     summary: "Register a node; returns its MQTT credentials once",
     roles: ["technician", "hq-admin"],
     json: RegisterNode,
+  },
+  {
+    method: "post",
+    path: "/api/nodes/{nodeId}/certificate",
+    summary: "Renew the node's TLS certificate from a CSR signed by its registered key (no token; audited)",
+    roles: "public",
+    json: RenewCertificate,
+  },
+  {
+    method: "post",
+    path: "/api/nodes/{nodeId}/revoke",
+    summary: "Revoke a node: drops its broker session, refuses reconnects and renewals, adds it to the fleet CRL",
+    roles: ["hq-admin", "technician"],
   },
   {
     method: "get",
