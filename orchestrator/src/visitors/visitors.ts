@@ -47,14 +47,6 @@ export interface VisitorEntry {
   visits: number;
 }
 
-export interface VisitorHit {
-  visitorId: string;
-  status: VisitorStatus;
-  score: number;
-  /** visits so far including this one, when it counts as a new visit */
-  visits: number;
-}
-
 /**
  * The in-memory truth for the hot path: store policies and each store's live visitor templates. The database stays
  * the shared truth; this view is loaded at start and updated by this instance's writes, the store routes and the
