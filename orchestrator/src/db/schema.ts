@@ -101,6 +101,16 @@ export const people = pgTable(
   (t) => [uniqueIndex("people_external_key_idx").on(t.externalKey)],
 );
 
+/**
+ * The person keys of erased people, as keyed hashes (HMAC under a key derived from the master key, never the key
+ * itself), so re-running an old import cannot quietly enrol someone who asked to be forgotten: that key enrols
+ * again only with a consent given after the erasure.
+ */
+export const erasedKeys = pgTable("erased_keys", {
+  keyTag: text("key_tag").primaryKey(),
+  erasedAt: timestamp("erased_at", { withTimezone: true, mode: "date" }).notNull(),
+});
+
 export const consents = pgTable(
   "consents",
   {
