@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { and, asc, eq, gt, inArray, isNull, or } from "drizzle-orm";
+import { z } from "zod";
 import type { Db } from "../db/client.ts";
 import { plays, promotions, screens } from "../db/schema.ts";
 import type { ScreenHub } from "../signage/hub.ts";
-import { z } from "zod";
 import { renderMessage } from "./render.ts";
 
 /** Whom a promotion rule is for: members, every non-member, or only pseudonymous visitors of one kind. */

@@ -1,15 +1,15 @@
 import { randomUUID } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import type { Logger } from "pino";
+import type { Db } from "../db/client.ts";
 import type { Suppressions } from "../feedback/suppressions.ts";
 import type { Gallery } from "../gallery/gallery.ts";
 import type { AcceptedTemplate } from "../ingest/open-template.ts";
 import { type Cooldowns, type RuleCache, type TriggeredPromotion, triggerPromotion } from "../promotions/trigger.ts";
 import type { ScreenHub } from "../signage/hub.ts";
-import type { Visitors, VisitorStatus } from "../visitors/visitors.ts";
+import type { VisitorStatus, Visitors } from "../visitors/visitors.ts";
 import type { PersonKeyCache } from "./key-cache.ts";
 import type { VisitLog } from "./visit-log.ts";
-import type { Db } from "../db/client.ts";
 
 export interface Recognition {
   nodeId: string;
