@@ -3,7 +3,7 @@ import { decodeImage, type FacePipeline } from "@glance/models";
 import { type ErrorCode, GlanceError, isGlanceError } from "@glance/shared";
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
-import { consents, people } from "../db/schema.ts";
+import { consents, erasedKeys, people } from "../db/schema.ts";
 import type { Gallery } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
 import type { MasterKey } from "../privacy/keyring.ts";
@@ -54,7 +54,11 @@ export async function enrolPerson(
   deps: { db: Db; faces: FacePipeline; gallery: Gallery; masterKey: MasterKey },
   req: EnrolRequest,
 ): Promise<Enrolment> {
-  if (req.externalKey) await assertKeyFree(deps.db, req.externalKey);
+  const erasedTag = req.externalKey ? deps.masterKey.keyTag(req.externalKey) : null;
+  if (req.externalKey && erasedTag) {
+    await assertKeyFree(deps.db, req.externalKey);
+    await assertNotErased(deps.db, req.externalKey, erasedTag, req.consent.grantedAt ?? null);
+  }
   const feedback: PhotoFeedback[] = [];
   const accepted: { embedding: Float32Array; quality: number; sourceSha256: string }[] = [];
 
@@ -125,6 +129,8 @@ export async function enrolPerson(
       .onConflictDoNothing({ target: people.externalKey })
       .returning({ id: people.id });
     if (inserted.length === 0) await assertKeyFree(tx, req.externalKey ?? "");
+    // a consent newer than the erasure: the person came back, the tombstone has done its job
+    if (erasedTag) await tx.delete(erasedKeys).where(eq(erasedKeys.keyTag, erasedTag));
     await tx.insert(consents).values({
       id: newId(),
       personId,
@@ -161,5 +167,25 @@ async function assertKeyFree(db: Pick<Db, "select">, externalKey: string): Promi
     throw new GlanceError("CONFLICT", `Person key ${externalKey} is already enrolled; nothing was changed.`, {
       personId: row.id,
     });
+  }
+}
+
+/**
+ * A person who was erased asked to be forgotten: their key (an old CSV, a CRM sync) enrols again only with a consent
+ * they gave after the erasure, stated explicitly (consentGrantedAt), never with the default "now".
+ */
+async function assertNotErased(
+  db: Pick<Db, "select">,
+  externalKey: string,
+  keyTag: string,
+  grantedAt: Date | null,
+): Promise<void> {
+  const [erased] = await db.select().from(erasedKeys).where(eq(erasedKeys.keyTag, keyTag)).limit(1);
+  if (erased && (!grantedAt || grantedAt <= erased.erasedAt)) {
+    throw new GlanceError(
+      "CONFLICT",
+      `Person key ${externalKey} was erased at the person's request on ${erased.erasedAt.toISOString()}; enrol them again only with a consent given after that (consentGrantedAt).`,
+      { erasedAt: erased.erasedAt.toISOString() },
+    );
   }
 }

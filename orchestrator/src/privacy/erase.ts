@@ -13,14 +13,17 @@ import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import { appendAudit } from "../audit/log.ts";
 import type { Db } from "../db/client.ts";
-import { consents, edgeErasures, nodes, people, personKeys, templates } from "../db/schema.ts";
+import { consents, edgeErasures, erasedKeys, nodes, people, personKeys, templates } from "../db/schema.ts";
 import type { Gallery } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
 import { matchesFilter } from "../ingest/ingest.ts";
+import type { MasterKey } from "./keyring.ts";
 
 export interface ErasureDeps {
   db: Db;
   gallery: Gallery;
+  /** tags an erased person's key (erased_keys) so an old import cannot re-enrol them */
+  masterKey: MasterKey;
   /** publishes a contract `command` to one node (QoS 1) */
   sendCommand(nodeId: string, command: Command): Promise<void>;
   logger: Logger;
@@ -42,7 +45,8 @@ export interface Erasure {
  * on no copy of those ciphertexts (replicas, dumps, backups) can be opened; the in-memory index entry is dropped;
  * every node in the consent scope is sent an `erase-member` command whose ack is recorded when it arrives; an audit
  * entry records it all. `withdraw` keeps the person row and marks the consents withdrawn; `erase` deletes the person
- * (consents cascade; visits and plays keep their counts without the person).
+ * (consents cascade; visits and plays keep their counts without the person) and keeps only a keyed hash of their
+ * person key, so the same key enrols again only with a consent given after the erasure.
  */
 export async function erasePerson(
   deps: ErasureDeps,
@@ -51,7 +55,10 @@ export async function erasePerson(
 ): Promise<Erasure> {
   const now = opts.now ?? new Date();
   const { scopes, templatesDestroyed, keyDestroyed } = await deps.db.transaction(async (tx) => {
-    const [person] = await tx.select({ id: people.id }).from(people).where(eq(people.id, personId));
+    const [person] = await tx
+      .select({ id: people.id, externalKey: people.externalKey })
+      .from(people)
+      .where(eq(people.id, personId));
     if (!person) throw new GlanceError("NOT_FOUND", `Person ${personId} does not exist.`);
     const scopes = (
       await tx.select({ scope: consents.scope }).from(consents).where(eq(consents.personId, personId))
@@ -63,6 +70,13 @@ export async function erasePerson(
     const gone = await tx.delete(templates).where(eq(templates.personId, personId)).returning({ id: templates.id });
     if (opts.mode === "erase") {
       await tx.delete(people).where(eq(people.id, personId));
+      if (person.externalKey) {
+        const erased = { keyTag: deps.masterKey.keyTag(person.externalKey), erasedAt: now };
+        await tx
+          .insert(erasedKeys)
+          .values(erased)
+          .onConflictDoUpdate({ target: erasedKeys.keyTag, set: { erasedAt: now } });
+      }
     } else {
       await tx
         .update(consents)

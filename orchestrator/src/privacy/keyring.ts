@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from "node:crypto";
 import { chmod, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { GlanceError } from "@glance/shared";
@@ -57,6 +57,15 @@ export class MasterKey {
   constructor(private readonly key: Uint8Array) {
     if (key.length !== KEY_BYTES) throw new Error(`master key must be ${KEY_BYTES} bytes, not ${key.length}`);
     this.id = createHash("sha256").update(key).digest("hex").slice(0, 16);
+  }
+
+  /**
+   * A keyed hash of a caller's person key (HMAC-SHA256 under a key derived from the master key): equal keys give
+   * equal tags, and a tag cannot be turned back into the key, nor tested against guesses, without the master key.
+   */
+  keyTag(personKey: string): string {
+    const tagKey = Buffer.from(hkdfSync("sha256", this.key, new Uint8Array(0), "glance/erased-key/v1", KEY_BYTES));
+    return createHmac("sha256", tagKey).update(personKey, "utf8").digest("hex");
   }
 
   /** A fresh data key for a person and its wrapped form (what the database keeps). */
