@@ -300,7 +300,9 @@ export const recipes: Recipe[] = [
     sha256: "427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2",
     precision: "fp32",
     precisionReason:
-      "0.6 MB and ~10 ms per frame on one core in fp32; int8 BlazeFace was measured slower and less accurate here",
+      "fp32: 0.6 MB and ~10-15 ms per frame on one core. int8 does not pay: quantized like the int8 embedder " +
+      "(models/src/quantize/measure-detector-int8.ts, 2026-11-25, demo stills), it ran 15.8 → 38.2 ms and its " +
+      "scores went wrong (1,715 anchors above the minimum score on the demo images against 230 in fp32, 12 in common)",
     preprocessing: blazefacePreprocessing(256),
     decoding: { ...blazefaceDecoding(256, 0.5) },
     licence: BLAZEFACE_LICENCE,
