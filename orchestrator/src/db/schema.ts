@@ -7,6 +7,7 @@ import {
   integer,
   jsonb,
   pgTable,
+  primaryKey,
   real,
   text,
   timestamp,
@@ -44,6 +45,11 @@ export const stores = pgTable("stores", {
     .default("visitor"),
   /** how long a pseudonymous visitor template of this store lives; null = the orchestrator's default (30 days) */
   visitorRetentionDays: integer("visitor_retention_days"),
+  /**
+   * Opt-in: the store's nodes estimate coarse attributes (age band, gender, emotion) of each track and attach them
+   * to its anonymous track-ended event (DesiredState.attributes). Off, the nodes do not even load the model.
+   */
+  attributes: boolean("attributes").notNull().default(false),
   createdAt: createdAt(),
 });
 
@@ -363,3 +369,34 @@ export const apiTokens = pgTable(
 
 export type Role = (typeof apiTokens.$inferSelect)["role"];
 export const roles = apiTokens.role.enumValues;
+
+/**
+ * Footfall: anonymous track-ended events of a store's cameras, counted per camera and hour. No track id, no
+ * identity, no template: a person walking past is one track, its dwell time, and (stores that opted in) a coarse
+ * attribute row each in footfall_attributes.
+ */
+export const footfall = pgTable(
+  "footfall",
+  {
+    storeId: text("store_id").notNull(),
+    cameraId: text("camera_id").notNull(),
+    /** start of the hour (UTC) the track ended in, by the node's clock */
+    hour: timestamp("hour", { withTimezone: true, mode: "date" }).notNull(),
+    tracks: integer("tracks").notNull(),
+    dwellMs: bigint("dwell_ms", { mode: "number" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.storeId, t.cameraId, t.hour] })],
+);
+
+/** Coarse attribute counts of a store's tracks per hour: attribute "ageBand" | "gender" | "emotion" and its value. */
+export const footfallAttributes = pgTable(
+  "footfall_attributes",
+  {
+    storeId: text("store_id").notNull(),
+    hour: timestamp("hour", { withTimezone: true, mode: "date" }).notNull(),
+    attribute: text("attribute", { enum: ["ageBand", "gender", "emotion"] }).notNull(),
+    value: text("value").notNull(),
+    tracks: integer("tracks").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.storeId, t.hour, t.attribute, t.value] })],
+);
