@@ -20,10 +20,11 @@ import {
 import { ORCHESTRATOR_USERNAME, startBroker } from "./broker/broker.ts";
 import { type Db, openDatabase } from "./db/client.ts";
 import { apiTokens, nodes, stores } from "./db/schema.ts";
+import { aedesPublisher, edgeFirst, startEdgeGalleries } from "./edge/edge-galleries.ts";
 import { Suppressions } from "./feedback/suppressions.ts";
 import { startStatusTracking } from "./fleet/status.ts";
+import { startFootfall } from "./footfall/footfall.ts";
 import type { Gallery } from "./gallery/gallery.ts";
-import { aedesPublisher, edgeFirst, startEdgeGalleries } from "./edge/edge-galleries.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
 import { startIngest } from "./ingest/ingest.ts";
@@ -51,8 +52,8 @@ export {
   type TlsMaterial,
 } from "./pki/fleet-ca.ts";
 export type { Recognition } from "./recognition/recognize.ts";
-export type { VisitorDay } from "./visitors/visitors.ts";
 export type { PromotionEvent } from "./signage/hub.ts";
+export type { VisitorDay } from "./visitors/visitors.ts";
 
 export interface OrchestratorOptions {
   /** PGlite data dir, sealing key, admin token file */
@@ -248,7 +249,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
 
     const publishDesired = async (nodeId: string): Promise<DesiredState> => {
       const [row] = await db
-        .select({ node: nodes, privacyMode: stores.privacyMode })
+        .select({ node: nodes, privacyMode: stores.privacyMode, attributes: stores.attributes })
         .from(nodes)
         .innerJoin(stores, eq(stores.id, nodes.storeId))
         .where(eq(nodes.id, nodeId));
@@ -260,6 +261,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
         sealingKey: { kid: sealingKey.kid, publicKey: sealingKey.publicKey },
         // the store's privacy mode: a count-only store's nodes publish no templates at all
         privacyMode: row.privacyMode,
+        // opt-in coarse attributes on anonymous footfall; off, the node does not load the model
+        attributes: row.attributes,
         gallerySigningKey: edge.signingPublicKey,
         ...DESIRED_DEFAULTS,
       };
@@ -328,6 +331,13 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     });
     cleanups.push(async () => stopRetention());
     const stopStatus = await startStatusTracking({ client, db, logger: log.child({ component: "fleet" }) });
+    const footfall = await startFootfall({
+      client,
+      db,
+      logger: log.child({ component: "footfall" }),
+      ...(external ? { filter: sharedFilterFor("event") } : {}),
+    });
+    cleanups.push(() => footfall.stop());
     const crl = await startCrlPublisher({ db, ca: fleetCa, logger: log.child({ component: "pki" }) });
     cleanups.push(async () => crl.stop());
     const nodeRevoked = async (nodeId: string) => {

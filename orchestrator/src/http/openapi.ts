@@ -41,7 +41,7 @@ const operations: Operation[] = [
     method: "patch",
     path: "/api/stores/{id}",
     summary:
-      "Store privacy settings: privacy mode (sent to its nodes; leaving visitor shreds visitor templates), visitor retention days",
+      "Store privacy settings: privacy mode (sent to its nodes; leaving visitor shreds visitor templates), visitor retention days, opt-in coarse attributes on footfall (sent to its nodes)",
     roles: ["hq-admin"],
     json: StoreSettings,
   },
@@ -49,6 +49,14 @@ const operations: Operation[] = [
     method: "get",
     path: "/api/stores/{id}/visitors",
     summary: "Pseudonymous visitors per UTC day, first-time vs returning (counts only)",
+    roles: ["hq-admin", "auditor", "store-manager"],
+    query: VisitorCountsQuery,
+  },
+  {
+    method: "get",
+    path: "/api/stores/{id}/footfall",
+    summary:
+      "Anonymous footfall per day (tracks, average dwell, per camera) and, where the store opted in, coarse attribute counts (values seen on fewer than 5 tracks only as `suppressed`)",
     roles: ["hq-admin", "auditor", "store-manager"],
     query: VisitorCountsQuery,
   },

@@ -3,6 +3,7 @@ import { eq, sql } from "drizzle-orm";
 import { Hono } from "hono";
 import { z } from "zod";
 import { nodes, stores } from "../../db/schema.ts";
+import { footfallReport } from "../../footfall/footfall.ts";
 import type { Services } from "../../services.ts";
 import { setStoreRetention, shredStoreVisitors, visitorCounts } from "../../visitors/visitors.ts";
 import { assertStoreAccess, type Env, requireRole } from "../auth.ts";
@@ -18,8 +19,13 @@ export const StoreSettings = z
     privacyMode: PrivacyMode.optional(),
     /** null: the orchestrator's default (30 days) */
     visitorRetentionDays: z.number().int().min(1).max(365).nullable().optional(),
+    /** opt-in coarse attributes (age band, gender, emotion) on the anonymous footfall of this store's cameras */
+    attributes: z.boolean().optional(),
   })
-  .refine((b) => b.privacyMode !== undefined || b.visitorRetentionDays !== undefined, "Nothing to change.");
+  .refine(
+    (b) => b.privacyMode !== undefined || b.visitorRetentionDays !== undefined || b.attributes !== undefined,
+    "Nothing to change.",
+  );
 export type StoreSettings = z.infer<typeof StoreSettings>;
 
 export const VisitorCountsQuery = z.object({
@@ -62,12 +68,14 @@ export function storesRouter(s: Services) {
             .set({
               ...(body.privacyMode ? { privacyMode: body.privacyMode } : {}),
               ...(body.visitorRetentionDays !== undefined ? { visitorRetentionDays: body.visitorRetentionDays } : {}),
+              ...(body.attributes !== undefined ? { attributes: body.attributes } : {}),
             })
             .where(eq(stores.id, id))
             .returning();
           if (!store) throw new GlanceError("NOT_FOUND", `Store ${id} does not exist.`);
-          // the nodes converge on the new mode (a count-only node stops publishing templates)
-          if (body.privacyMode) {
+          // the nodes converge on the new mode (a count-only node stops publishing templates) and attribute policy
+          const nodesChange = body.privacyMode !== undefined || body.attributes !== undefined;
+          if (nodesChange) {
             await tx
               .update(nodes)
               .set({ desiredVersion: sql`${nodes.desiredVersion} + 1` })
@@ -81,7 +89,7 @@ export function storesRouter(s: Services) {
           await setStoreRetention(s.db, id, s.visitors.retentionMs(store));
         }
         s.visitors.setPolicy(id, store);
-        if (body.privacyMode) {
+        if (body.privacyMode !== undefined || body.attributes !== undefined) {
           const live = await s.db
             .select({ id: nodes.id, revokedAt: nodes.revokedAt })
             .from(nodes)
@@ -109,6 +117,22 @@ export function storesRouter(s: Services) {
           privacyMode: store.privacyMode,
           days: await visitorCounts(s.db, id, since, until),
         });
+      },
+    )
+    .get(
+      "/:id/footfall",
+      requireRole(s.db, ["hq-admin", "auditor", "store-manager"]),
+      valid("param", StoreParam),
+      valid("query", VisitorCountsQuery),
+      async (c) => {
+        const { id } = c.req.valid("param");
+        assertStoreAccess(c.get("principal"), id);
+        const q = c.req.valid("query");
+        const until = q.until ? new Date(q.until) : new Date();
+        const since = q.since ? new Date(q.since) : new Date(until.getTime() - 30 * 24 * 3600_000);
+        const [store] = await s.db.select({ attributes: stores.attributes }).from(stores).where(eq(stores.id, id));
+        if (!store) throw new GlanceError("NOT_FOUND", `Store ${id} does not exist.`);
+        return c.json({ ...(await footfallReport(s.db, id, since, until)), attributesEnabled: store.attributes });
       },
     );
 }
