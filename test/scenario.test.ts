@@ -83,9 +83,9 @@ function scenario(label: string, databaseUrl: () => Promise<{ url?: string; drop
 
     // Known limitation, measured (models/src/dlib/measure.ts): Alex Lacamoire appears only in strong profile
     // (1.5-2.5 s) while his enrolment photos are frontal. Every embedder we can ship scores him below its
-    // FAR-1e-3 threshold there, and below what absent people reach elsewhere in the clip (dlib-resnet, the default:
-    // Alex 0.907, Obama in profile 0.912, threshold 0.935; fr-feature: 0.10, 0.35, 0.45; faceres: 0.55, 0.59,
-    // 0.64), so no threshold recognises him without false accepts. This test
+    // FAR-1e-3 threshold there, and below what absent people reach elsewhere in the clip (dlib-resnet, the fp32
+    // model of the int8 default: Alex 0.907, Obama in profile 0.912, threshold 0.935; fr-feature: 0.10, 0.35, 0.45;
+    // faceres: 0.55, 0.59, 0.64), so no threshold recognises him without false accepts. This test
     // fails loudly (as `it.fails` passes) the day a model or a multi-pose enrolment makes him recognisable.
     it.fails("recognises Alex Lacamoire, who appears only in profile (known limitation)", () => {
       expect(recognitions.map((r) => r.displayName)).toContain("Alex Lacamoire");

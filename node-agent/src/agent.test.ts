@@ -130,7 +130,7 @@ describe("node agent on the demo video", () => {
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
     expect(new Set(seqs).size).toBe(seqs.length);
 
-    // the node embeds in the space of the default embedder (GLANCE_EMBEDDER, else dlib-resnet), as the orchestrator
+    // the node embeds in the space of the default embedder (GLANCE_EMBEDDER, else dlib-resnet-int8), as the orchestrator
     const { manifest: embedder } = await loadManifest(defaultModelsDir(), defaultEmbedder());
     const space = `${embedder.name}@${embedder.version}`;
     expect(embedder.embedding?.space).toBe(space);
