@@ -1,0 +1,410 @@
+/**
+ * Edge bench (not a timed test): the whole node on the demo clip, fp32 and int8 embedder, against
+ * @vladmandic/human on the same decoded frames in the same run.
+ *
+ * Three kinds of row:
+ * - "node": the agent end to end (ffmpeg decode → detect → track → best shot → align → embed → seal → publish to
+ *   a real in-process broker), every frame, no frame dropped. It embeds best shots only, as a node does.
+ * - "detect+embed": the same frames, already decoded, through FacePipeline detecting and embedding EVERY face —
+ *   the peer's job, so its per-face ratio to the peer is like for like.
+ * - "peer": those frames through Human (BlazeFace + faceres, tfjs wasm), its own pipeline.
+ * CPU is the process's own (onnxruntime threads included) plus its reaped children's (ffmpeg), so "per core" is
+ * work per CPU-second whatever the load from other jobs on the machine.
+ */
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import * as os from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { defaultModelsDir, FacePipeline, loadManifest, type RawImage } from "@glance/models";
+import { encodeMessage, generateSealingKeyPair, generateSigningKeyPair, topicFor } from "@glance/shared";
+import { Aedes } from "aedes";
+import { connectAsync } from "mqtt";
+import { pino } from "pino";
+// the peer lives with the model bench (models owns it); the package exports only its runtime API
+import { loadHumanPeer } from "../../../models/src/bench/peer-human.ts";
+import { type AgentStats, startAgent } from "../agent.ts";
+import { openReplay } from "../sources/replay.ts";
+
+export const benchResultsDir = resolve(fileURLToPath(import.meta.url), "../../../../bench-results");
+export const demoClip = resolve(fileURLToPath(import.meta.url), "../../../../demo/people/video/hamilton-clip.mp4");
+
+export interface AgentBenchOptions {
+  video: string;
+  width: number;
+  /** only the first this-many frames of the clip (30 ≈ one second of the demo clip); whole clip when absent */
+  frames?: number;
+  /** fp32 first: ratios and accuracy loss are taken against it */
+  embedders: string[];
+  detector?: string;
+  peer: boolean;
+  /** detect+embed and peer rows run on every n-th decoded frame (the same ones), to keep the run short */
+  peerStride: number;
+  onProgress?: (what: string) => void;
+}
+
+export const defaultAgentBenchOptions: AgentBenchOptions = {
+  video: demoClip,
+  width: 640,
+  embedders: ["dlib-resnet", "dlib-resnet-int8"],
+  peer: true,
+  peerStride: 3,
+};
+
+export interface Throughput {
+  frames: number;
+  faces: number;
+  wallS: number;
+  /** process + reaped children CPU seconds */
+  cpuS: number;
+  /** cpuS / wallS: cores kept busy */
+  cores: number;
+  framesPerS: number;
+  facesPerS: number;
+  framesPerCoreS: number;
+  facesPerCoreS: number;
+  msPerFrame: number;
+  msPerFace: number;
+}
+
+export interface Accuracy {
+  /** the manifest's LFW accuracy (0..1), as built by models:build */
+  lfwAccuracy: number;
+  /** percentage points below the fp32 embedder on LFW (0 for fp32 itself) */
+  lossVsFp32Pt?: number;
+  source: string;
+}
+
+export interface AgentBenchRow {
+  kind: "node" | "detect+embed" | "peer";
+  name: string;
+  embedder: string;
+  backend: string;
+  throughput: Throughput;
+  /** per-stage wall ms as the agent's metrics record them (node rows) */
+  stageMs?: Record<string, { p50: number; p95: number }>;
+  templates?: number;
+  tracks?: number;
+  accuracy?: Accuracy;
+  /** peer ms ÷ this row's ms (how many times faster than the peer); absent on the peer row */
+  vsPeer?: { perFrame: number; perFace: number };
+}
+
+export interface AgentBenchResult {
+  date: string;
+  machine: string;
+  video: string;
+  width: number;
+  height: number;
+  frames: number;
+  /** frames taken by the detect+embed and peer rows (every peerStride-th) */
+  sampledFrames: number;
+  peerStride: number;
+  /** load average (1, 5, 15 min) at start and at end */
+  loadAverage: { start: number[]; end: number[] };
+  rows: AgentBenchRow[];
+}
+
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+const loads = () => os.loadavg().map((x) => round(x));
+
+/** CPU seconds of this process and of its children that have been waited for (ffmpeg), from /proc. */
+function cpuSeconds(): number {
+  try {
+    // fields after the parenthesised command: state is [0]; utime, stime, cutime, cstime are [11..14]
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(f[i] ?? 0), 0);
+    return ticks / 100; // USER_HZ is 100 on Linux
+  } catch {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
+}
+
+function throughput(frames: number, faces: number, wallS: number, cpuS: number): Throughput {
+  const cpu = Math.max(cpuS, 0.01);
+  return {
+    frames,
+    faces,
+    wallS: round(wallS),
+    cpuS: round(cpu),
+    cores: round(cpu / wallS),
+    framesPerS: round(frames / wallS, 1),
+    facesPerS: round(faces / wallS, 1),
+    framesPerCoreS: round(frames / cpu, 1),
+    facesPerCoreS: round(faces / cpu, 1),
+    msPerFrame: round((wallS * 1000) / Math.max(1, frames)),
+    msPerFace: round((wallS * 1000) / Math.max(1, faces)),
+  };
+}
+
+async function measure(work: () => Promise<{ frames: number; faces: number }>): Promise<Throughput> {
+  const cpu0 = cpuSeconds();
+  const t0 = performance.now();
+  const { frames, faces } = await work();
+  return throughput(frames, faces, (performance.now() - t0) / 1000, cpuSeconds() - cpu0);
+}
+
+/** Decodes the clip once (ffmpeg, as the node does); the wait for each frame is the decode stage. */
+async function decodeFrames(o: AgentBenchOptions): Promise<{ frames: RawImage[]; decodeMs: number[] }> {
+  const source = openReplay({ path: o.video, width: o.width, pace: "every-frame" }, pino({ level: "silent" }));
+  const frames: RawImage[] = [];
+  const decodeMs: number[] = [];
+  let last = performance.now();
+  for await (const f of source) {
+    const now = performance.now();
+    decodeMs.push(now - last);
+    frames.push(f.image);
+    if (o.frames !== undefined && frames.length >= o.frames) break;
+    last = performance.now();
+  }
+  await source.close();
+  // the first wait includes starting ffmpeg
+  return { frames, decodeMs: decodeMs.slice(1) };
+}
+
+function percentiles(ms: number[]): { p50: number; p95: number } {
+  const s = [...ms].sort((a, b) => a - b);
+  const at = (q: number) => round(s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? 0);
+  return { p50: at(0.5), p95: at(0.95) };
+}
+
+/** The agent end to end on the clip (its own ffmpeg decode), against a real broker. */
+async function runNode(o: AgentBenchOptions, embedder: string): Promise<{ stats: AgentStats; throughput: Throughput }> {
+  const broker = await Aedes.createBroker();
+  const server = createServer(broker.handle);
+  await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
+  const url = `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const nodeId = "bench-node";
+  const orchestrator = await connectAsync(url);
+  await orchestrator.publishAsync(
+    topicFor("desired", nodeId),
+    encodeMessage("desired", {
+      version: 1,
+      storeId: "bench",
+      privacyMode: "visitor",
+      sealingKey: { kid: "bench", publicKey: generateSealingKeyPair().publicKey },
+      templateIntervalMs: 5000,
+      minFaceSizePx: 40,
+    }),
+    { qos: 1, retain: true },
+  );
+  const dataDir = await mkdtemp(join(os.tmpdir(), "glance-bench-"));
+  try {
+    const agent = await startAgent({
+      nodeId,
+      cameraId: "bench-cam",
+      mqtt: { url, username: nodeId, password: "bench" },
+      signingKey: generateSigningKeyPair(),
+      source: { kind: "replay", path: o.video, width: o.width, pace: "every-frame" },
+      models: { detector: o.detector, embedder },
+      dataDir,
+      logger: pino({ level: "warn" }),
+    });
+    // timed from here: models are loaded and warmed, ffmpeg and the broker are up
+    const cpu0 = cpuSeconds();
+    const t0 = performance.now();
+    const limit = o.frames ?? Number.POSITIVE_INFINITY;
+    const ended = once(agent.events, "source-ended");
+    if (Number.isFinite(limit)) {
+      // a slice: stop once the agent has taken that many frames
+      await new Promise<void>((ok) => {
+        const timer = setInterval(() => {
+          if (agent.stats().frames >= limit) {
+            clearInterval(timer);
+            ok();
+          }
+        }, 5);
+        void ended.then(() => {
+          clearInterval(timer);
+          ok();
+        });
+      });
+    } else await ended;
+    const wallS = (performance.now() - t0) / 1000;
+    const stats = agent.stats();
+    // ffmpeg's CPU counts once it is reaped, which stop() ensures
+    await agent.stop();
+    return { stats, throughput: throughput(stats.frames, stats.faces, wallS, cpuSeconds() - cpu0) };
+  } finally {
+    await orchestrator.endAsync();
+    await new Promise<void>((ok) => broker.close(() => ok()));
+    server.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function accuracyOf(name: string, fp32?: number): Promise<Accuracy | undefined> {
+  try {
+    const { manifest } = await loadManifest(defaultModelsDir(), name);
+    const lfw = manifest.metrics.lfw as { lfwAccuracy?: number; lossVsFp32Pt?: number } | undefined;
+    if (lfw?.lfwAccuracy === undefined) return undefined;
+    const loss = lfw.lossVsFp32Pt ?? (fp32 !== undefined ? round((fp32 - lfw.lfwAccuracy) * 100) : undefined);
+    return {
+      lfwAccuracy: lfw.lfwAccuracy,
+      lossVsFp32Pt: loss,
+      source: `${manifest.name}@${manifest.version} manifest metrics.lfw`,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+export async function runAgentBench(o: AgentBenchOptions = defaultAgentBenchOptions): Promise<AgentBenchResult> {
+  const loadStart = loads();
+  o.onProgress?.("decoding the clip");
+  const { frames, decodeMs } = await decodeFrames(o);
+  const first = frames[0];
+  if (!first) throw new Error(`no frames decoded from ${o.video}`);
+  // the peer is ~20× slower: it and the like-for-like rows take every n-th frame, the same frames for both
+  const sample = frames.filter((_, i) => i % Math.max(1, o.peerStride) === 0);
+  const rows: AgentBenchRow[] = [];
+  let fp32Accuracy: number | undefined;
+
+  for (const embedder of o.embedders) {
+    o.onProgress?.(`node end to end, ${embedder}`);
+    const { stats, throughput } = await runNode(o, embedder);
+    const accuracy = await accuracyOf(embedder, fp32Accuracy);
+    fp32Accuracy ??= accuracy?.lfwAccuracy;
+    if (accuracy && embedder === o.embedders[0]) accuracy.lossVsFp32Pt = 0;
+    rows.push({
+      kind: "node",
+      name: `glance node ${embedder}`,
+      embedder,
+      backend: "onnxruntime-node, 1 thread per model",
+      throughput,
+      stageMs: { decode: percentiles(decodeMs), ...stats.stageMs },
+      templates: stats.templates,
+      tracks: stats.tracks,
+      accuracy,
+    });
+  }
+
+  for (const embedder of o.embedders) {
+    o.onProgress?.(`detect+embed every face, ${embedder}`);
+    const p = await FacePipeline.load({ detector: o.detector, embedder, threads: 1 });
+    try {
+      for (let i = 0; i < 3; i++) for (const face of await p.detect(first)) await p.embed(first, face); // warm
+      const throughput = await measure(async () => {
+        let faces = 0;
+        for (const f of sample) {
+          for (const face of await p.detect(f)) {
+            await p.embed(f, face);
+            faces++;
+          }
+        }
+        return { frames: sample.length, faces };
+      });
+      rows.push({
+        kind: "detect+embed",
+        name: `glance detect+embed ${embedder}`,
+        embedder: `${p.embedder.name}@${p.embedder.version} (${p.embedder.precision})`,
+        backend: "onnxruntime-node, 1 thread",
+        throughput,
+        accuracy: rows.find((r) => r.kind === "node" && r.embedder === embedder)?.accuracy,
+      });
+    } finally {
+      await p.close();
+    }
+  }
+
+  if (o.peer) {
+    o.onProgress?.("peer: @vladmandic/human");
+    const peer = await loadHumanPeer();
+    try {
+      for (let i = 0; i < 3; i++) await peer.run(first); // warm
+      const throughput = await measure(async () => {
+        let faces = 0;
+        for (const f of sample) faces += await peer.run(f);
+        return { frames: sample.length, faces };
+      });
+      const acc = await accuracyOf("faceres");
+      rows.push({
+        kind: "peer",
+        name: peer.name,
+        embedder: "faceres (Human's own)",
+        backend: peer.backend,
+        throughput,
+        accuracy: acc && {
+          lfwAccuracy: acc.lfwAccuracy,
+          lossVsFp32Pt: fp32Accuracy !== undefined ? round((fp32Accuracy - acc.lfwAccuracy) * 100) : undefined,
+          source: `${acc.source} (faceres converted to ONNX, same LFW protocol)`,
+        },
+      });
+    } finally {
+      peer.close();
+    }
+    const pr = rows.find((r) => r.kind === "peer")?.throughput;
+    if (pr)
+      for (const r of rows)
+        if (r.kind !== "peer")
+          r.vsPeer = {
+            perFrame: round(pr.msPerFrame / r.throughput.msPerFrame, 1),
+            perFace: round(pr.msPerFace / r.throughput.msPerFace, 1),
+          };
+  }
+
+  return {
+    date: new Date().toISOString(),
+    machine: `${os.cpus()[0]?.model ?? "cpu"} × ${os.cpus().length}, ${os.platform()}/${os.arch()}, node ${process.version}`,
+    video: o.video,
+    width: first.width,
+    height: first.height,
+    frames: frames.length,
+    sampledFrames: sample.length,
+    peerStride: Math.max(1, o.peerStride),
+    loadAverage: { start: loadStart, end: loads() },
+    rows,
+  };
+}
+
+export function formatAgentBench(r: AgentBenchResult): string {
+  const l: string[] = [];
+  l.push(
+    `Edge bench ${r.date} — ${r.machine}`,
+    `${r.video.split("/").pop()} at ${r.width}×${r.height}, ${r.frames} frames (node rows), every ${r.peerStride} → ${r.sampledFrames} frames (detect+embed and peer rows); load average at start ${r.loadAverage.start.join(" ")}, at end ${r.loadAverage.end.join(" ")}`,
+    "",
+    "| pipeline | frames | faces | wall s | cores | frames/s | faces/s | frames/core·s | faces/core·s | ms/frame | ms/face | × peer per frame | × peer per face | LFW acc | loss vs fp32 pt |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  );
+  for (const row of r.rows) {
+    const t = row.throughput;
+    const a = row.accuracy;
+    l.push(
+      `| ${row.name} | ${t.frames} | ${t.faces} | ${t.wallS} | ${t.cores} | ${t.framesPerS} | ${t.facesPerS} | ${t.framesPerCoreS} | ${t.facesPerCoreS} | ${t.msPerFrame} | ${t.msPerFace} | ${row.vsPeer ? `${row.vsPeer.perFrame}×` : ""} | ${row.vsPeer ? `${row.vsPeer.perFace}×` : ""} | ${a ? `${round(a.lfwAccuracy * 100)}%` : "?"} | ${a?.lossVsFp32Pt ?? "?"} |`,
+    );
+  }
+  const nodes = r.rows.filter((x) => x.kind === "node" && x.stageMs);
+  const stages = [...new Set(nodes.flatMap((x) => Object.keys(x.stageMs ?? {})))];
+  if (nodes.length > 0) {
+    l.push(
+      "",
+      "Node stages, wall ms p50 / p95 (decode: this run's ffmpeg pass; the rest: the agent's metrics; track is not timed by them)",
+      "",
+      `| stage | ${nodes.map((x) => x.embedder).join(" | ")} |`,
+      `|---|${nodes.map(() => "---|").join("")}`,
+    );
+    for (const s of stages) {
+      const cells = nodes.map((x) => {
+        const v = x.stageMs?.[s];
+        return v ? `${v.p50} / ${v.p95}` : "";
+      });
+      l.push(`| ${s} | ${cells.join(" | ")} |`);
+    }
+    l.push(
+      "",
+      `node rows: ${nodes.map((x) => `${x.embedder} ${x.tracks} tracks, ${x.templates} templates`).join("; ")} (best shots only are embedded)`,
+    );
+  }
+  return l.join("\n");
+}
+
+export async function writeAgentBench(r: AgentBenchResult): Promise<string> {
+  await mkdir(benchResultsDir, { recursive: true });
+  const file = join(benchResultsDir, `agent-${r.date.replace(/[:.]/g, "-")}.json`);
+  await writeFile(file, `${JSON.stringify(r, null, 2)}\n`);
+  return file;
+}
