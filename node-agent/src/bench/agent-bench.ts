@@ -402,9 +402,9 @@ export function formatAgentBench(r: AgentBenchResult): string {
   return l.join("\n");
 }
 
-export async function writeAgentBench(r: AgentBenchResult): Promise<string> {
-  await mkdir(benchResultsDir, { recursive: true });
-  const file = join(benchResultsDir, `agent-${r.date.replace(/[:.]/g, "-")}.json`);
+export async function writeAgentBench(r: AgentBenchResult, dir = benchResultsDir): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, `agent-${r.date.replace(/[:.]/g, "-")}.json`);
   await writeFile(file, `${JSON.stringify(r, null, 2)}\n`);
   return file;
 }
