@@ -83,8 +83,17 @@ export interface AgentBenchRow {
   embedder: string;
   backend: string;
   throughput: Throughput;
-  /** per-stage wall ms as the agent's metrics record them (node rows) */
+  /**
+   * per-stage wall ms: node rows, the agent's metrics of its last run (plus this run's decode pass);
+   * detect+embed rows, detect per frame and align+embed per face over the interleaved frames
+   */
   stageMs?: Record<string, { p50: number; p95: number }>;
+  /** node rows: the agent's metrics of each run, in run order */
+  stageMsPerRun?: Record<string, { p50: number; p95: number }>[];
+  /** node rows: runs summed into throughput */
+  runs?: number;
+  /** node rows: the position of each of its runs among all node runs (1-based) */
+  runOrder?: number[];
   templates?: number;
   tracks?: number;
   accuracy?: Accuracy;
@@ -264,88 +273,147 @@ export async function runAgentBench(o: AgentBenchOptions = defaultAgentBenchOpti
   const rows: AgentBenchRow[] = [];
   let fp32Accuracy: number | undefined;
 
+  // node runs in ABBA order (fp32, int8, int8, fp32): a load change from other jobs during the run falls on both
+  const order = [...o.embedders, ...[...o.embedders].reverse()];
+  const runs = new Map<string, { stats: AgentStats; throughput: Throughput }[]>();
+  for (const [i, embedder] of order.entries()) {
+    o.onProgress?.(`node end to end, ${embedder} (run ${i + 1} of ${order.length})`);
+    const list = runs.get(embedder) ?? [];
+    list.push(await runNode(o, embedder));
+    runs.set(embedder, list);
+  }
   for (const embedder of o.embedders) {
-    o.onProgress?.(`node end to end, ${embedder}`);
-    const { stats, throughput } = await runNode(o, embedder);
+    const list = runs.get(embedder) ?? [];
+    const sum = (f: (t: Throughput) => number) => list.reduce((acc, r) => acc + f(r.throughput), 0);
     const accuracy = await accuracyOf(embedder, fp32Accuracy);
     fp32Accuracy ??= accuracy?.lfwAccuracy;
     if (accuracy && embedder === o.embedders[0]) accuracy.lossVsFp32Pt = 0;
+    const last = list[list.length - 1]?.stats;
     rows.push({
       kind: "node",
       name: `glance node ${embedder}`,
       embedder,
       backend: "onnxruntime-node, 1 thread per model",
-      throughput,
-      stageMs: { decode: percentiles(decodeMs), ...stats.stageMs },
-      templates: stats.templates,
-      tracks: stats.tracks,
+      throughput: throughput(
+        sum((t) => t.frames),
+        sum((t) => t.faces),
+        sum((t) => t.wallS),
+        sum((t) => t.cpuS),
+      ),
+      stageMs: { decode: percentiles(decodeMs), ...last?.stageMs },
+      stageMsPerRun: list.map((r) => r.stats.stageMs),
+      runs: list.length,
+      runOrder: order.flatMap((e, i) => (e === embedder ? [i + 1] : [])),
+      templates: last?.templates,
+      tracks: last?.tracks,
       accuracy,
     });
   }
 
-  for (const embedder of o.embedders) {
-    o.onProgress?.(`detect+embed every face, ${embedder}`);
-    const p = await FacePipeline.load({ detector: o.detector, embedder, threads: 1 });
-    try {
-      for (let i = 0; i < 3; i++) for (const face of await p.detect(first)) await p.embed(first, face); // warm
-      const throughput = await measure(async () => {
-        let faces = 0;
-        for (const f of sample) {
-          for (const face of await p.detect(f)) {
-            await p.embed(f, face);
-            faces++;
-          }
-        }
-        return { frames: sample.length, faces };
-      });
-      rows.push({
-        kind: "detect+embed",
-        name: `glance detect+embed ${embedder}`,
-        embedder: `${p.embedder.name}@${p.embedder.version} (${p.embedder.precision})`,
-        backend: "onnxruntime-node, 1 thread",
-        throughput,
-        accuracy: rows.find((r) => r.kind === "node" && r.embedder === embedder)?.accuracy,
-      });
-    } finally {
-      await p.close();
-    }
-  }
-
-  if (o.peer) {
-    o.onProgress?.("peer: @vladmandic/human");
-    const peer = await loadHumanPeer();
-    try {
-      for (let i = 0; i < 3; i++) await peer.run(first); // warm
-      const throughput = await measure(async () => {
-        let faces = 0;
-        for (const f of sample) faces += await peer.run(f);
-        return { frames: sample.length, faces };
-      });
-      const acc = await accuracyOf("faceres");
-      rows.push({
-        kind: "peer",
-        name: peer.name,
-        embedder: "faceres (Human's own)",
-        backend: peer.backend,
-        throughput,
-        accuracy: acc && {
-          lfwAccuracy: acc.lfwAccuracy,
-          lossVsFp32Pt: fp32Accuracy !== undefined ? round((fp32Accuracy - acc.lfwAccuracy) * 100) : undefined,
-          source: `${acc.source} (faceres converted to ONNX, same LFW protocol)`,
+  // the same frames through ours (every face detected and embedded) and the peer, interleaved frame by frame
+  type Contender = {
+    row: Omit<AgentBenchRow, "throughput">;
+    run: (f: RawImage) => Promise<number>;
+    close: () => Promise<void> | void;
+    wallMs: number;
+    cpuUs: number;
+    faces: number;
+    detectMs?: number[];
+    embedMs?: number[];
+  };
+  const contenders: Contender[] = [];
+  try {
+    for (const embedder of o.embedders) {
+      o.onProgress?.(`loading detect+embed, ${embedder}`);
+      const p = await FacePipeline.load({ detector: o.detector, embedder, threads: 1 });
+      const detectMs: number[] = [];
+      const embedMs: number[] = [];
+      contenders.push({
+        row: {
+          kind: "detect+embed",
+          name: `glance detect+embed ${embedder}`,
+          embedder: `${p.embedder.name}@${p.embedder.version} (${p.embedder.precision})`,
+          backend: "onnxruntime-node, 1 thread",
+          accuracy: rows.find((r) => r.kind === "node" && r.embedder === embedder)?.accuracy,
         },
+        run: async (f) => {
+          let t = performance.now();
+          const found = await p.detect(f);
+          detectMs.push(performance.now() - t);
+          for (const face of found) {
+            t = performance.now();
+            await p.embed(f, face);
+            embedMs.push(performance.now() - t);
+          }
+          return found.length;
+        },
+        close: () => p.close(),
+        wallMs: 0,
+        cpuUs: 0,
+        faces: 0,
+        detectMs,
+        embedMs,
       });
-    } finally {
-      peer.close();
     }
-    const pr = rows.find((r) => r.kind === "peer")?.throughput;
-    if (pr)
-      for (const r of rows)
-        if (r.kind !== "peer")
-          r.vsPeer = {
-            perFrame: round(pr.msPerFrame / r.throughput.msPerFrame, 1),
-            perFace: round(pr.msPerFace / r.throughput.msPerFace, 1),
-          };
+    if (o.peer) {
+      o.onProgress?.("loading the peer, @vladmandic/human");
+      const peer = await loadHumanPeer();
+      const acc = await accuracyOf("faceres");
+      contenders.push({
+        row: {
+          kind: "peer",
+          name: peer.name,
+          embedder: "faceres (Human's own)",
+          backend: peer.backend,
+          accuracy: acc && {
+            lfwAccuracy: acc.lfwAccuracy,
+            lossVsFp32Pt: fp32Accuracy !== undefined ? round((fp32Accuracy - acc.lfwAccuracy) * 100) : undefined,
+            source: `${acc.source} (faceres converted to ONNX, same LFW protocol)`,
+          },
+        },
+        run: (f) => peer.run(f),
+        close: () => peer.close(),
+        wallMs: 0,
+        cpuUs: 0,
+        faces: 0,
+      });
+    }
+    for (const c of contenders) for (let i = 0; i < 3; i++) await c.run(first); // warm-up
+    for (const c of contenders) {
+      c.detectMs?.splice(0);
+      c.embedMs?.splice(0);
+    }
+    for (const [i, f] of sample.entries()) {
+      if (i % 10 === 0) o.onProgress?.(`same frames, interleaved: ${i} of ${sample.length}`);
+      // rotate who goes first, so none always runs right after the peer's long frame
+      for (let k = 0; k < contenders.length; k++) {
+        const c = contenders[(i + k) % contenders.length] as Contender;
+        const cpu0 = process.cpuUsage();
+        const t0 = performance.now();
+        c.faces += await c.run(f);
+        c.wallMs += performance.now() - t0;
+        const cpu = process.cpuUsage(cpu0);
+        c.cpuUs += cpu.user + cpu.system;
+      }
+    }
+  } finally {
+    for (const c of contenders) await c.close();
   }
+  for (const c of contenders)
+    rows.push({
+      ...c.row,
+      throughput: throughput(sample.length, c.faces, c.wallMs / 1000, c.cpuUs / 1e6),
+      stageMs: c.detectMs && c.embedMs ? { detect: percentiles(c.detectMs), embed: percentiles(c.embedMs) } : undefined,
+    });
+
+  const pr = rows.find((r) => r.kind === "peer")?.throughput;
+  if (pr)
+    for (const r of rows)
+      if (r.kind !== "peer")
+        r.vsPeer = {
+          perFrame: round(pr.msPerFrame / r.throughput.msPerFrame, 1),
+          perFace: round(pr.msPerFace / r.throughput.msPerFace, 1),
+        };
 
   return {
     date: new Date().toISOString(),
@@ -367,7 +435,7 @@ export function formatAgentBench(r: AgentBenchResult): string {
     `Edge bench ${r.date} — ${r.machine}`,
     `${r.video.split("/").pop()} at ${r.width}×${r.height}, ${r.frames} frames (node rows), every ${r.peerStride} → ${r.sampledFrames} frames (detect+embed and peer rows); load average at start ${r.loadAverage.start.join(" ")}, at end ${r.loadAverage.end.join(" ")}`,
     "",
-    "| pipeline | frames | faces | wall s | cores | frames/s | faces/s | frames/core·s | faces/core·s | ms/frame | ms/face | × peer per frame | × peer per face | LFW acc | loss vs fp32 pt |",
+    "| pipeline | frames | faces | wall s | cores | frames/s | faces/s | frames/core·s | faces/core·s | ms/frame | ms/face | × peer per frame | × peer per face | LFW acc | pt below glance fp32 |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   );
   for (const row of r.rows) {
@@ -377,26 +445,36 @@ export function formatAgentBench(r: AgentBenchResult): string {
       `| ${row.name} | ${t.frames} | ${t.faces} | ${t.wallS} | ${t.cores} | ${t.framesPerS} | ${t.facesPerS} | ${t.framesPerCoreS} | ${t.facesPerCoreS} | ${t.msPerFrame} | ${t.msPerFace} | ${row.vsPeer ? `${row.vsPeer.perFrame}×` : ""} | ${row.vsPeer ? `${row.vsPeer.perFace}×` : ""} | ${a ? `${round(a.lfwAccuracy * 100)}%` : "?"} | ${a?.lossVsFp32Pt ?? "?"} |`,
     );
   }
-  const nodes = r.rows.filter((x) => x.kind === "node" && x.stageMs);
-  const stages = [...new Set(nodes.flatMap((x) => Object.keys(x.stageMs ?? {})))];
-  if (nodes.length > 0) {
+  // stage columns: each node run (the agent's own metrics), then the interleaved same-frames rows
+  const short = (e: string) => (e.includes("int8") ? "int8" : "fp32");
+  const cols: { label: string; ms: Record<string, { p50: number; p95: number }> }[] = [];
+  for (const x of r.rows.filter((y) => y.kind === "node"))
+    for (const [i, ms] of (x.stageMsPerRun ?? [x.stageMs ?? {}]).entries())
+      cols.push({ label: `node ${short(x.embedder)} run #${x.runOrder?.[i] ?? i + 1}`, ms });
+  for (const x of r.rows.filter((y) => y.kind === "detect+embed"))
+    cols.push({ label: `same frames ${short(x.embedder)}`, ms: x.stageMs ?? {} });
+  const decode = r.rows.find((x) => x.kind === "node")?.stageMs?.decode;
+  const stages = [...new Set(cols.flatMap((c) => Object.keys(c.ms)))];
+  if (cols.length > 0) {
     l.push(
       "",
-      "Node stages, wall ms p50 / p95 (decode: this run's ffmpeg pass; the rest: the agent's metrics; track is not timed by them)",
+      "Stages, wall ms p50 / p95 (node runs: the agent's metrics, embed = best shots only; same frames: detect per frame, align+embed per face; track is not timed by the agent's metrics)",
+      decode ? `decode (ffmpeg, 640 px, one pass): ${decode.p50} / ${decode.p95}` : "",
       "",
-      `| stage | ${nodes.map((x) => x.embedder).join(" | ")} |`,
-      `|---|${nodes.map(() => "---|").join("")}`,
+      `| stage | ${cols.map((c) => c.label).join(" | ")} |`,
+      `|---|${cols.map(() => "---|").join("")}`,
     );
-    for (const s of stages) {
-      const cells = nodes.map((x) => {
-        const v = x.stageMs?.[s];
-        return v ? `${v.p50} / ${v.p95}` : "";
-      });
-      l.push(`| ${s} | ${cells.join(" | ")} |`);
-    }
+    for (const st of stages)
+      l.push(`| ${st} | ${cols.map((c) => (c.ms[st] ? `${c.ms[st].p50} / ${c.ms[st].p95}` : "")).join(" | ")} |`);
+    const nodes = r.rows.filter((x) => x.kind === "node");
     l.push(
       "",
-      `node rows: ${nodes.map((x) => `${x.embedder} ${x.tracks} tracks, ${x.templates} templates`).join("; ")} (best shots only are embedded)`,
+      `node rows sum ${nodes[0]?.runs ?? 1} runs each (order ${r.rows
+        .filter((x) => x.kind === "node")
+        .map((x) => short(x.embedder))
+        .join(
+          ", ",
+        )}, then reversed); per run: ${nodes.map((x) => `${short(x.embedder)} ${x.tracks} tracks, ${x.templates} templates`).join("; ")}`,
     );
   }
   return l.join("\n");
