@@ -90,6 +90,8 @@ export interface AgentBenchRow {
   stageMs?: Record<string, { p50: number; p95: number }>;
   /** node rows: the agent's metrics of each run, in run order */
   stageMsPerRun?: Record<string, { p50: number; p95: number }>[];
+  /** same-frames rows (detect+embed, peer): wall ms per frame; the p50 is the figure least moved by load spikes */
+  frameMs?: { p50: number; p95: number };
   /** node rows: runs summed into throughput */
   runs?: number;
   /** node rows: the position of each of its runs among all node runs (1-based) */
@@ -318,6 +320,7 @@ export async function runAgentBench(o: AgentBenchOptions = defaultAgentBenchOpti
     wallMs: number;
     cpuUs: number;
     faces: number;
+    frameMs: number[];
     detectMs?: number[];
     embedMs?: number[];
   };
@@ -351,6 +354,7 @@ export async function runAgentBench(o: AgentBenchOptions = defaultAgentBenchOpti
         wallMs: 0,
         cpuUs: 0,
         faces: 0,
+        frameMs: [],
         detectMs,
         embedMs,
       });
@@ -376,6 +380,7 @@ export async function runAgentBench(o: AgentBenchOptions = defaultAgentBenchOpti
         wallMs: 0,
         cpuUs: 0,
         faces: 0,
+        frameMs: [],
       });
     }
     for (const c of contenders) for (let i = 0; i < 3; i++) await c.run(first); // warm-up
@@ -391,7 +396,9 @@ export async function runAgentBench(o: AgentBenchOptions = defaultAgentBenchOpti
         const cpu0 = process.cpuUsage();
         const t0 = performance.now();
         c.faces += await c.run(f);
-        c.wallMs += performance.now() - t0;
+        const ms = performance.now() - t0;
+        c.wallMs += ms;
+        c.frameMs.push(ms);
         const cpu = process.cpuUsage(cpu0);
         c.cpuUs += cpu.user + cpu.system;
       }
@@ -403,6 +410,7 @@ export async function runAgentBench(o: AgentBenchOptions = defaultAgentBenchOpti
     rows.push({
       ...c.row,
       throughput: throughput(sample.length, c.faces, c.wallMs / 1000, c.cpuUs / 1e6),
+      frameMs: percentiles(c.frameMs),
       stageMs: c.detectMs && c.embedMs ? { detect: percentiles(c.detectMs), embed: percentiles(c.embedMs) } : undefined,
     });
 
@@ -445,6 +453,22 @@ export function formatAgentBench(r: AgentBenchResult): string {
       `| ${row.name} | ${t.frames} | ${t.faces} | ${t.wallS} | ${t.cores} | ${t.framesPerS} | ${t.facesPerS} | ${t.framesPerCoreS} | ${t.facesPerCoreS} | ${t.msPerFrame} | ${t.msPerFace} | ${row.vsPeer ? `${row.vsPeer.perFrame}×` : ""} | ${row.vsPeer ? `${row.vsPeer.perFace}×` : ""} | ${a ? `${round(a.lfwAccuracy * 100)}%` : "?"} | ${a?.lossVsFp32Pt ?? "?"} |`,
     );
   }
+  const same = r.rows.filter((x) => x.frameMs);
+  const peerP50 = r.rows.find((x) => x.kind === "peer")?.frameMs?.p50;
+  if (same.length > 0)
+    l.push(
+      "",
+      `Same frames, wall ms per frame p50 / p95 (less moved by load spikes than the totals): ${same
+        .map(
+          (x) =>
+            `${x.kind === "peer" ? "peer" : x.embedder} ${x.frameMs?.p50} / ${x.frameMs?.p95}${
+              peerP50 && x.kind !== "peer" && x.frameMs
+                ? ` (peer ÷ this at p50 ${round(peerP50 / x.frameMs.p50, 1)}×)`
+                : ""
+            }`,
+        )
+        .join("; ")}`,
+    );
   // stage columns: each node run (the agent's own metrics), then the interleaved same-frames rows
   const short = (e: string) => (e.includes("int8") ? "int8" : "fp32");
   const cols: { label: string; ms: Record<string, { p50: number; p95: number }> }[] = [];
