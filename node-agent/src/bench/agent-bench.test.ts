@@ -27,6 +27,7 @@ const Row = z.object({
   throughput: Throughput,
   stageMs: z.record(z.string(), Percentiles).optional(),
   accuracy: z.object({ lfwAccuracy: z.number().min(0.5).max(1), lossVsFp32Pt: z.number().optional() }).optional(),
+  frameMs: Percentiles.optional(),
   vsPeer: z.object({ perFrame: z.number().positive(), perFace: z.number().positive() }).optional(),
 });
 const Result = z.object({
@@ -64,6 +65,9 @@ describe("bench:agent", () => {
       expect(fp32?.accuracy?.lossVsFp32Pt).toBe(0);
       expect(int8?.accuracy?.lossVsFp32Pt).toBeGreaterThanOrEqual(0);
       for (const r of json.rows) expect(r.vsPeer === undefined).toBe(r.kind === "peer");
+      // the same frames through ours and the peer: per-frame times, and ours timed stage by stage
+      for (const r of json.rows.slice(2)) expect(r.frameMs?.p50).toBeGreaterThan(0);
+      expect(Object.keys(json.rows[2]?.stageMs ?? {})).toEqual(["detect", "track", "embed"]);
       expect(formatAgentBench(result)).toContain("× peer per face");
     } finally {
       await rm(dir, { recursive: true, force: true });
