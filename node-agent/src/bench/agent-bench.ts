@@ -249,15 +249,23 @@ async function runNode(o: AgentBenchOptions, embedder: string): Promise<{ stats:
   }
 }
 
-async function accuracyOf(name: string, fp32?: number): Promise<Accuracy | undefined> {
+/** LFW accuracy from the built manifest; an int8 model's loss is its manifest's own, or against its fp32 source's. */
+async function accuracyOf(name: string): Promise<(Accuracy & { precision: string }) | undefined> {
   try {
     const { manifest } = await loadManifest(defaultModelsDir(), name);
-    const lfw = manifest.metrics.lfw as { lfwAccuracy?: number; lossVsFp32Pt?: number } | undefined;
+    const lfw = manifest.metrics.lfw as
+      | { lfwAccuracy?: number; lossVsFp32Pt?: number; fp32?: { lfwAccuracy?: number } }
+      | undefined;
     if (lfw?.lfwAccuracy === undefined) return undefined;
-    const loss = lfw.lossVsFp32Pt ?? (fp32 !== undefined ? round((fp32 - lfw.lfwAccuracy) * 100) : undefined);
+    const fp32 = lfw.fp32?.lfwAccuracy;
+    const loss =
+      manifest.precision === "fp32"
+        ? 0
+        : (lfw.lossVsFp32Pt ?? (fp32 !== undefined ? round((fp32 - lfw.lfwAccuracy) * 100) : undefined));
     return {
       lfwAccuracy: lfw.lfwAccuracy,
       lossVsFp32Pt: loss,
+      precision: manifest.precision,
       source: `${manifest.name}@${manifest.version} manifest metrics.lfw`,
     };
   } catch {
@@ -288,9 +296,13 @@ export async function runAgentBench(o: AgentBenchOptions = defaultAgentBenchOpti
   for (const embedder of o.embedders) {
     const list = runs.get(embedder) ?? [];
     const sum = (f: (t: Throughput) => number) => list.reduce((acc, r) => acc + f(r.throughput), 0);
-    const accuracy = await accuracyOf(embedder, fp32Accuracy);
-    fp32Accuracy ??= accuracy?.lfwAccuracy;
-    if (accuracy && embedder === o.embedders[0]) accuracy.lossVsFp32Pt = 0;
+    const found = await accuracyOf(embedder);
+    if (found?.precision === "fp32") fp32Accuracy ??= found.lfwAccuracy;
+    const accuracy = found && {
+      lfwAccuracy: found.lfwAccuracy,
+      lossVsFp32Pt: found.lossVsFp32Pt,
+      source: found.source,
+    };
     const last = list[list.length - 1]?.stats;
     rows.push({
       kind: "node",
