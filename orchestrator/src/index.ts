@@ -25,6 +25,7 @@ import { Suppressions } from "./feedback/suppressions.ts";
 import { startStatusTracking } from "./fleet/status.ts";
 import { startFootfall } from "./footfall/footfall.ts";
 import type { Gallery } from "./gallery/gallery.ts";
+import { openSetFromEnv } from "./gallery/open-set.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
 import { startIngest } from "./ingest/ingest.ts";
@@ -169,8 +170,23 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     log.info({ masterKeyId: masterKey.id, source: masterKeySource }, "master key loaded");
     const sealedLegacy = await sealLegacyTemplates(db, masterKey);
     if (sealedLegacy > 0) log.warn({ templates: sealedLegacy }, "plaintext templates from before 0002 sealed at rest");
-    const gallery: Gallery = await loadGallery(db, masterKey, faces.space, faces.threshold("1e-3"));
-    log.info({ space: gallery.space, threshold: gallery.threshold, ...gallery.size }, "gallery loaded");
+    // open-set rule from the embedder's calibration and GLANCE_FAR / GLANCE_MARGIN / GLANCE_OPEN_SET
+    const openSet = openSetFromEnv(faces.embedder.embedding?.thresholds ?? {});
+    const gallery: Gallery = await loadGallery(db, masterKey, faces.space, openSet);
+    const rule = gallery.openSet;
+    log.info(
+      { space: gallery.space, ...gallery.size, threshold: rule.threshold, margin: rule.margin, scale: rule.scale },
+      "gallery loaded",
+    );
+    if (rule.expectedFar > 10 * rule.targetFar || rule.clamped)
+      log.warn(
+        {
+          identities: rule.identities,
+          targetFar: rule.targetFar,
+          expectedFar: Number(rule.expectedFar.toPrecision(2)),
+        },
+        "at this gallery size a stranger matches some member more often than the false-accept target",
+      );
 
     const fleetCa = await loadOrCreateFleetCa(
       opts.dataDir,

@@ -49,6 +49,8 @@ export interface OpenSetState extends OpenSetThreshold {
   margin: number;
   /** "calibrated": threshold from the manifest calibration for this gallery size; "fixed": a given cosine */
   mode: "calibrated" | "fixed";
+  /** what the target false-accept rate holds: the whole search, or each comparison (see OpenSetCalibration) */
+  scale: "gallery-size" | "per-comparison";
 }
 
 /**
@@ -94,8 +96,16 @@ export class Gallery {
     const identities = this.index.people;
     if (this.state?.identities === identities) return this.state;
     const far = this.calibration?.far ?? DEFAULT_FAR;
+    const perComparison = this.calibration?.scale === "per-comparison";
     const computed: OpenSetThreshold = this.calibration
-      ? openSetThreshold(this.calibration.thresholds, identities, far)
+      ? perComparison
+        ? {
+            ...openSetThreshold(this.calibration.thresholds, 1, far),
+            identities,
+            // N chances of a false accept at the 1:1 rate
+            expectedFar: -Math.expm1(Math.max(1, identities) * Math.log1p(-far)),
+          }
+        : openSetThreshold(this.calibration.thresholds, identities, far)
       : {
           threshold: this.fixed as number,
           identities,
@@ -105,7 +115,12 @@ export class Gallery {
           extrapolated: false,
           clamped: false,
         };
-    this.state = { ...computed, margin: this.margin, mode: this.calibration ? "calibrated" : "fixed" };
+    this.state = {
+      ...computed,
+      margin: this.margin,
+      mode: this.calibration ? "calibrated" : "fixed",
+      scale: perComparison || !this.calibration ? "per-comparison" : "gallery-size",
+    };
     return this.state;
   }
 

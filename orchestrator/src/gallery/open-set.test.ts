@@ -1,5 +1,6 @@
 import { DEFAULT_EMBEDDER, defaultModelsDir, loadManifest } from "@glance/models";
 import { describe, expect, it } from "vitest";
+import { Gallery, type Member } from "./gallery.ts";
 import {
   EXTRAPOLATION_DECADES,
   openSetFromEnv,
@@ -67,5 +68,30 @@ describe("open-set threshold from the embedder's calibration", () => {
     expect(openSetFromEnv(wide, {}).far).toBe(1e-3);
     expect(() => openSetFromEnv(wide, { GLANCE_FAR: "0.1%" })).toThrow(/GLANCE_FAR/);
     expect(() => openSetFromEnv(wide, { GLANCE_MARGIN: "-1" })).toThrow(/GLANCE_MARGIN/);
+    expect(openSetFromEnv(wide, {}).scale).toBe("per-comparison");
+    expect(openSetFromEnv(wide, { GLANCE_OPEN_SET: "gallery-size" }).scale).toBe("gallery-size");
+    expect(() => openSetFromEnv(wide, { GLANCE_OPEN_SET: "gallery" })).toThrow(/GLANCE_OPEN_SET/);
+  });
+
+  it("per comparison (the orchestrator's default), keeps the manifest threshold and reports the 1:N rate it gives", () => {
+    const person = (id: string, x: number): [Member, Float32Array[]] => [
+      { personId: id, displayName: id, consents: [{ scope: "all-stores", expiresAt: null }] },
+      [Float32Array.from([x, Math.sqrt(1 - x * x)])],
+    ];
+    const perComparison = new Gallery("s@1", { thresholds: calibrated, far: 1e-3, scale: "per-comparison" });
+    const gallerySize = new Gallery("s@1", { thresholds: calibrated, far: 1e-3, scale: "gallery-size" });
+    for (let i = 0; i < 6; i++) {
+      perComparison.add(...person(`p${i}`, i / 10));
+      gallerySize.add(...person(`p${i}`, i / 10));
+    }
+    expect(perComparison.openSet).toMatchObject({
+      threshold: calibrated["1e-3"],
+      identities: 6,
+      scale: "per-comparison",
+    });
+    // six chances of a 1e-3 false accept
+    expect(perComparison.openSet.expectedFar).toBeCloseTo(1 - (1 - 1e-3) ** 6, 12);
+    expect(gallerySize.openSet.threshold).toBeGreaterThan(calibrated["1e-3"] as number);
+    expect(gallerySize.openSet.expectedFar).toBe(1e-3);
   });
 });

@@ -29,6 +29,12 @@ export interface OpenSetCalibration {
    * reason "ambiguous". Cosine units of the embedder; default `DEFAULT_MARGIN`
    */
   margin?: number;
+  /**
+   * What `far` holds (GLANCE_OPEN_SET): "gallery-size" (default here) — the whole 1:N search, so the threshold rises
+   * with the number of identities; "per-comparison" — each 1:1 comparison, the manifest's threshold at `far` whatever
+   * the gallery size (the 1:N rate, `expectedFar`, then grows with N and is reported, not held).
+   */
+  scale?: "gallery-size" | "per-comparison";
 }
 
 /**
@@ -147,8 +153,11 @@ export function openSetThreshold(
 }
 
 /**
- * The calibration a Gallery runs with: the manifest's thresholds plus GLANCE_FAR / GLANCE_MARGIN from the
- * environment (checked: a typo must not silently fall back to a default).
+ * The calibration a Gallery runs with: the manifest's thresholds plus GLANCE_FAR / GLANCE_MARGIN / GLANCE_OPEN_SET
+ * from the environment (checked: a typo must not silently fall back to a default). The orchestrator's default is
+ * per-comparison: with the shipped embedder (dlib-resnet-int8, TAR 84% at 1:1 FAR 1e-3) holding a 1:N rate of 1e-3
+ * needs 0.967 at 6 people and exceeds the calibration (clamped at 0.999) from about 35, i.e. it would recognise
+ * nobody; the 1:N rate a gallery actually runs at is reported instead (GET /api/health `openSet.expectedFar`).
  */
 export function openSetFromEnv(
   thresholds: OpenSetCalibration["thresholds"],
@@ -162,9 +171,16 @@ export function openSetFromEnv(
       throw new GlanceError("CONFIG_INVALID", `${name}=${raw} is not valid; unset it or give a number in range.`);
     return x;
   };
+  const scale = env.GLANCE_OPEN_SET || "per-comparison";
+  if (scale !== "per-comparison" && scale !== "gallery-size")
+    throw new GlanceError(
+      "CONFIG_INVALID",
+      `GLANCE_OPEN_SET=${scale} is not valid; use per-comparison (default) or gallery-size.`,
+    );
   return {
     thresholds,
     far: read("GLANCE_FAR", DEFAULT_FAR, (x) => x > 0 && x < 1),
     margin: read("GLANCE_MARGIN", DEFAULT_MARGIN, (x) => x >= 0 && x < 1),
+    scale,
   };
 }

@@ -24,7 +24,16 @@ export function createApp(s: Services) {
 
   const openapi = openApiDocument();
   app.get("/api/openapi.json", (c) => c.json(openapi));
-  app.get("/api/health", (c) => c.json({ ok: true, space: s.gallery.space, gallery: s.gallery.size }));
+  app.get("/api/health", (c) => {
+    const { threshold, margin, targetFar, expectedFar, scale, clamped, identities } = s.gallery.openSet;
+    return c.json({
+      ok: true,
+      space: s.gallery.space,
+      gallery: s.gallery.size,
+      // the open-set rule in force: what a stranger's chance of being taken for some member is at this size
+      openSet: { threshold, margin, scale, targetFar, expectedFar, clamped, identities },
+    });
+  });
   app.get("/api/metrics", requireRole(s.db, ["hq-admin", "auditor", "technician"]), (c) =>
     c.json({ ingest: s.metrics(), gallery: s.gallery.size }),
   );

@@ -3,6 +3,7 @@ import { and, eq, gt, inArray, isNotNull, isNull, or } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { consents, people, personKeys, templates } from "../db/schema.ts";
 import { type Consent, Gallery } from "../gallery/gallery.ts";
+import type { OpenSetCalibration } from "../gallery/open-set.ts";
 import { type DataKey, type MasterKey, openTemplate, sealTemplate } from "./keyring.ts";
 
 /** Any transaction or the database itself: drizzle gives both the same query surface. */
@@ -108,7 +109,7 @@ export async function loadGallery(
   db: Db,
   masterKey: MasterKey,
   space: string,
-  threshold: number,
+  threshold: number | OpenSetCalibration,
   now = new Date(),
 ): Promise<Gallery> {
   const live = await db
