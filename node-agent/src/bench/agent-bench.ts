@@ -153,13 +153,6 @@ function throughput(frames: number, faces: number, wallS: number, cpuS: number):
   };
 }
 
-async function measure(work: () => Promise<{ frames: number; faces: number }>): Promise<Throughput> {
-  const cpu0 = cpuSeconds();
-  const t0 = performance.now();
-  const { frames, faces } = await work();
-  return throughput(frames, faces, (performance.now() - t0) / 1000, cpuSeconds() - cpu0);
-}
-
 /** Decodes the clip once (ffmpeg, as the node does); the wait for each frame is the decode stage. */
 async function decodeFrames(o: AgentBenchOptions): Promise<{ frames: RawImage[]; decodeMs: number[] }> {
   const source = openReplay({ path: o.video, width: o.width, pace: "every-frame" }, pino({ level: "silent" }));
