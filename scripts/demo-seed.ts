@@ -22,10 +22,15 @@ export interface Api {
 async function call<T>(api: Api, path: string, init: RequestInit = {}): Promise<T> {
   const res = await fetch(new URL(path, api.url), {
     ...init,
-    headers: { authorization: `Bearer ${api.token}`, ...(init.body instanceof FormData ? {} : { "content-type": "application/json" }), ...init.headers },
+    headers: {
+      authorization: `Bearer ${api.token}`,
+      ...(init.body instanceof FormData ? {} : { "content-type": "application/json" }),
+      ...init.headers,
+    },
   });
   const body = (await res.json().catch(() => ({}))) as T & { code?: string; message?: string };
-  if (!res.ok) throw new Error(`${init.method ?? "GET"} ${path} → ${res.status} ${body.code ?? ""}: ${body.message ?? ""}`);
+  if (!res.ok)
+    throw new Error(`${init.method ?? "GET"} ${path} → ${res.status} ${body.code ?? ""}: ${body.message ?? ""}`);
   return body;
 }
 
@@ -37,7 +42,10 @@ export async function enrolFolder(
   enrollDir: string,
   onPerson?: (name: string, done: number, total: number) => void,
 ): Promise<DemoSeed["enrolled"]> {
-  const names = (await readdir(enrollDir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  const names = (await readdir(enrollDir, { withFileTypes: true }))
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
   // optional names.json beside the folder maps folder names to display names
   const displayNames = (await readFile(join(enrollDir, "..", "names.json"), "utf8")
     .then((t) => JSON.parse(t) as Record<string, string>)
@@ -52,14 +60,27 @@ export async function enrolFolder(
       if (!IMAGE.has(extname(file).toLowerCase())) continue;
       form.append("photos", new Blob([await readFile(join(enrollDir, name, file))]), basename(file));
     }
-    const r = await call<{ personId: string; templates: unknown[]; feedback: unknown[] }>(api, "/api/people", { method: "POST", body: form });
-    enrolled.push({ name, displayName: displayNames[name] ?? name, personId: r.personId, templates: r.templates.length, feedback: r.feedback });
+    const r = await call<{ personId: string; templates: unknown[]; feedback: unknown[] }>(api, "/api/people", {
+      method: "POST",
+      body: form,
+    });
+    enrolled.push({
+      name,
+      displayName: displayNames[name] ?? name,
+      personId: r.personId,
+      templates: r.templates.length,
+      feedback: r.feedback,
+    });
     onPerson?.(name, i + 1, names.length);
   }
   return enrolled;
 }
 
-export async function seedDemo(api: Api, demoDir: string, onPerson?: (name: string, done: number, total: number) => void): Promise<DemoSeed> {
+export async function seedDemo(
+  api: Api,
+  demoDir: string,
+  onPerson?: (name: string, done: number, total: number) => void,
+): Promise<DemoSeed> {
   const store = await call<{ id?: string; store?: { id: string } }>(api, "/api/stores", {
     method: "POST",
     body: JSON.stringify({ id: "demo-store", name: "Glance Demo Store" }),
@@ -92,5 +113,11 @@ export async function seedDemo(api: Api, demoDir: string, onPerson?: (name: stri
       cooldownMs: 60_000,
     }),
   });
-  return { storeId, screenId: screen.screen.id, screenToken: screen.token, signageUrl: new URL(screen.signageUrl, api.url).toString(), enrolled };
+  return {
+    storeId,
+    screenId: screen.screen.id,
+    screenToken: screen.token,
+    signageUrl: new URL(screen.signageUrl, api.url).toString(),
+    enrolled,
+  };
 }

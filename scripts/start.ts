@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { buildModels } from "@glance/models";
 import { startAgent } from "@glance/node-agent";
 import { type Recognition, startOrchestrator } from "@glance/orchestrator";
-import { claimNode, type ClaimedNode } from "@glance/provisioning";
+import { type ClaimedNode, claimNode } from "@glance/provisioning";
 import { pino } from "pino";
 import { type DemoSeed, seedDemo } from "./demo-seed.ts";
 
@@ -22,7 +22,10 @@ const t0 = performance.now();
 const since = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
 
 async function readJson<T>(file: string): Promise<T | undefined> {
-  return readFile(file, "utf8").then((t) => JSON.parse(t) as T, () => undefined);
+  return readFile(file, "utf8").then(
+    (t) => JSON.parse(t) as T,
+    () => undefined,
+  );
 }
 
 async function main() {
@@ -51,7 +54,14 @@ async function main() {
   const claimFile = join(dataDir, "node", "claim.json");
   let node = await readJson<ClaimedNode>(claimFile);
   if (!node) {
-    node = await claimNode({ apiUrl: orch.httpUrl, token: orch.adminToken, nodeId: "demo-entrance", storeId: seed.storeId, cameraId: "entrance", keyDir: join(dataDir, "node") });
+    node = await claimNode({
+      apiUrl: orch.httpUrl,
+      token: orch.adminToken,
+      nodeId: "demo-entrance",
+      storeId: seed.storeId,
+      cameraId: "entrance",
+      keyDir: join(dataDir, "node"),
+    });
     await writeFile(claimFile, JSON.stringify(node), { mode: 0o600 });
   }
 
@@ -60,9 +70,13 @@ async function main() {
     recognitions++;
     const who = r.visitor === "member" ? `member ${r.displayName}` : "unknown visitor";
     const promo = r.promotion ? ` → screen: "${r.promotion.message}"` : "";
-    console.log(`${new Date().toISOString().slice(11, 19)}  ${r.cameraId}  ${who} (score ${r.score.toFixed(2)})${promo}`);
+    console.log(
+      `${new Date().toISOString().slice(11, 19)}  ${r.cameraId}  ${who} (score ${r.score.toFixed(2)})${promo}`,
+    );
   });
-  orch.events.on("rejection", (r: { code: string; nodeId?: string }) => console.log(`rejected template from ${r.nodeId ?? "?"}: ${r.code}`));
+  orch.events.on("rejection", (r: { code: string; nodeId?: string }) =>
+    console.log(`rejected template from ${r.nodeId ?? "?"}: ${r.code}`),
+  );
 
   const agent = await startAgent({
     nodeId: node.nodeId,
@@ -88,7 +102,9 @@ One line per recognition follows. Ctrl-C stops.
     if (stopping) return;
     stopping = true;
     const s = agent.stats();
-    console.log(`\nStopping: ${s.frames} frames, ${s.faces} faces, ${s.templates} templates sent, ${recognitions} recognitions.`);
+    console.log(
+      `\nStopping: ${s.frames} frames, ${s.faces} faces, ${s.templates} templates sent, ${recognitions} recognitions.`,
+    );
     await agent.stop();
     await orch.stop();
     process.exit(0);

@@ -26,14 +26,12 @@ import type { Recognition } from "../index.ts";
 import {
   connectNode,
   createStore,
+  databaseBackends,
   demoDir,
   expectJson,
   type Harness,
   nextEvent,
-  postgresUrl,
   registerNode,
-  requiredPostgresUrl,
-  runPostgres,
   sealTemplate,
   startHarness,
   type TestNode,
@@ -111,10 +109,7 @@ function openGallery(g: EdgeGallery, node: TestNode, desired: DesiredState | und
   return [...new Set(decodeEdgeGallery(plaintext).map((e) => e.personId))].sort();
 }
 
-const backends = [
-  { name: "PGlite", enabled: true, url: () => undefined },
-  { name: "Postgres", enabled: runPostgres, url: () => postgresUrl ?? requiredPostgresUrl() },
-];
+const backends = databaseBackends;
 
 for (const backend of backends) {
   describe.skipIf(!backend.enabled)(`members-only edge galleries on ${backend.name}`, () => {

@@ -3,20 +3,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../db/client.ts";
 import { erasedKeys } from "../db/schema.ts";
-import {
-  demoDir,
-  expectJson,
-  type Harness,
-  postgresUrl,
-  requiredPostgresUrl,
-  runPostgres,
-  startHarness,
-} from "../testing/harness.ts";
+import { databaseBackends, demoDir, expectJson, type Harness, startHarness } from "../testing/harness.ts";
 
-const backends = [
-  { name: "PGlite", enabled: true, url: () => undefined },
-  { name: "Postgres", enabled: runPostgres, url: () => postgresUrl ?? requiredPostgresUrl() },
-];
+const backends = databaseBackends;
 
 for (const backend of backends)
   describe.skipIf(!backend.enabled)(`an erased person's key on ${backend.name}`, () => {

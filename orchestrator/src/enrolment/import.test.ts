@@ -5,15 +5,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  demoDir,
-  expectJson,
-  type Harness,
-  postgresUrl,
-  requiredPostgresUrl,
-  runPostgres,
-  startHarness,
-} from "../testing/harness.ts";
+import { databaseBackends, demoDir, expectJson, type Harness, startHarness } from "../testing/harness.ts";
 import { type ImportProgress, type ImportResult, runImport } from "./import.ts";
 import { planImport } from "./import-plan.ts";
 
@@ -30,10 +22,7 @@ const wall = () =>
     .jpeg()
     .toBuffer();
 
-const backends = [
-  { name: "PGlite", enabled: true, url: () => undefined },
-  { name: "Postgres", enabled: runPostgres, url: () => postgresUrl ?? requiredPostgresUrl() },
-];
+const backends = databaseBackends;
 
 for (const backend of backends)
   describe.skipIf(!backend.enabled)(`bulk enrolment import on ${backend.name}`, () => {

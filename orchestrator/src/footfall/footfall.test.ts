@@ -3,21 +3,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   connectNode,
   createStore,
+  databaseBackends,
   expectJson,
   type Harness,
-  postgresUrl,
   registerNode,
-  requiredPostgresUrl,
-  runPostgres,
   startHarness,
   type TestNode,
 } from "../testing/harness.ts";
 import type { FootfallReport } from "./footfall.ts";
 
-const backends = [
-  { name: "PGlite", enabled: true, url: () => undefined },
-  { name: "Postgres", enabled: runPostgres, url: () => postgresUrl ?? requiredPostgresUrl() },
-];
+const backends = databaseBackends;
 
 const attributes = {
   ageBand: "25-34",

@@ -5,15 +5,7 @@ import { generateSigningKeyPair, type KeyPair } from "@glance/shared";
 import * as x509 from "@peculiar/x509";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  createStore,
-  expectJson,
-  type Harness,
-  postgresUrl,
-  requiredPostgresUrl,
-  runPostgres,
-  startHarness,
-} from "../testing/harness.ts";
+import { createStore, databaseBackends, expectJson, type Harness, startHarness } from "../testing/harness.ts";
 import { signingKeyPem } from "./fleet-ca.ts";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
@@ -62,10 +54,7 @@ function connect(url: string, key: KeyPair, tls: Tls, nodeId: string): Promise<M
   });
 }
 
-const backends = [
-  { name: "PGlite", enabled: true, url: () => undefined },
-  { name: "Postgres", enabled: runPostgres, url: () => postgresUrl ?? requiredPostgresUrl() },
-];
+const backends = databaseBackends;
 
 for (const backend of backends)
   describe.skipIf(!backend.enabled)(`node certificates: renewal and revocation on ${backend.name}`, () => {

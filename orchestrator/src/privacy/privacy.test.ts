@@ -23,14 +23,12 @@ import type { Recognition } from "../index.ts";
 import {
   connectNode,
   createStore,
+  databaseBackends,
   demoDir,
   expectJson,
   type Harness,
   nextEvent,
-  postgresUrl,
   registerNode,
-  requiredPostgresUrl,
-  runPostgres,
   sealTemplate,
   startHarness,
   type TestNode,
@@ -166,10 +164,7 @@ function readableFor(
   return found;
 }
 
-const backends = [
-  { name: "PGlite", enabled: true, url: () => undefined as string | undefined },
-  { name: "Postgres", enabled: runPostgres, url: () => (postgresUrl ? postgresUrl : requiredPostgresUrl()) },
-];
+const backends = databaseBackends;
 
 for (const backend of backends) {
   describe.skipIf(!backend.enabled)(`privacy on ${backend.name}`, () => {

@@ -45,6 +45,15 @@ export function requiredPostgresUrl(): string {
   return postgresUrl;
 }
 
+/**
+ * The databases a suite runs on: `for (const backend of databaseBackends) describe.skipIf(!backend.enabled)(...)`,
+ * starting its harness with `startHarness({ databaseUrl: backend.url() })`.
+ */
+export const databaseBackends: readonly { name: string; enabled: boolean; url(): string | undefined }[] = [
+  { name: "PGlite", enabled: true, url: () => undefined },
+  { name: "Postgres", enabled: runPostgres, url: () => postgresUrl ?? requiredPostgresUrl() },
+];
+
 /** A throwaway database on the Postgres server at `url`, dropped by `drop()`. */
 export async function freshPostgres(url: string): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `glance_test_${randomBytes(6).toString("hex")}`;

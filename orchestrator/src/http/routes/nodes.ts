@@ -51,93 +51,90 @@ export const MAX_NODE_CERTIFICATES_PER_DAY = 10;
  * The node's desired state is then waiting for it, retained, on its desired topic.
  */
 export function nodesRouter(s: Services) {
-  return new Hono<Env>()
-    .post("/", requireRole(s.db, ["technician", "hq-admin"]), valid("json", RegisterNode), async (c) => {
-      const body = c.req.valid("json");
-      const store = await s.db.select({ id: stores.id }).from(stores).where(eq(stores.id, body.storeId));
-      if (store.length === 0)
-        throw new GlanceError("NOT_FOUND", `Store ${body.storeId} does not exist; create it first.`);
-      const existing = await s.db.select({ id: nodes.id }).from(nodes).where(eq(nodes.id, body.nodeId));
-      if (existing.length > 0) throw new GlanceError("CONFLICT", `Node ${body.nodeId} is already registered.`);
-      // issued before the row is written: a refused CSR registers nothing
-      const issued = body.csr
-        ? await s.fleetCa.issueNodeCertificateFromCsr(body.nodeId, body.csr, body.signingPublicKey)
-        : await s.fleetCa.issueNodeCertificate(body.nodeId, body.signingPublicKey);
-      const password = newSecret();
-      await s.db.insert(nodes).values({
-        id: body.nodeId,
-        storeId: body.storeId,
-        cameraId: body.cameraId,
-        signingPublicKey: body.signingPublicKey,
-        mqttPasswordHash: hashSecret(password),
-      });
-      const desired = await s.publishDesired(body.nodeId);
-      s.logger.info({ nodeId: body.nodeId, storeId: body.storeId, certSerial: issued.serial }, "node registered");
-      const tls = {
-        cert: issued.certPem,
-        ca: s.fleetCa.caPem,
-        serial: issued.serial,
-        notAfter: issued.notAfter.toISOString(),
-      };
-      return c.json(
-        { nodeId: body.nodeId, mqtt: { url: s.mqttUrl, username: body.nodeId, password }, tls, desired },
-        201,
-      );
-    })
-    /**
-     * Certificate renewal by the node itself (`glance-agent renew`): no API token, the request is signed by the
-     * node's registered signing key, and the certificate issued is only usable with that key, so a replayed request
-     * gains nothing. A revoked node gets nothing. Audited with the new serial.
-     */
-    .post("/:nodeId/certificate", valid("param", NodeParam), valid("json", RenewCertificate), async (c) => {
-      const { nodeId } = c.req.valid("param");
-      const { csr } = c.req.valid("json");
-      const [node] = await s.db
-        .select({ key: nodes.signingPublicKey, revokedAt: nodes.revokedAt })
-        .from(nodes)
-        .where(eq(nodes.id, nodeId));
-      if (!node) throw new GlanceError("NOT_FOUND", `Node ${nodeId} is not registered; claim it first.`);
-      if (node.revokedAt) {
-        throw new GlanceError(
-          "FORBIDDEN",
-          `Node ${nodeId} was revoked at ${node.revokedAt.toISOString()}; claim the device again under a new node id.`,
-        );
-      }
-      const today = await s.fleetCa.issuedSince(nodeId, new Date(Date.now() - 86_400_000));
-      if (today >= MAX_NODE_CERTIFICATES_PER_DAY) {
-        throw new GlanceError(
-          "CONFLICT",
-          `Node ${nodeId} was issued ${today} certificates in the last 24 hours; its current one is still good, try tomorrow.`,
-        );
-      }
-      const issued = await s.fleetCa.issueNodeCertificateFromCsr(nodeId, csr, node.key);
-      await appendAudit(s.db, {
-        actor: `node:${nodeId}`,
-        action: "node certificate renewed",
-        subject: nodeId,
-        details: { serial: issued.serial, notAfter: issued.notAfter.toISOString() },
-      });
-      s.logger.info({ nodeId, certSerial: issued.serial }, "node certificate renewed");
-      return c.json({
-        nodeId,
-        tls: {
+  return (
+    new Hono<Env>()
+      .post("/", requireRole(s.db, ["technician", "hq-admin"]), valid("json", RegisterNode), async (c) => {
+        const body = c.req.valid("json");
+        const store = await s.db.select({ id: stores.id }).from(stores).where(eq(stores.id, body.storeId));
+        if (store.length === 0)
+          throw new GlanceError("NOT_FOUND", `Store ${body.storeId} does not exist; create it first.`);
+        const existing = await s.db.select({ id: nodes.id }).from(nodes).where(eq(nodes.id, body.nodeId));
+        if (existing.length > 0) throw new GlanceError("CONFLICT", `Node ${body.nodeId} is already registered.`);
+        // issued before the row is written: a refused CSR registers nothing
+        const issued = body.csr
+          ? await s.fleetCa.issueNodeCertificateFromCsr(body.nodeId, body.csr, body.signingPublicKey)
+          : await s.fleetCa.issueNodeCertificate(body.nodeId, body.signingPublicKey);
+        const password = newSecret();
+        await s.db.insert(nodes).values({
+          id: body.nodeId,
+          storeId: body.storeId,
+          cameraId: body.cameraId,
+          signingPublicKey: body.signingPublicKey,
+          mqttPasswordHash: hashSecret(password),
+        });
+        const desired = await s.publishDesired(body.nodeId);
+        s.logger.info({ nodeId: body.nodeId, storeId: body.storeId, certSerial: issued.serial }, "node registered");
+        const tls = {
           cert: issued.certPem,
           ca: s.fleetCa.caPem,
           serial: issued.serial,
           notAfter: issued.notAfter.toISOString(),
-        },
-      });
-    })
-    /**
-     * Revokes a node for good (stolen, replaced, decommissioned): its live broker session is dropped at once,
-     * reconnects and certificate renewals are refused, its templates are rejected (NODE_REVOKED) and its
-     * certificates enter the fleet CRL. Audited as an admin action.
-     */
-    .post(
-      "/:nodeId/revoke",
-      requireRole(s.db, ["hq-admin", "technician"]),
-      valid("param", NodeParam),
-      async (c) => {
+        };
+        return c.json(
+          { nodeId: body.nodeId, mqtt: { url: s.mqttUrl, username: body.nodeId, password }, tls, desired },
+          201,
+        );
+      })
+      /**
+       * Certificate renewal by the node itself (`glance-agent renew`): no API token, the request is signed by the
+       * node's registered signing key, and the certificate issued is only usable with that key, so a replayed request
+       * gains nothing. A revoked node gets nothing. Audited with the new serial.
+       */
+      .post("/:nodeId/certificate", valid("param", NodeParam), valid("json", RenewCertificate), async (c) => {
+        const { nodeId } = c.req.valid("param");
+        const { csr } = c.req.valid("json");
+        const [node] = await s.db
+          .select({ key: nodes.signingPublicKey, revokedAt: nodes.revokedAt })
+          .from(nodes)
+          .where(eq(nodes.id, nodeId));
+        if (!node) throw new GlanceError("NOT_FOUND", `Node ${nodeId} is not registered; claim it first.`);
+        if (node.revokedAt) {
+          throw new GlanceError(
+            "FORBIDDEN",
+            `Node ${nodeId} was revoked at ${node.revokedAt.toISOString()}; claim the device again under a new node id.`,
+          );
+        }
+        const today = await s.fleetCa.issuedSince(nodeId, new Date(Date.now() - 86_400_000));
+        if (today >= MAX_NODE_CERTIFICATES_PER_DAY) {
+          throw new GlanceError(
+            "CONFLICT",
+            `Node ${nodeId} was issued ${today} certificates in the last 24 hours; its current one is still good, try tomorrow.`,
+          );
+        }
+        const issued = await s.fleetCa.issueNodeCertificateFromCsr(nodeId, csr, node.key);
+        await appendAudit(s.db, {
+          actor: `node:${nodeId}`,
+          action: "node certificate renewed",
+          subject: nodeId,
+          details: { serial: issued.serial, notAfter: issued.notAfter.toISOString() },
+        });
+        s.logger.info({ nodeId, certSerial: issued.serial }, "node certificate renewed");
+        return c.json({
+          nodeId,
+          tls: {
+            cert: issued.certPem,
+            ca: s.fleetCa.caPem,
+            serial: issued.serial,
+            notAfter: issued.notAfter.toISOString(),
+          },
+        });
+      })
+      /**
+       * Revokes a node for good (stolen, replaced, decommissioned): its live broker session is dropped at once,
+       * reconnects and certificate renewals are refused, its templates are rejected (NODE_REVOKED) and its
+       * certificates enter the fleet CRL. Audited as an admin action.
+       */
+      .post("/:nodeId/revoke", requireRole(s.db, ["hq-admin", "technician"]), valid("param", NodeParam), async (c) => {
         const { nodeId } = c.req.valid("param");
         const [revoked] = await s.db
           .update(nodes)
@@ -152,29 +149,29 @@ export function nodesRouter(s: Services) {
         await s.nodeRevoked?.(nodeId);
         s.logger.warn({ nodeId }, "node revoked");
         return c.json({ nodeId, revokedAt: revoked.revokedAt?.toISOString() });
-      },
-    )
-    .get("/", requireRole(s.db, ["hq-admin", "technician", "auditor", "store-manager"]), async (c) => {
-      const p = c.get("principal");
-      const rows = await s.db
-        .select({
-          id: nodes.id,
-          reported: nodes.reported,
-          lastSeenAt: nodes.lastSeenAt,
-          storeId: nodes.storeId,
-          cameraId: nodes.cameraId,
-          lastSeq: nodes.lastSeq,
-          createdAt: nodes.createdAt,
-          revokedAt: nodes.revokedAt,
-        })
-        .from(nodes)
-        .orderBy(nodes.id);
-      // the newest certificate of each node: HQ sees which nodes fail to renew before they drop off
-      const certificates = await s.fleetCa.latestClientCertificates();
-      return c.json(
-        rows
-          .filter((r) => p.role !== "store-manager" || r.storeId === p.storeId)
-          .map((r) => ({ ...r, certificate: certificates.get(r.id) ?? null })),
-      );
-    });
+      })
+      .get("/", requireRole(s.db, ["hq-admin", "technician", "auditor", "store-manager"]), async (c) => {
+        const p = c.get("principal");
+        const rows = await s.db
+          .select({
+            id: nodes.id,
+            reported: nodes.reported,
+            lastSeenAt: nodes.lastSeenAt,
+            storeId: nodes.storeId,
+            cameraId: nodes.cameraId,
+            lastSeq: nodes.lastSeq,
+            createdAt: nodes.createdAt,
+            revokedAt: nodes.revokedAt,
+          })
+          .from(nodes)
+          .orderBy(nodes.id);
+        // the newest certificate of each node: HQ sees which nodes fail to renew before they drop off
+        const certificates = await s.fleetCa.latestClientCertificates();
+        return c.json(
+          rows
+            .filter((r) => p.role !== "store-manager" || r.storeId === p.storeId)
+            .map((r) => ({ ...r, certificate: certificates.get(r.id) ?? null })),
+        );
+      })
+  );
 }

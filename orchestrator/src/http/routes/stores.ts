@@ -6,7 +6,7 @@ import { nodes, stores } from "../../db/schema.ts";
 import { footfallReport } from "../../footfall/footfall.ts";
 import type { Services } from "../../services.ts";
 import { setStoreRetention, shredStoreVisitors, visitorCounts } from "../../visitors/visitors.ts";
-import { assertStoreAccess, type Env, requireRole } from "../auth.ts";
+import { assertStoreAccess, type Env, type Principal, requireRole } from "../auth.ts";
 import { Id, newId } from "../ids.ts";
 import { valid } from "../validate.ts";
 
@@ -37,6 +37,15 @@ export type VisitorCountsQuery = z.infer<typeof VisitorCountsQuery>;
 const StoreParam = z.object({ id: Id });
 
 export function storesRouter(s: Services) {
+  /** the store a count report is about (checked against the caller's store) and its range, default the last 30 days */
+  const reportScope = async (principal: Principal, id: string, q: VisitorCountsQuery) => {
+    assertStoreAccess(principal, id);
+    const until = q.until ? new Date(q.until) : new Date();
+    const since = q.since ? new Date(q.since) : new Date(until.getTime() - 30 * 24 * 3600_000);
+    const [store] = await s.db.select().from(stores).where(eq(stores.id, id));
+    if (!store) throw new GlanceError("NOT_FOUND", `Store ${id} does not exist.`);
+    return { store, since, until };
+  };
   return new Hono<Env>()
     .post("/", requireRole(s.db, ["hq-admin"]), valid("json", CreateStore), async (c) => {
       const body = c.req.valid("json");
@@ -105,17 +114,15 @@ export function storesRouter(s: Services) {
       valid("param", StoreParam),
       valid("query", VisitorCountsQuery),
       async (c) => {
-        const { id } = c.req.valid("param");
-        assertStoreAccess(c.get("principal"), id);
-        const q = c.req.valid("query");
-        const until = q.until ? new Date(q.until) : new Date();
-        const since = q.since ? new Date(q.since) : new Date(until.getTime() - 30 * 24 * 3600_000);
-        const [store] = await s.db.select({ privacyMode: stores.privacyMode }).from(stores).where(eq(stores.id, id));
-        if (!store) throw new GlanceError("NOT_FOUND", `Store ${id} does not exist.`);
+        const { store, since, until } = await reportScope(
+          c.get("principal"),
+          c.req.valid("param").id,
+          c.req.valid("query"),
+        );
         return c.json({
-          storeId: id,
+          storeId: store.id,
           privacyMode: store.privacyMode,
-          days: await visitorCounts(s.db, id, since, until),
+          days: await visitorCounts(s.db, store.id, since, until),
         });
       },
     )
@@ -125,14 +132,13 @@ export function storesRouter(s: Services) {
       valid("param", StoreParam),
       valid("query", VisitorCountsQuery),
       async (c) => {
-        const { id } = c.req.valid("param");
-        assertStoreAccess(c.get("principal"), id);
-        const q = c.req.valid("query");
-        const until = q.until ? new Date(q.until) : new Date();
-        const since = q.since ? new Date(q.since) : new Date(until.getTime() - 30 * 24 * 3600_000);
-        const [store] = await s.db.select({ attributes: stores.attributes }).from(stores).where(eq(stores.id, id));
-        if (!store) throw new GlanceError("NOT_FOUND", `Store ${id} does not exist.`);
-        return c.json({ ...(await footfallReport(s.db, id, since, until)), attributesEnabled: store.attributes });
+        const { store, since, until } = await reportScope(
+          c.get("principal"),
+          c.req.valid("param").id,
+          c.req.valid("query"),
+        );
+        const report = await footfallReport(s.db, store.id, since, until);
+        return c.json({ ...report, attributesEnabled: store.attributes });
       },
     );
 }
