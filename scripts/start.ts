@@ -68,10 +68,17 @@ async function main() {
   let recognitions = 0;
   orch.events.on("recognition", (r: Recognition) => {
     recognitions++;
-    const who = r.visitor === "member" ? `member ${r.displayName}` : "unknown visitor";
+    const p = r.pseudonym;
+    // a non-member in a visitor-mode store: their random, store-scoped visitor id (never a name)
+    const who =
+      r.visitor === "member"
+        ? `member ${r.displayName}`
+        : p
+          ? `${p.status} visitor ${p.visitorId.slice(0, 6)} (visit ${p.visits})`
+          : "unknown visitor";
     const promo = r.promotion ? ` → screen: "${r.promotion.message}"` : "";
     console.log(
-      `${new Date().toISOString().slice(11, 19)}  ${r.cameraId}  ${who} (score ${r.score.toFixed(2)})${promo}`,
+      `${new Date().toISOString().slice(11, 19)}  ${r.cameraId}  ${who}, best member score ${r.score.toFixed(2)}${promo}`,
     );
   });
   orch.events.on("rejection", (r: { code: string; nodeId?: string }) =>
