@@ -1,0 +1,167 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createConnection, createServer } from "node:net";
+import { tmpdir, userInfo } from "node:os";
+import { join } from "node:path";
+import { contract, generateSigningKeyPair, type KeyPair } from "@glance/shared";
+import mqtt, { type MqttClient } from "mqtt";
+import { pino } from "pino";
+import { type Orchestrator, startOrchestrator } from "../index.ts";
+import { generateMosquittoConfig } from "../mosquitto/config.ts";
+import { loadOrCreateFleetCa, signingKeyPem } from "../pki/fleet-ca.ts";
+import { freshPostgres, requiredPostgresUrl, runPostgres } from "./harness.ts";
+
+export const MOSQUITTO = "/usr/sbin/mosquitto";
+const haveMosquitto = existsSync(MOSQUITTO);
+/** mosquitto suites need Postgres (the instances share it) and Debian's mosquitto; CI must have both */
+export const runMosquitto = runPostgres && (haveMosquitto || !!process.env.GLANCE_REQUIRE_POSTGRES);
+
+export interface FleetNode {
+  nodeId: string;
+  cameraId: string;
+  signingKey: KeyPair;
+  /** the node's mutual-TLS files, as a claimed node holds them */
+  tls: { ca: string; cert: string; key: string };
+  /** the broker address the orchestrator gave it */
+  mqttUrl: string;
+}
+
+/** mosquitto with the generated configuration and orchestrator instances on one Postgres database behind it. */
+export interface MosquittoFleet {
+  /** temp dir: `mosquitto/` (config, acl, ca.pem) and `orchestrator/` (the instances' shared data dir) */
+  dir: string;
+  url: string;
+  broker: ChildProcess;
+  orchs: Orchestrator[];
+  /** everything mosquitto printed so far */
+  log(): string;
+  /** POST to the first instance's API as admin; anything but 201 throws */
+  api(path: string, json: unknown): Promise<Record<string, unknown>>;
+  register(storeId: string): Promise<FleetNode>;
+  /** a node's MQTT connection over mutual TLS, closed by `stop` */
+  connect(node: FleetNode): Promise<MqttClient>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Chains that outgrow one box: mosquitto with the generated configuration (mutual TLS, certificate CN as user name,
+ * contract ACL, the fleet CRL) and `instances` orchestrators on one fresh Postgres database, sharing one data
+ * directory (sealing key, fleet CA, admin token) and the template subscription.
+ */
+export async function startMosquittoFleet(prefix: string, instances = 2): Promise<MosquittoFleet> {
+  if (!haveMosquitto) throw new Error(`${MOSQUITTO} is missing: apt-get install mosquitto`);
+  const pg = await freshPostgres(requiredPostgresUrl());
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const dataDir = join(dir, "orchestrator");
+  const ca = await loadOrCreateFleetCa(dataDir);
+  const port = await freePort();
+  // mosquitto wants the CRL at start; the orchestrators rewrite it as they start and at each revocation
+  await writeFile(ca.crlFile, await ca.createCrl([]));
+  const { confFile } = await generateMosquittoConfig(contract, {
+    dir: join(dir, "mosquitto"),
+    port,
+    user: userInfo().username,
+    tls: await ca.issueServerCertificate(["localhost"]),
+    crlFile: ca.crlFile,
+  });
+  let log = "";
+  const broker = spawn(MOSQUITTO, ["-c", confFile], { stdio: ["ignore", "pipe", "pipe"] });
+  broker.stdout?.on("data", (d: Buffer) => {
+    log += d.toString();
+  });
+  broker.stderr?.on("data", (d: Buffer) => {
+    log += d.toString();
+  });
+  await waitForPort(port).catch((e: Error) => {
+    throw new Error(`${e.message}: ${log}`);
+  });
+  const url = `mqtts://127.0.0.1:${port}`;
+  const orchs: Orchestrator[] = [];
+  for (let i = 0; i < instances; i++) {
+    orchs.push(
+      await startOrchestrator({
+        dataDir,
+        databaseUrl: pg.url,
+        httpPort: 0,
+        logger: pino({ level: process.env.LOG_LEVEL ?? "silent" }),
+        broker: { external: { url } },
+      }),
+    );
+  }
+  const clients: MqttClient[] = [];
+
+  const api = async (path: string, json: unknown) => {
+    const o = orchs[0] as Orchestrator;
+    const res = await fetch(new URL(path, o.httpUrl), {
+      method: "POST",
+      headers: { authorization: `Bearer ${o.adminToken}`, "content-type": "application/json" },
+      body: JSON.stringify(json),
+    });
+    const body = (await res.json()) as Record<string, unknown>;
+    if (res.status !== 201) throw new Error(`${path}: ${res.status} ${JSON.stringify(body)}`);
+    return body;
+  };
+
+  return {
+    dir,
+    url,
+    broker,
+    orchs,
+    log: () => log,
+    api,
+    async register(storeId) {
+      const signingKey = generateSigningKeyPair();
+      const nodeId = `node-${Math.random().toString(36).slice(2, 10)}`;
+      const body = (await api("/api/nodes", {
+        nodeId,
+        storeId,
+        cameraId: "entrance",
+        signingPublicKey: signingKey.publicKey,
+      })) as { tls: { ca: string; cert: string }; mqtt: { url: string } };
+      const tls = { ...body.tls, key: signingKeyPem(signingKey) };
+      return { nodeId, cameraId: "entrance", signingKey, tls, mqttUrl: body.mqtt.url };
+    },
+    async connect(node) {
+      const client = await mqtt.connectAsync(url, {
+        ...node.tls,
+        clientId: `glance-node-${node.nodeId}`,
+        protocolVersion: 4,
+        reconnectPeriod: 0,
+        connectTimeout: 5000,
+      });
+      clients.push(client);
+      return client;
+    },
+    async stop() {
+      await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
+      for (const o of orchs) await o.stop();
+      broker.kill("SIGTERM");
+      await pg.drop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function waitForPort(port: number, ms = 10_000): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createConnection({ port, host: "127.0.0.1" }, () => {
+        s.destroy();
+        resolve(true);
+      }).on("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`mosquitto did not listen on ${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
