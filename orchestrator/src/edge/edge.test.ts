@@ -1,5 +1,3 @@
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import {
   attestSealingKey,
   type Command,
@@ -27,7 +25,7 @@ import {
   connectNode,
   createStore,
   databaseBackends,
-  demoDir,
+  enrolDemoPerson,
   expectJson,
   type Harness,
   nextEvent,
@@ -37,20 +35,8 @@ import {
   type TestNode,
 } from "../testing/harness.ts";
 
-async function enrol(
-  h: Harness,
-  displayName: string,
-  photos: string[],
-  consentScope: string,
-): Promise<{ personId: string }> {
-  const form = new FormData();
-  form.set("displayName", displayName);
-  form.set("consentSource", "store-counter");
-  form.set("consentScope", consentScope);
-  for (const p of photos)
-    form.append("photos", new File([await readFile(join(demoDir, p))], p.split("/").pop() as string));
-  return expectJson(await h.api("/api/people", { method: "POST", body: form }), 201);
-}
+const enrol = (h: Harness, displayName: string, photos: string[], consentScope: string) =>
+  enrolDemoPerson(h, displayName, photos, { consentScope });
 
 /** What a members-only node sees on its own topics, in arrival order. */
 interface Seen {

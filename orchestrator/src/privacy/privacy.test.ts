@@ -25,6 +25,7 @@ import {
   createStore,
   databaseBackends,
   demoDir,
+  enrolDemoPerson,
   expectJson,
   type Harness,
   nextEvent,
@@ -63,21 +64,8 @@ function cosine(a: Float32Array, b: Float32Array): number {
   return dot / Math.sqrt(na * nb);
 }
 
-async function enrol(
-  h: Harness,
-  displayName: string,
-  photos: string[],
-  extra: Record<string, string> = {},
-): Promise<{ personId: string; templates: { id: string; space: string }[] }> {
-  const form = new FormData();
-  form.set("displayName", displayName);
-  form.set("consentSource", "store-counter");
-  form.set("consentEvidence", "form-2026-0042");
-  for (const [k, v] of Object.entries(extra)) form.set(k, v);
-  for (const p of photos)
-    form.append("photos", new File([await readFile(join(demoDir, p))], p.split("/").pop() as string));
-  return expectJson(await h.api("/api/people", { method: "POST", body: form }), 201);
-}
+const enrol = (h: Harness, displayName: string, photos: string[], extra: Record<string, string> = {}) =>
+  enrolDemoPerson(h, displayName, photos, { consentEvidence: "form-2026-0042", ...extra });
 
 /** Stops the orchestrator, hands its database to `fn` (PGlite allows one process at a time), starts it again. */
 async function withStoppedDb<T>(h: Harness, fn: (db: Db) => Promise<T>): Promise<T> {

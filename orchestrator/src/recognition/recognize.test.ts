@@ -10,6 +10,7 @@ import {
   createScreen,
   createStore,
   demoDir,
+  enrolDemoPerson,
   expectJson,
   type Harness,
   nextEvent,
@@ -22,18 +23,8 @@ import {
   type TestNode,
 } from "../testing/harness.ts";
 
-async function enrol(h: Harness, displayName: string, files: string[]) {
-  const form = new FormData();
-  form.set("displayName", displayName);
-  form.set("consentSource", "demo");
-  form.set("consentEvidence", "demo/people/ATTRIBUTION.md");
-  for (const f of files)
-    form.append("photos", new File([await readFile(join(demoDir, f))], f.split("/").pop() as string));
-  return expectJson<{ personId: string; templates: unknown[] }>(
-    await h.api("/api/people", { method: "POST", body: form }),
-    201,
-  );
-}
+const enrol = (h: Harness, displayName: string, files: string[]) =>
+  enrolDemoPerson(h, displayName, files, { consentSource: "demo", consentEvidence: "demo/people/ATTRIBUTION.md" });
 
 /**
  * The member journey: enrolled with consent at HQ, seen by a store camera (a real scene photo through the real

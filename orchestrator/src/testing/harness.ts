@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -120,6 +120,25 @@ export async function expectJson<T = Record<string, unknown>>(res: Response, sta
   const body = (await res.json()) as T;
   if (res.status !== status) throw new Error(`expected HTTP ${status}, got ${res.status}: ${JSON.stringify(body)}`);
   return body;
+}
+
+/**
+ * Enrols a person through the API from demo photos (`photos`: paths under demo/people), with consent source
+ * "store-counter" unless `fields` (any enrolment form field) says otherwise.
+ */
+export async function enrolDemoPerson(
+  h: Harness,
+  displayName: string,
+  photos: readonly string[],
+  fields: Record<string, string> = {},
+): Promise<{ personId: string; templates: { id: string; space: string }[] }> {
+  const form = new FormData();
+  form.set("displayName", displayName);
+  form.set("consentSource", "store-counter");
+  for (const [k, v] of Object.entries(fields)) form.set(k, v);
+  for (const p of photos)
+    form.append("photos", new File([await readFile(join(demoDir, p))], p.split("/").pop() as string));
+  return expectJson(await h.api("/api/people", { method: "POST", body: form }), 201);
 }
 
 export interface TestNode {
