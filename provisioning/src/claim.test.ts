@@ -1,37 +1,23 @@
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { type Orchestrator, startOrchestrator } from "@glance/orchestrator";
+import type { Orchestrator } from "@glance/orchestrator";
 import { decodeMessage, topicFor } from "@glance/shared";
 import mqtt from "mqtt";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { claimNode } from "./index.ts";
+import { startTlsOrchestrator } from "./test-orchestrator.ts";
 
 describe("claiming a node for a broker with mutual TLS", () => {
   let dir: string;
   let orch: Orchestrator;
+  let stop: () => Promise<void>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "glance-claim-"));
-    orch = await startOrchestrator({
-      dataDir: join(dir, "orchestrator"),
-      httpPort: 0,
-      mqttPort: 0,
-      mqttTls: {},
-      logger: pino({ level: "silent" }),
-    });
-    const res = await fetch(new URL("/api/stores", orch.httpUrl), {
-      method: "POST",
-      headers: { authorization: `Bearer ${orch.adminToken}`, "content-type": "application/json" },
-      body: JSON.stringify({ id: "soho", name: "Glance Soho" }),
-    });
-    expect(res.status).toBe(201);
+    ({ dir, orch, stop } = await startTlsOrchestrator("glance-claim-"));
   }, 120_000);
 
   afterAll(async () => {
-    await orch?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stop?.();
   });
 
   it("keeps the certificate beside the key, readable only by the node, and it opens the broker", async () => {

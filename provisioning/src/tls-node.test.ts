@@ -1,13 +1,12 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { type Orchestrator, startOrchestrator } from "@glance/orchestrator";
-import { pino } from "pino";
+import type { Orchestrator } from "@glance/orchestrator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { claimNode, writeNodeConfig } from "./index.ts";
+import { startTlsOrchestrator } from "./test-orchestrator.ts";
 
 const run = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -33,29 +32,16 @@ async function stopAgent(agent: ChildProcess | undefined): Promise<void> {
 describe("a claimed node on the mutual-TLS broker, from its config file", () => {
   let dir: string;
   let orch: Orchestrator;
+  let stop: () => Promise<void>;
   let agent: ChildProcess | undefined;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "glance-tls-node-"));
-    orch = await startOrchestrator({
-      dataDir: join(dir, "orchestrator"),
-      httpPort: 0,
-      mqttPort: 0,
-      mqttTls: {},
-      logger: pino({ level: "silent" }),
-    });
-    const res = await fetch(new URL("/api/stores", orch.httpUrl), {
-      method: "POST",
-      headers: { authorization: `Bearer ${orch.adminToken}`, "content-type": "application/json" },
-      body: JSON.stringify({ id: "soho", name: "Glance Soho" }),
-    });
-    expect(res.status).toBe(201);
+    ({ dir, orch, stop } = await startTlsOrchestrator("glance-tls-node-"));
   }, 120_000);
 
   afterAll(async () => {
     await stopAgent(agent);
-    await orch?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stop?.();
   });
 
   it("claim, write node.json, doctor passes, the agent's templates arrive; renew; revoked: dropped and refused", {
@@ -140,31 +126,17 @@ describe("a claimed node on the mutual-TLS broker, from its config file", () => 
 describe("a running node renews its short-lived certificate by itself", () => {
   let dir: string;
   let orch: Orchestrator;
+  let stop: () => Promise<void>;
   let agent: ChildProcess | undefined;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "glance-tls-renew-"));
     // 120 s certificates (plus the CA's minute of clock skew before): renewal falls due about 60 s after issue
-    orch = await startOrchestrator({
-      dataDir: join(dir, "orchestrator"),
-      httpPort: 0,
-      mqttPort: 0,
-      mqttTls: {},
-      nodeCertValidityDays: 120 / 86_400,
-      logger: pino({ level: "silent" }),
-    });
-    const res = await fetch(new URL("/api/stores", orch.httpUrl), {
-      method: "POST",
-      headers: { authorization: `Bearer ${orch.adminToken}`, "content-type": "application/json" },
-      body: JSON.stringify({ id: "soho", name: "Glance Soho" }),
-    });
-    expect(res.status).toBe(201);
+    ({ dir, orch, stop } = await startTlsOrchestrator("glance-tls-renew-", { nodeCertValidityDays: 120 / 86_400 }));
   }, 120_000);
 
   afterAll(async () => {
     await stopAgent(agent);
-    await orch?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stop?.();
   });
 
   it("renews when a third of the lifetime is left and keeps delivering with the new certificate", {
