@@ -1,5 +1,5 @@
 import { availableParallelism } from "node:os";
-import usearch, { type Index as UsearchIndex } from "usearch";
+import usearch, { type BatchMatches, type Index as UsearchIndex } from "usearch";
 import type { Neighbour, VectorIndex } from "./index-exact.ts";
 
 export interface AnnOptions {
@@ -90,9 +90,34 @@ export class AnnIndex implements VectorIndex {
   search(query: Float32Array, k: number): Neighbour[] {
     if (query.length !== this.dim || k <= 0 || this.count === 0) return [];
     const found = this.index.search(query, Math.min(k, this.count), 1);
+    return this.toNeighbours(found.keys, found.distances, found.keys.length);
+  }
+
+  /**
+   * Up to `k` neighbours for each of many queries (row-major `queries`), searched in parallel on `threads` cores
+   * (default: every core). Each query's result is the one `search` gives: the threads only split the queries.
+   */
+  searchMany(queries: Float32Array, k: number, threads = this.threads): Neighbour[][] {
+    if (queries.length % this.dim !== 0) throw new Error(`queries must be rows of ${this.dim}`);
+    const n = queries.length / this.dim;
+    if (n === 0) return [];
+    if (k <= 0 || this.count === 0) return Array.from({ length: n }, () => []);
+    const want = Math.min(k, this.count);
+    const found = this.index.search(queries, want, threads);
+    if (n === 1) return [this.toNeighbours(found.keys, found.distances, found.keys.length)];
+    const batch = found as BatchMatches;
+    return Array.from({ length: n }, (_, q) =>
+      this.toNeighbours(
+        batch.keys.subarray(q * want, (q + 1) * want),
+        batch.distances.subarray(q * want, (q + 1) * want),
+        Number(batch.counts[q]),
+      ),
+    );
+  }
+
+  private toNeighbours(keys: BigUint64Array, distances: Float32Array, count: number): Neighbour[] {
     const out: Neighbour[] = [];
-    for (let i = 0; i < found.keys.length; i++)
-      out.push({ key: Number(found.keys[i]), score: 1 - (found.distances[i] as number) });
+    for (let i = 0; i < count; i++) out.push({ key: Number(keys[i]), score: 1 - (distances[i] as number) });
     return out;
   }
 

@@ -1,4 +1,4 @@
-import usearch from "usearch";
+import usearch, { type BatchMatches } from "usearch";
 
 /** One search hit: a template key and its cosine similarity (vectors are L2-normalised, so a dot product). */
 export interface Neighbour {
@@ -124,6 +124,39 @@ export class ExactIndex implements VectorIndex {
       return { key, score: this.score(key, query) as number };
     });
     return hits.sort((a, b) => b.score - a.score);
+  }
+
+  /**
+   * `search` for many queries (row-major) in one SIMD scan on `threads` cores (0: every core); each query's hits
+   * are re-scored here exactly as `search` re-scores them.
+   */
+  searchMany(queries: Float32Array, k: number, threads = 0): Neighbour[][] {
+    const { dim, rows } = this;
+    if (queries.length % dim !== 0) throw new Error(`queries must be rows of ${dim}`);
+    const n = queries.length / dim;
+    if (n === 0) return [];
+    if (k <= 0 || rows === 0) return Array.from({ length: n }, () => []);
+    const want = Math.min(k, rows);
+    const found = usearch.exactSearch(
+      this.matrix.subarray(0, rows * dim),
+      queries,
+      dim,
+      want,
+      usearch.MetricKind.IP,
+      threads,
+    );
+    const keysOf = (q: number): ArrayLike<bigint> =>
+      n === 1
+        ? found.keys
+        : (found as BatchMatches).keys.subarray(q * want, q * want + Number((found as BatchMatches).counts[q]));
+    return Array.from({ length: n }, (_, q) => {
+      const query = queries.subarray(q * dim, (q + 1) * dim);
+      const hits = Array.from(keysOf(q), (row) => {
+        const key = this.keys[Number(row)] as number;
+        return { key, score: this.score(key, query) as number };
+      });
+      return hits.sort((a, b) => b.score - a.score);
+    });
   }
 
   *entries(): Iterable<[number, Float32Array]> {

@@ -89,6 +89,40 @@ describe("matching index at scale", () => {
     }
   });
 
+  it("a micro-batch of probes gets, probe by probe, the answer a single search gives (exact and graph, with consent and floor)", () => {
+    const g = syntheticGallery({ people: 1500, templatesPerPerson: 3, dim: DIM, seed: 13 });
+    const probes = g.queries(120).map((q) => q.vector);
+    // strangers and a probe of the wrong dimension ride along
+    const strangers = syntheticGallery({ people: 20, templatesPerPerson: 1, dim: DIM, seed: 99 });
+    for (let i = 0; i < 20; i++) probes.push(strangers.vectors.slice(i * DIM, (i + 1) * DIM));
+    probes.push(new Float32Array(DIM / 2).fill(0.1));
+    const refused = new Set(g.personIds.filter((_, p) => p % 10 !== 0));
+    const variants = [
+      {},
+      { people: 1 },
+      { people: 5 },
+      // nine people in ten refused: some probes must widen beyond the first breadth
+      { people: 3, accept: (p: string) => !refused.has(p) },
+      { people: 1, accept: (p: string) => p === g.personIds[7], floor: 0.3 },
+    ];
+    for (const annThreshold of [Number.POSITIVE_INFINITY, 0]) {
+      const index = new SpaceIndex({ annThreshold });
+      index.addMany(g.personIds, g.counts, g.vectors);
+      expect(index.kind).toBe(annThreshold === 0 ? "ann" : "exact");
+      for (const opts of variants) {
+        const batched = index.searchMany(probes, opts);
+        expect(batched).toHaveLength(probes.length);
+        const single = probes.map((p) => index.search(p, opts));
+        expect(batched).toEqual(single);
+        // the comparison is not vacuous: most probes found someone
+        expect(batched.filter((hits) => hits.length > 0).length).toBeGreaterThan(opts.floor ? 0 : 130);
+      }
+      expect(index.searchMany([])).toEqual([]);
+      expect(index.searchMany(probes.slice(-1))).toEqual([[]]);
+    }
+    expect(new SpaceIndex().searchMany(probes.slice(0, 3))).toEqual([[], [], []]);
+  });
+
   it("exact index keeps its rows dense when keys are removed from the middle", () => {
     const index = new ExactIndex(2);
     index.add(1, Float32Array.of(1, 0));

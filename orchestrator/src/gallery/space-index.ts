@@ -138,16 +138,57 @@ export class SpaceIndex {
     return keys.length;
   }
 
-  /** Up to `k` templates nearest to the probe, best first, with exact scores. */
-  private neighbours(probe: Float32Array, k: number): Neighbour[] {
+  /** Re-scores graph candidates exactly from the store, best first. */
+  private rescore(candidates: readonly Neighbour[], probe: Float32Array): Neighbour[] {
     const store = this.store as ExactIndex;
-    if (!this.graph) return store.search(probe, k);
     const hits: Neighbour[] = [];
-    for (const { key } of this.graph.search(probe, k)) {
+    for (const { key } of candidates) {
       const score = store.score(key, probe);
       if (score !== undefined) hits.push({ key, score });
     }
     return hits.sort((a, b) => b.score - a.score);
+  }
+
+  /** Up to `k` templates nearest to the probe, best first, with exact scores. */
+  private neighbours(probe: Float32Array, k: number): Neighbour[] {
+    const store = this.store as ExactIndex;
+    if (!this.graph) return store.search(probe, k);
+    return this.rescore(this.graph.search(probe, k), probe);
+  }
+
+  /** `neighbours` for many probes at once: one batched scan or graph search on every core. */
+  private neighboursMany(probes: readonly Float32Array[], k: number): Neighbour[][] {
+    const dim = this.dim;
+    const flat = new Float32Array(probes.length * dim);
+    probes.forEach((p, i) => flat.set(p, i * dim));
+    const store = this.store as ExactIndex;
+    if (!this.graph) return store.searchMany(flat, k);
+    return this.graph.searchMany(flat, k).map((candidates, i) => this.rescore(candidates, probes[i] as Float32Array));
+  }
+
+  /**
+   * People for one probe from its `k` nearest templates, or undefined when the search must widen: too few people
+   * were accepted while more templates exist and the candidates could still reach the floor.
+   */
+  private pick(hits: readonly Neighbour[], k: number, want: number, opts: SearchOptions): PersonHit[] | undefined {
+    const accept = opts.accept ?? (() => true);
+    const floor = opts.floor ?? -Infinity;
+    const best = new Map<string, number>();
+    const refused = new Set<string>();
+    for (const { key, score } of hits) {
+      const personId = this.owner.get(key);
+      if (personId === undefined || best.has(personId) || refused.has(personId)) continue;
+      if (!accept(personId)) {
+        refused.add(personId);
+        continue;
+      }
+      best.set(personId, score);
+    }
+    const found = [...best].map(([personId, score]) => ({ personId, score }));
+    const lowest = hits.length > 0 ? (hits[hits.length - 1] as Neighbour).score : -Infinity;
+    if (found.length >= want || hits.length < k || k >= (this.store?.size ?? 0) || lowest < floor)
+      return found.sort((a, b) => b.score - a.score).slice(0, want);
+    return undefined;
   }
 
   /** The best `people` distinct people for a probe, best first, each with their best template's score. */
@@ -155,29 +196,34 @@ export class SpaceIndex {
     const size = this.store?.size ?? 0;
     const want = opts.people ?? 2;
     if (size === 0 || probe.length !== this.dim) return [];
-    const accept = opts.accept ?? (() => true);
-    const floor = opts.floor ?? -Infinity;
     // a person holds a few templates: ask for enough neighbours to see `want` people, widen if consent filtered
     // them out and the candidates could still be above the floor
-    let k = Math.min(size, Math.max(16, want * 8));
-    for (;;) {
-      const hits = this.neighbours(probe, k);
-      const best = new Map<string, number>();
-      const refused = new Set<string>();
-      for (const { key, score } of hits) {
-        const personId = this.owner.get(key);
-        if (personId === undefined || best.has(personId) || refused.has(personId)) continue;
-        if (!accept(personId)) {
-          refused.add(personId);
-          continue;
-        }
-        best.set(personId, score);
-      }
-      const found = [...best].map(([personId, score]) => ({ personId, score }));
-      const lowest = hits.length > 0 ? (hits[hits.length - 1] as Neighbour).score : -Infinity;
-      if (found.length >= want || hits.length < k || k >= size || lowest < floor)
-        return found.sort((a, b) => b.score - a.score).slice(0, want);
-      k = Math.min(size, k * 4);
+    for (let k = Math.min(size, Math.max(16, want * 8)); ; k = Math.min(size, k * 4)) {
+      const found = this.pick(this.neighbours(probe, k), k, want, opts);
+      if (found) return found;
     }
+  }
+
+  /**
+   * `search` for each of many probes (a micro-batch of incoming templates): the first, usual breadth is searched
+   * for all of them at once on every core (usearch's batch search over the graph, or one batched SIMD scan below
+   * the ANN threshold); the few probes that must widen (consent filtered their people out) go on one by one.
+   * The answer for each probe is the one `search` gives.
+   */
+  searchMany(probes: readonly Float32Array[], opts: SearchOptions = {}): PersonHit[][] {
+    const size = this.store?.size ?? 0;
+    const want = opts.people ?? 2;
+    const out: PersonHit[][] = probes.map(() => []);
+    const usable = probes.flatMap((p, i) => (size > 0 && p.length === this.dim ? [i] : []));
+    if (usable.length === 0) return out;
+    const k = Math.min(size, Math.max(16, want * 8));
+    const hits = this.neighboursMany(
+      usable.map((i) => probes[i] as Float32Array),
+      k,
+    );
+    usable.forEach((i, j) => {
+      out[i] = this.pick(hits[j] as Neighbour[], k, want, opts) ?? this.search(probes[i] as Float32Array, opts);
+    });
+    return out;
   }
 }
