@@ -13,9 +13,12 @@ const B64 = z.string().regex(/^[A-Za-z0-9_-]*$/, "base64url");
 export const PrivacyMode = z.enum(["count-only", "visitor", "members-only"]);
 export type PrivacyMode = z.infer<typeof PrivacyMode>;
 
-/** The authenticated (not encrypted) part of a sealed template. */
+/**
+ * The authenticated (not encrypted) part of a sealed template: the AES-GCM AAD of the v2 envelope (crypto.ts). v1
+ * templates (one signature per message) are no longer accepted; the edge gallery still uses the v1 envelope.
+ */
 export const TemplateHeader = z.object({
-  v: z.literal(1),
+  v: z.literal(2),
   nodeId: Id,
   /** strictly increasing per node; the orchestrator rejects anything it has already accepted */
   seq: z.number().int().nonnegative(),
@@ -31,16 +34,29 @@ export const TemplateHeader = z.object({
 });
 export type TemplateHeader = z.infer<typeof TemplateHeader>;
 
+/**
+ * The node session a template is sealed under (`SessionProof` in crypto.ts): ephemeral X25519 public key, validity
+ * window in epoch ms (notBefore, notAfter) and the node's Ed25519 signature over the session statement.
+ */
+export const TemplateSession = z
+  .object({
+    epk: B64.length(43),
+    nb: z.number().int().nonnegative(),
+    na: z.number().int().positive(),
+    sig: B64.length(86),
+  })
+  .strict();
+export type TemplateSession = z.infer<typeof TemplateSession>;
+
 export const SealedTemplate = TemplateHeader.extend({
-  epk: B64.length(43),
+  session: TemplateSession,
   iv: B64.length(16),
   ct: B64.min(22).max(8192),
-  sig: B64.length(86),
 }).strict();
 export type SealedTemplate = z.infer<typeof SealedTemplate>;
 
 export function templateHeader(t: SealedTemplate): TemplateHeader {
-  const { epk: _e, iv: _i, ct: _c, sig: _s, ...header } = t;
+  const { session: _s, iv: _i, ct: _c, ...header } = t;
   return header;
 }
 

@@ -15,12 +15,27 @@ import type { EdgeGallery, EdgeGalleryHeader } from "./contract.ts";
 import { GlanceError } from "./errors.ts";
 
 /**
- * Crypto envelope for everything biometric that crosses the network.
+ * Crypto envelopes for everything biometric that crosses the network. Keys travel as raw 32-byte values in base64url.
  *
- * seal = ephemeral X25519 (to the orchestrator's static key) → HKDF-SHA256 → AES-256-GCM, with the header as AAD,
- * then an Ed25519 signature by the node over header ‖ epk ‖ iv ‖ ciphertext. The header binds node id, sequence
- * number, timestamp and embedding space, so a ciphertext cannot be replayed under another node, slot or space.
- * Keys travel as raw 32-byte values in base64url.
+ * v1 (`seal`/`open`; the edge gallery, orchestrator → node): ephemeral X25519 (to the recipient's static key) →
+ * HKDF-SHA256 → AES-256-GCM, with the header as AAD, then an Ed25519 signature by the sender over
+ * header ‖ epk ‖ iv ‖ ciphertext. The header binds node id, sequence number, timestamp and embedding space, so a
+ * ciphertext cannot be replayed under another node, slot or space. Costs one key generation, two X25519 agreements,
+ * one signature and one verification per message.
+ *
+ * v2 (`TemplateSealer`/`openSessionTemplate`; templates, node → orchestrator): what TLS and Noise do, an asymmetric
+ * handshake once per session and AEAD per message, while every message stays self-contained (QoS 1 redelivery,
+ * a disk backlog replayed after an outage and shared subscriptions spreading a node's messages over several
+ * orchestrators need no ordering). A node session is an ephemeral X25519 key pair, kept in memory only and rotated
+ * every hour, every 2^20 messages and on restart. Its statement, canonical JSON of
+ * { use: "glance/v2/template-session", nodeId, kid, epk, notBefore, notAfter }, is signed by the node's Ed25519
+ * identity key; the session key is K = HKDF-SHA256(X25519(eph, orchestrator), salt = epk ‖ orchestrator public key,
+ * info = "glance/v2/template-session/" ‖ nodeId). Each message carries { epk, nb, na, sig } of its session (the
+ * statement's nodeId and kid are the header's own, so a session cannot be moved under another node or key), a random
+ * 96-bit IV and AES-256-GCM under K with the canonical header as AAD. Only the node and the orchestrator can derive K,
+ * so the tag authenticates the message; the signature binds K to the node's registered key. The header's ts must lie
+ * in [notBefore, notAfter]. The orchestrator keeps K in a `SessionKeyCache` after the first message of a session
+ * opens, so it pays one verification and one agreement per session and one GCM decryption per message.
  */
 
 const HKDF_INFO = Buffer.from("glance/v1/sealed-template");
@@ -183,6 +198,288 @@ export function decrypt(parts: SealedParts, header: Record<string, unknown>, rec
       cause,
     });
   }
+}
+
+// --- v2: session-keyed template envelope (see the top of this file) ---------------------------------------------
+
+const SESSION_USE = "glance/v2/template-session";
+/** A node starts a new session at least this often, and after SESSION_MAX_MESSAGES messages. */
+export const SESSION_LIFETIME_MS = 60 * 60 * 1000;
+export const SESSION_MAX_MESSAGES = 2 ** 20;
+/** The longest session window an orchestrator accepts (notAfter − notBefore). */
+export const SESSION_MAX_SPAN_MS = 24 * 60 * 60 * 1000;
+/** Orchestrator clock vs node clock: a cached session key is used until its notAfter plus this, never later. */
+export const SESSION_CLOCK_SKEW_MS = 5 * 60 * 1000;
+
+/**
+ * What a template carries of its session: ephemeral public key, validity window (epoch ms) and the node's
+ * signature over the session statement. The statement's nodeId and kid are the template header's own.
+ */
+export interface SessionProof {
+  epk: string;
+  nb: number;
+  na: number;
+  sig: string;
+}
+
+export interface SessionSealedParts {
+  session: SessionProof;
+  iv: string;
+  ct: string;
+}
+
+/** The header fields the session envelope relies on; the whole header is the AAD. */
+export interface SessionHeader {
+  nodeId: string;
+  kid: string;
+  ts: number;
+  [field: string]: unknown;
+}
+
+function sessionStatement(nodeId: string, kid: string, s: Omit<SessionProof, "sig">): string {
+  return canonicalJson({ use: SESSION_USE, nodeId, kid, epk: s.epk, notBefore: s.nb, notAfter: s.na });
+}
+
+function sessionKey(shared: Buffer, epk: Buffer, recipient: Buffer, nodeId: string): Buffer {
+  // the node id in info gives every node its own K even if a statement's epk were copied under another node
+  return Buffer.from(hkdfSync("sha256", shared, Buffer.concat([epk, recipient]), `${SESSION_USE}/${nodeId}`, 32));
+}
+
+interface LiveSession {
+  kid: string;
+  recipientPublicKey: string;
+  startedAt: number;
+  proof: SessionProof;
+  key: Buffer;
+  used: number;
+}
+
+export interface TemplateSealerOptions {
+  nodeId: string;
+  signingKey: KeyPair;
+  /** default SESSION_LIFETIME_MS */
+  lifetimeMs?: number;
+  /** default SESSION_MAX_MESSAGES */
+  maxMessages?: number;
+  now?: () => number;
+}
+
+/**
+ * The node's side of the v2 envelope: seals templates under a session it starts and rotates itself (every
+ * `lifetimeMs`, every `maxMessages`, when the recipient key changes, when a template's ts falls outside the window).
+ * The session's private key is dropped as soon as K is derived; K lives only in this object's memory, so a restart
+ * starts a new session.
+ */
+export class TemplateSealer {
+  #session: LiveSession | undefined;
+  /** sessions started so far */
+  sessions = 0;
+
+  constructor(private readonly o: TemplateSealerOptions) {}
+
+  seal(plaintext: Uint8Array, header: SessionHeader, recipientPublicKey: string): SessionSealedParts {
+    if (header.nodeId !== this.o.nodeId) {
+      throw new GlanceError("PAYLOAD_INVALID", `This sealer belongs to node ${this.o.nodeId}, not ${header.nodeId}.`);
+    }
+    const s = this.#current(header, recipientPublicKey);
+    s.used++;
+    const iv = randomBytes(12);
+    const cipher = createCipheriv("aes-256-gcm", s.key, iv);
+    cipher.setAAD(Buffer.from(canonicalJson(header)));
+    const ct = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+    return { session: s.proof, iv: iv.toString("base64url"), ct: ct.toString("base64url") };
+  }
+
+  /** Forgets the session key (shutdown, or to force a new session). */
+  end(): void {
+    this.#session?.key.fill(0);
+    this.#session = undefined;
+  }
+
+  #current(header: SessionHeader, recipientPublicKey: string): LiveSession {
+    const now = this.o.now?.() ?? Date.now();
+    const lifetime = Math.min(this.o.lifetimeMs ?? SESSION_LIFETIME_MS, SESSION_MAX_SPAN_MS);
+    const s = this.#session;
+    if (
+      s &&
+      s.kid === header.kid &&
+      s.recipientPublicKey === recipientPublicKey &&
+      s.used < (this.o.maxMessages ?? SESSION_MAX_MESSAGES) &&
+      now >= s.startedAt &&
+      now - s.startedAt < lifetime &&
+      header.ts >= s.proof.nb &&
+      header.ts <= s.proof.na
+    )
+      return s;
+    this.end();
+    // the window covers both the clock and the frame's own time (a frame is stamped before it is sealed); a ts
+    // far from the clock (a replayed recording) gets a window of its own
+    let nb = Math.min(now, header.ts);
+    let na = Math.max(now, header.ts) + lifetime;
+    if (na - nb > SESSION_MAX_SPAN_MS) {
+      nb = header.ts;
+      na = header.ts + lifetime;
+    }
+    const recipient = Buffer.from(recipientPublicKey, "base64url");
+    const eph = generateKeyPairSync("x25519");
+    const epk = Buffer.from(eph.publicKey.export({ format: "jwk" }).x as string, "base64url");
+    const shared = diffieHellman({ privateKey: eph.privateKey, publicKey: publicKeyObject("X25519", recipientPublicKey) });
+    const key = sessionKey(shared, epk, recipient, header.nodeId);
+    shared.fill(0);
+    const unsigned = { epk: epk.toString("base64url"), nb, na };
+    const sig = signBytes(Buffer.from(sessionStatement(header.nodeId, header.kid, unsigned)), this.o.signingKey);
+    this.sessions++;
+    this.#session = { kid: header.kid, recipientPublicKey, startedAt: now, proof: { ...unsigned, sig }, key, used: 0 };
+    return this.#session;
+  }
+}
+
+interface CachedSession {
+  key: Buffer;
+  nodeId: string;
+  /** the node key the statement was verified with: a re-keyed node's old sessions no longer match */
+  signer: string;
+  /** orchestrator clock: notAfter + SESSION_CLOCK_SKEW_MS */
+  expiresAt: number;
+}
+
+/**
+ * The orchestrator's session keys, derived once per session (signature verification + X25519 + HKDF) and kept,
+ * least recently used first out, until notAfter + SESSION_CLOCK_SKEW_MS by the orchestrator's clock. Keyed by the
+ * statement and its signature, so a forged signature never finds a cached key. Drop a node's sessions when it is
+ * revoked (`forgetNode`).
+ */
+export class SessionKeyCache {
+  readonly stats = { hits: 0, misses: 0 };
+  readonly #entries = new Map<string, CachedSession>();
+
+  constructor(
+    readonly max = 4096,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  get(id: string, signer: string): Buffer | undefined {
+    const e = this.#entries.get(id);
+    if (!e) return undefined;
+    this.#entries.delete(id);
+    if (e.signer !== signer || e.expiresAt < this.now()) {
+      e.key.fill(0);
+      return undefined;
+    }
+    this.#entries.set(id, e);
+    return e.key;
+  }
+
+  /** Keeps `entry` unless it has expired already; says whether it was kept. */
+  set(id: string, entry: CachedSession): boolean {
+    if (entry.expiresAt < this.now()) return false;
+    if (this.#entries.size >= this.max) {
+      const [oldest, e] = this.#entries.entries().next().value as [string, CachedSession];
+      e.key.fill(0);
+      this.#entries.delete(oldest);
+    }
+    this.#entries.set(id, entry);
+    return true;
+  }
+
+  /** Sessions of `nodeId` held now. */
+  sessionsOf(nodeId: string): number {
+    let n = 0;
+    for (const e of this.#entries.values()) if (e.nodeId === nodeId) n++;
+    return n;
+  }
+
+  forgetNode(nodeId: string): void {
+    for (const [id, e] of this.#entries) {
+      if (e.nodeId !== nodeId) continue;
+      e.key.fill(0);
+      this.#entries.delete(id);
+    }
+  }
+}
+
+function gcmOpen(key: Buffer, ivB64: string, ctB64: string, aad: Buffer): Buffer {
+  const iv = Buffer.from(ivB64, "base64url");
+  const ctTag = Buffer.from(ctB64, "base64url");
+  if (iv.length !== 12 || ctTag.length < 16) throw new Error("bad lengths");
+  const decipher = createDecipheriv("aes-256-gcm", key, iv);
+  decipher.setAAD(aad);
+  decipher.setAuthTag(ctTag.subarray(ctTag.length - 16));
+  return Buffer.concat([decipher.update(ctTag.subarray(0, ctTag.length - 16)), decipher.final()]);
+}
+
+const decryptFailed = (cause: unknown) =>
+  new GlanceError("DECRYPT_FAILED", "Sealed template could not be decrypted: wrong key or tampered message.", undefined, {
+    cause,
+  });
+
+/**
+ * Opens a v2 template: the header's ts lies in its session's window, the session statement is signed by
+ * `senderPublicKey` (skipped when `cache` holds its key), and AES-GCM under the session key authenticates header and
+ * ciphertext. Throws GlanceError SIGNATURE_INVALID or DECRYPT_FAILED; never returns unauthenticated bytes.
+ */
+export function openSessionTemplate(
+  parts: SessionSealedParts,
+  header: SessionHeader,
+  recipientKey: KeyPair,
+  senderPublicKey: string,
+  cache?: SessionKeyCache,
+): Buffer {
+  const { session } = parts;
+  const span = session.na - session.nb;
+  if (!(span > 0 && span <= SESSION_MAX_SPAN_MS)) {
+    throw new GlanceError("SIGNATURE_INVALID", `Session window of ${span} ms is not in (0, ${SESSION_MAX_SPAN_MS}] ms.`);
+  }
+  if (header.ts < session.nb || header.ts > session.na) {
+    throw new GlanceError(
+      "SIGNATURE_INVALID",
+      `Template time ${header.ts} is outside its session's window [${session.nb}, ${session.na}]: check the node's clock.`,
+    );
+  }
+  const statement = sessionStatement(header.nodeId, header.kid, session);
+  const id = `${session.sig}.${statement}`;
+  let key = cache?.get(id, senderPublicKey);
+  const fresh = !key;
+  if (cache) cache.stats[fresh ? "misses" : "hits"]++;
+  if (!key) {
+    if (!verifyBytes(Buffer.from(statement), session.sig, senderPublicKey)) {
+      throw new GlanceError("SIGNATURE_INVALID", "Template session signature does not verify against the node's registered key.");
+    }
+    try {
+      const epk = Buffer.from(session.epk, "base64url");
+      if (epk.length !== 32) throw new Error("bad epk length");
+      const shared = diffieHellman({
+        privateKey: privateKeyObject("X25519", recipientKey),
+        publicKey: publicKeyObject("X25519", session.epk),
+      });
+      key = sessionKey(shared, epk, Buffer.from(recipientKey.publicKey, "base64url"), header.nodeId);
+      shared.fill(0);
+    } catch (cause) {
+      throw decryptFailed(cause);
+    }
+  }
+  let plaintext: Buffer;
+  try {
+    plaintext = gcmOpen(key, parts.iv, parts.ct, Buffer.from(canonicalJson(header)));
+  } catch (cause) {
+    if (fresh) key.fill(0);
+    throw decryptFailed(cause);
+  }
+  if (fresh) {
+    const kept = cache?.set(id, {
+      key,
+      nodeId: header.nodeId,
+      signer: senderPublicKey,
+      expiresAt: session.na + SESSION_CLOCK_SKEW_MS,
+    });
+    // an expired session (a backlog delivered late) still opens, at the v1 price: its key is not kept
+    if (!kept) key.fill(0);
+  }
+  return plaintext;
 }
 
 /**
