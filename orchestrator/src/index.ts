@@ -36,7 +36,7 @@ import { loadOrCreateMasterKey } from "./privacy/keyring.ts";
 import { loadGallery, sealLegacyTemplates } from "./privacy/templates.ts";
 import { Cooldowns, RuleCache } from "./promotions/trigger.ts";
 import { PersonKeyCache } from "./recognition/key-cache.ts";
-import { createRecognizer } from "./recognition/recognize.ts";
+import { createBatchRecognizer } from "./recognition/recognize.ts";
 import { VisitLog } from "./recognition/visit-log.ts";
 import { DEFAULT_RETENTION_INTERVAL_MS, DEFAULT_VISITOR_RETENTION_MS, startRetention } from "./retention/retention.ts";
 import type { Services } from "./services.ts";
@@ -311,7 +311,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     cleanups.push(() => visitLog.drain());
     const keyCache = await PersonKeyCache.start({ db, logger: recognitionLog, databaseUrl: opts.databaseUrl });
     cleanups.push(() => keyCache.stop());
-    const recognize = createRecognizer({
+    const recognizeBatch = createBatchRecognizer({
       suppressions,
       db,
       gallery,
@@ -332,8 +332,13 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       ...(external ? { filter: sharedFilterFor("template") } : {}),
       logger: log.child({ component: "ingest" }),
       onAccepted: async (t) => {
-        await recognize(t);
+        const [outcome] = await recognizeBatch([t]);
+        if (outcome && "error" in outcome) throw outcome.error;
       },
+      onAcceptedBatch: async (templates) =>
+        (await recognizeBatch(templates)).flatMap((o, i) =>
+          "error" in o ? [{ template: templates[i] as (typeof templates)[number], error: o.error }] : [],
+        ),
     });
     cleanups.push(() => ingest.stop());
     const stopAcks = await startErasureAcks({ client, db, logger: log.child({ component: "erasure" }) });

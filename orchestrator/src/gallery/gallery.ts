@@ -5,7 +5,7 @@ import {
   type OpenSetThreshold,
   openSetThreshold,
 } from "./open-set.ts";
-import { SpaceIndex, type SpaceIndexOptions } from "./space-index.ts";
+import { type PersonHit, type SearchOptions, SpaceIndex, type SpaceIndexOptions } from "./space-index.ts";
 
 export interface Consent {
   /** "all-stores" or the one store the person agreed to be recognised in */
@@ -161,38 +161,73 @@ export class Gallery {
    * naming the member would be a misidentification (the visitor is then unknown, "ambiguous").
    */
   match(probe: Float32Array, storeId: string, now = new Date()): Match {
+    return this.matchMany([{ probe, storeId }], now)[0] as Match;
+  }
+
+  /**
+   * `match` for many probes at once (an ingest batch), each with its own store: one search of the two best
+   * identities for all of them, then a consent-filtered search only for those whose best identity may not be
+   * recognised in their store. Same decisions and scores as `match` one by one.
+   */
+  matchMany(probes: readonly { probe: Float32Array; storeId: string }[], now = new Date()): Match[] {
     const { threshold, margin } = this.openSet;
-    const eligible = (personId: string) => {
+    const eligibleIn = (storeId: string) => (personId: string) => {
       const member = this.members.get(personId);
       return !!member && covers(member, storeId, now);
     };
     // the two best identities regardless of consent; in the common case the best is eligible and that is all
-    const [top, second] = this.index.search(probe, { people: 2 });
-    if (!top) return { kind: "unknown", score: 0, threshold, reason: "below-threshold" };
-    let best = top;
-    let runnerUp = second;
-    if (!eligible(top.personId)) {
-      // floor: when consent filters out every candidate, stop widening once nobody left could reach the threshold
-      const [found] = this.index.search(probe, { people: 1, accept: eligible, floor: threshold });
-      if (!found) return { kind: "unknown", score: 0, threshold, reason: "below-threshold" };
-      best = found;
-      runnerUp = top;
+    const tops = this.searchAll(
+      probes.map((p) => p.probe),
+      probes.map(() => ({ people: 2 })),
+    );
+    const refusedAt: number[] = [];
+    for (const [i, hits] of tops.entries()) {
+      const top = hits[0];
+      if (top && !eligibleIn((probes[i] as { storeId: string }).storeId)(top.personId)) refusedAt.push(i);
     }
-    const gap = runnerUp ? best.score - runnerUp.score : undefined;
-    const withGap = gap === undefined ? {} : { margin: gap };
-    if (best.score < threshold)
-      return { kind: "unknown", score: best.score, threshold, ...withGap, reason: "below-threshold" };
-    if (gap !== undefined && gap < margin)
-      return { kind: "unknown", score: best.score, threshold, ...withGap, reason: "ambiguous" };
-    const member = this.members.get(best.personId) as Member;
-    return {
-      kind: "member",
-      personId: member.personId,
-      displayName: member.displayName,
-      score: best.score,
-      threshold,
-      ...withGap,
-    };
+    // floor: when consent filters out every candidate, stop widening once nobody left could reach the threshold
+    const consented = this.searchAll(
+      refusedAt.map((i) => (probes[i] as { probe: Float32Array }).probe),
+      refusedAt.map((i) => ({
+        people: 1,
+        accept: eligibleIn((probes[i] as { storeId: string }).storeId),
+        floor: threshold,
+      })),
+    );
+    const filtered = new Map(refusedAt.map((at, j) => [at, consented[j]?.[0]]));
+    return tops.map((hits, i): Match => {
+      const [top, second] = hits;
+      if (!top) return { kind: "unknown", score: 0, threshold, reason: "below-threshold" };
+      let best = top;
+      let runnerUp = second;
+      if (filtered.has(i)) {
+        const found = filtered.get(i);
+        if (!found) return { kind: "unknown", score: 0, threshold, reason: "below-threshold" };
+        best = found;
+        runnerUp = top;
+      }
+      const gap = runnerUp ? best.score - runnerUp.score : undefined;
+      const withGap = gap === undefined ? {} : { margin: gap };
+      if (best.score < threshold)
+        return { kind: "unknown", score: best.score, threshold, ...withGap, reason: "below-threshold" };
+      if (gap !== undefined && gap < margin)
+        return { kind: "unknown", score: best.score, threshold, ...withGap, reason: "ambiguous" };
+      const member = this.members.get(best.personId) as Member;
+      return {
+        kind: "member",
+        personId: member.personId,
+        displayName: member.displayName,
+        score: best.score,
+        threshold,
+        ...withGap,
+      };
+    });
+  }
+
+  /** One search per probe, each with its own options. */
+  private searchAll(probes: readonly Float32Array[], opts: readonly SearchOptions[]): PersonHit[][] {
+    if (probes.length === 0) return [];
+    return probes.map((probe, i) => this.index.search(probe, opts[i]));
   }
 
   /**

@@ -20,6 +20,17 @@ export interface IngestMetrics {
   /** batches processed and the statements they cost (node lookups, replay compare-and-sets, lost compare-and-sets) */
   batches: number;
   statements: ReplayGuard["stats"];
+  /**
+   * accepted templates handed on for recognition: batches, templates, templates whose recognition failed (logged),
+   * and batches that failed as a whole and were retried one template at a time
+   */
+  recognition: { batches: number; templates: number; failed: number; fallbacks: number };
+}
+
+/** A template of a batch whose recognition failed; the others of its batch were recognised. */
+export interface BatchFailure {
+  template: AcceptedTemplate;
+  error: unknown;
 }
 
 export interface Rejection {
@@ -34,10 +45,21 @@ export interface IngestOptions {
   logger: Logger;
   /** subscription filter; default every node's template topic (external brokers: `sharedFilterFor("template")`) */
   filter?: string;
-  /** runs after a template is accepted, in order per node; its failures are logged, never fatal */
+  /**
+   * recognition of one accepted template (and the fallback when a batch fails as a whole); its failures are logged,
+   * never fatal
+   */
   onAccepted(template: AcceptedTemplate): Promise<void>;
+  /**
+   * recognition of accepted templates together, in arrival order, one batch at a time: resolves with the templates
+   * whose recognition failed (the others' happened); a rejection means none of the batch was recognised, and each
+   * of its templates goes to `onAccepted` in turn. Without it, templates go to `onAccepted` one at a time.
+   */
+  onAcceptedBatch?(templates: readonly AcceptedTemplate[]): Promise<readonly BatchFailure[]>;
   /** most messages checked together (one node lookup and one replay statement per batch); default 512 */
   maxBatch?: number;
+  /** most accepted templates recognised together; default 1024 */
+  maxRecognitionBatch?: number;
 }
 
 export interface Ingest {
@@ -67,20 +89,29 @@ interface Received {
  * query for the batch's uncached nodes and one replay-window statement. Under light load a batch is the one message
  * that arrived, so batching adds no latency; under a burst it amortises the database round trips.
  *
- * Accepted templates go to `onAccepted` in arrival order per node (different nodes in parallel), while the next batch
- * is already being checked. A bad message is counted, logged without its payload and emitted as "rejection"; it
- * never stops the loop.
+ * Accepted templates queue for recognition in arrival order (so each node's stay in order) and go to
+ * `onAcceptedBatch` together, whatever accumulated while the previous recognition batch ran, while the next
+ * messages are already being checked. A bad message is counted, logged without its payload and emitted as
+ * "rejection"; a failed recognition is counted and logged; neither ever stops the loop.
  */
 export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   const templateFilter = filterFor("template");
   const log = opts.logger;
   const guard = new ReplayGuard(opts.deps.db);
-  const metrics: IngestMetrics = { accepted: 0, rejected: {}, batches: 0, statements: guard.stats };
+  const metrics: IngestMetrics = {
+    accepted: 0,
+    rejected: {},
+    batches: 0,
+    statements: guard.stats,
+    recognition: { batches: 0, templates: 0, failed: 0, fallbacks: 0 },
+  };
   const maxBatch = opts.maxBatch ?? 512;
+  const maxRecognitionBatch = opts.maxRecognitionBatch ?? 1024;
   const inbox: Received[] = [];
-  /** per node, the tail of its onAccepted chain */
-  const queues = new Map<string, Promise<void>>();
+  /** accepted, waiting for recognition, in arrival order */
+  const ready: AcceptedTemplate[] = [];
   let checking: Promise<void> | undefined;
+  let recognising: Promise<void> | undefined;
 
   const reject = (code: ErrorCode, nodeId: string | undefined, message: string) => {
     metrics.rejected[code] = (metrics.rejected[code] ?? 0) + 1;
@@ -96,19 +127,50 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     }
   };
 
-  const recognise = (template: AcceptedTemplate) => {
-    const key = template.node.id;
-    const next = (queues.get(key) ?? Promise.resolve()).then(async () => {
-      try {
-        await opts.onAccepted(template);
-      } catch (error) {
-        log.error({ err: error, nodeId: key }, "recognition failed for an accepted template");
-      }
-    });
-    queues.set(key, next);
-    void next.finally(() => {
-      if (queues.get(key) === next) queues.delete(key);
-    });
+  const failed = (template: AcceptedTemplate, error: unknown) => {
+    metrics.recognition.failed++;
+    log.error({ err: error, nodeId: template.node.id }, "recognition failed for an accepted template");
+  };
+  const one = async (template: AcceptedTemplate) => {
+    try {
+      await opts.onAccepted(template);
+    } catch (error) {
+      failed(template, error);
+    }
+  };
+  const recogniseBatch = async (batch: AcceptedTemplate[]) => {
+    metrics.recognition.batches++;
+    metrics.recognition.templates += batch.length;
+    if (!opts.onAcceptedBatch) {
+      for (const t of batch) await one(t);
+      return;
+    }
+    let failures: readonly BatchFailure[];
+    try {
+      failures = await opts.onAcceptedBatch(batch);
+    } catch (error) {
+      // nothing of the batch was recognised: one by one, so that one bad template costs only itself
+      metrics.recognition.fallbacks++;
+      log.warn(
+        { err: error, templates: batch.length },
+        "recognition batch failed; recognising its templates one by one",
+      );
+      for (const t of batch) await one(t);
+      return;
+    }
+    for (const f of failures) failed(f.template, f.error);
+  };
+  const recognitionLoop = async () => {
+    while (ready.length > 0) await recogniseBatch(ready.splice(0, maxRecognitionBatch));
+  };
+  const scheduleRecognition = () => {
+    if (recognising || ready.length === 0) return;
+    recognising = recognitionLoop()
+      .catch((error: unknown) => log.error({ err: error }, "recognition loop failed unexpectedly"))
+      .finally(() => {
+        recognising = undefined;
+        scheduleRecognition();
+      });
   };
 
   const checkBatch = async (batch: Received[]) => {
@@ -156,17 +218,20 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
         if (admission !== "accepted") throw admissionError(admission, u.t.header);
         const accepted = finishTemplate(opts.deps, u.t.header, u.plaintext, u.node);
         metrics.accepted += 1;
-        recognise(accepted);
+        ready.push(accepted);
       } catch (error) {
         rejectError(error, u.nodeId);
       }
     }
+    scheduleRecognition();
   };
 
   const drain = async () => {
     // let everything already read from the socket arrive before the first batch is cut
     await new Promise<void>((resolve) => setImmediate(resolve));
     while (inbox.length > 0) {
+      // checking runs ahead of recognition by a batch or two at most: beyond that, messages wait in the inbox
+      while (recognising && ready.length >= maxRecognitionBatch) await recognising;
       const batch = inbox.splice(0, maxBatch);
       try {
         await checkBatch(batch);
@@ -195,9 +260,9 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   log.info("ingest subscribed to node templates");
 
   const idle = async () => {
-    while (checking || queues.size > 0) {
+    while (checking || recognising) {
       if (checking) await checking;
-      await Promise.allSettled([...queues.values()]);
+      if (recognising) await recognising;
     }
   };
 

@@ -3,11 +3,11 @@ import type { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import type { Db } from "../db/client.ts";
 import type { Suppressions } from "../feedback/suppressions.ts";
-import type { Gallery } from "../gallery/gallery.ts";
+import type { Gallery, Match } from "../gallery/gallery.ts";
 import type { AcceptedTemplate } from "../ingest/open-template.ts";
 import { type Cooldowns, type RuleCache, type TriggeredPromotion, triggerPromotion } from "../promotions/trigger.ts";
 import type { ScreenHub } from "../signage/hub.ts";
-import type { VisitorStatus, Visitors } from "../visitors/visitors.ts";
+import type { StorePolicy, VisitorHit, VisitorStatus, Visitors } from "../visitors/visitors.ts";
 import type { PersonKeyCache } from "./key-cache.ts";
 import type { VisitLog } from "./visit-log.ts";
 
@@ -53,57 +53,159 @@ export interface RecognizeDeps {
   suppressions?: Suppressions;
 }
 
-/** Match → visit → promotion → "recognition" event, for one accepted template. */
-export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => Promise<Recognition> {
-  return async ({ header, embedding, node }) => {
-    // when the face was seen (the node's clock) dates the visit; consent and promotions go by our clock
-    const seenAt = new Date(header.ts);
-    const now = new Date();
-    const policy = await deps.visitors.policy(node.storeId);
-    // a count-only store identifies nobody, even from a node that has not yet converged on that mode
-    let found: ReturnType<Gallery["match"]> =
-      policy.privacyMode === "count-only"
-        ? { kind: "unknown", score: 0 }
-        : deps.gallery.match(embedding, node.storeId, now);
-    // the data key is the source of truth: another instance may have crypto-shredded this person since our index was
-    // built, so a member match holds only while their key row does (cached, dropped on the deletion's notification)
-    for (let tries = 0; found.kind === "member" && tries < 3; tries++) {
-      if (await deps.keys.exists(found.personId)) break;
-      deps.gallery.remove(found.personId);
-      found = deps.gallery.match(embedding, node.storeId, now);
-    }
-    const contested = found.kind === "member" && !!deps.suppressions?.has(found.personId, node.id, header.trackId, now);
-    const match: typeof found = contested ? { kind: "unknown", score: found.score } : found;
-    const personId = match.kind === "member" ? match.personId : null;
-    const displayName = match.kind === "member" ? match.displayName : null;
+/** The outcome of one template of a batch: its recognition, or why it has none (logged by the caller). */
+export type BatchOutcome = { recognition: Recognition } | { error: unknown };
 
+/** Match → visit → promotion → "recognition" event, for one accepted template (a batch of one). */
+export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => Promise<Recognition> {
+  const batch = createBatchRecognizer(deps);
+  return async (t) => {
+    const [outcome] = await batch([t]);
+    if (!outcome || "error" in outcome) throw outcome?.error ?? new Error("no recognition");
+    return outcome.recognition;
+  };
+}
+
+/**
+ * Match → visit → promotion → "recognition" event for a batch of accepted templates, in their order, with the same
+ * per-template semantics as one at a time. First what may fail for the batch as a whole and must happen before
+ * anything is emitted: store policies, one gallery search for every probe, the key re-check of matched members,
+ * suppressions, and the batch's pseudonymous visitors (their new templates written in one transaction). If any of
+ * that throws, the call rejects having emitted nothing and recorded no visit, and the caller may retry the
+ * templates one by one. Then, template by template in order: visit dedupe, the visit write (shared by the batch),
+ * promotion, log line and event; a failure there costs that template only (its outcome is the error).
+ */
+export function createBatchRecognizer(
+  deps: RecognizeDeps,
+): (templates: readonly AcceptedTemplate[]) => Promise<BatchOutcome[]> {
+  return async (templates) => {
+    const now = new Date();
+    const policies = new Map<string, StorePolicy>();
+    for (const { node } of templates)
+      if (!policies.has(node.storeId)) policies.set(node.storeId, await deps.visitors.policy(node.storeId));
+    const policyOf = (t: AcceptedTemplate) => policies.get(t.node.storeId) as StorePolicy;
+
+    // a count-only store identifies nobody, even from a node that has not yet converged on that mode
+    const found: Match[] = templates.map(() => ({ kind: "unknown", score: 0 }));
+    const rematch = (at: readonly number[]) => {
+      const matches = deps.gallery.matchMany(
+        at.map((i) => {
+          const t = templates[i] as AcceptedTemplate;
+          return { probe: t.embedding, storeId: t.node.storeId };
+        }),
+        now,
+      );
+      at.forEach((i, j) => {
+        found[i] = matches[j] as Match;
+      });
+    };
+    rematch(templates.flatMap((t, i) => (policyOf(t).privacyMode === "count-only" ? [] : [i])));
+    // the data key is the source of truth: another instance may have crypto-shredded this person since our index
+    // was built, so a member match holds only while their key row does (cached, dropped on the deletion's
+    // notification)
+    const holdsKey = new Set<string>();
+    for (let tries = 0; tries < 3; tries++) {
+      const gone = new Set<string>();
+      for (const m of found) {
+        if (m.kind !== "member" || holdsKey.has(m.personId) || gone.has(m.personId)) continue;
+        if (await deps.keys.exists(m.personId)) holdsKey.add(m.personId);
+        else gone.add(m.personId);
+      }
+      if (gone.size === 0) break;
+      for (const personId of gone) deps.gallery.remove(personId);
+      rematch(found.flatMap((m, i) => (m.kind === "member" && gone.has(m.personId) ? [i] : [])));
+    }
+
+    const contested = templates.map((t, i) => {
+      const m = found[i] as Match;
+      return m.kind === "member" && !!deps.suppressions?.has(m.personId, t.node.id, t.header.trackId, now);
+    });
     // only a visitor-mode store keeps (pseudonymous, expiring) templates of people who are not members; a contested
     // member match may still be that member, whose face must not become a visitor template
-    const visitor =
-      match.kind === "unknown" && policy.privacyMode === "visitor" && !contested
-        ? await deps.visitors.recognise(node.storeId, embedding, seenAt, policy, now)
-        : undefined;
-    const subject = personId
-      ? `person:${personId}`
-      : visitor
-        ? `visitor:${visitor.visitorId}`
-        : `track:${node.id}/${header.trackId}`;
+    const pseudonymous = templates.flatMap((t, i) =>
+      (found[i] as Match).kind === "unknown" && policyOf(t).privacyMode === "visitor" && !contested[i] ? [i] : [],
+    );
+    const visitorHits = await deps.visitors.recogniseMany(
+      pseudonymous.map((i) => {
+        const t = templates[i] as AcceptedTemplate;
+        // when the face was seen (the node's clock) dates the visit; consent and promotions go by our clock
+        return { storeId: t.node.storeId, probe: t.embedding, seenAt: new Date(t.header.ts), policy: policyOf(t) };
+      }),
+      now,
+    );
+    const visitorOf = new Map(pseudonymous.map((at, j) => [at, visitorHits[j] as VisitorHit]));
 
-    // dedupe across the store's cameras: the subject is the person or visitor, not the camera
-    const isNewVisit = await deps.visitLog.isNewVisit(node.storeId, subject, seenAt, now.getTime());
-    let pseudonym: Recognition["pseudonym"];
-    if (visitor) {
-      if (isNewVisit) visitor.entry.visits += 1;
-      const visits = Math.max(visitor.entry.visits, 1);
-      pseudonym = {
-        visitorId: visitor.visitorId,
-        status: visits > 1 ? "returning" : "first-time",
-        visits,
-        score: visitor.score,
-      };
+    // dedupe and visit writes in template order (the batch's new visits share one INSERT); then promotions and events
+    const steps = [];
+    for (const [i, t] of templates.entries()) {
+      try {
+        steps.push(
+          await visit(
+            deps,
+            t,
+            contested[i] ? { kind: "unknown", score: (found[i] as Match).score } : (found[i] as Match),
+            visitorOf.get(i),
+            now,
+          ),
+        );
+      } catch (error) {
+        steps.push({ error });
+      }
     }
-    if (isNewVisit) {
-      await deps.visitLog.record({
+    const outcomes: BatchOutcome[] = [];
+    for (const [i, step] of steps.entries()) {
+      try {
+        if ("error" in step) throw step.error;
+        outcomes.push({
+          recognition: await announce(deps, templates[i] as AcceptedTemplate, step, !!contested[i], now),
+        });
+      } catch (error) {
+        outcomes.push({ error });
+      }
+    }
+    return outcomes;
+  };
+}
+
+interface VisitStep {
+  match: Match;
+  subject: string;
+  seenAt: Date;
+  isNewVisit: boolean;
+  pseudonym: Recognition["pseudonym"];
+  /** resolves once the visit row is written (undefined: not a new visit) */
+  written: Promise<boolean> | undefined;
+}
+
+async function visit(
+  deps: RecognizeDeps,
+  { header, node }: AcceptedTemplate,
+  match: Match,
+  visitor: VisitorHit | undefined,
+  now: Date,
+): Promise<VisitStep> {
+  const seenAt = new Date(header.ts);
+  const personId = match.kind === "member" ? match.personId : null;
+  const subject = personId
+    ? `person:${personId}`
+    : visitor
+      ? `visitor:${visitor.visitorId}`
+      : `track:${node.id}/${header.trackId}`;
+  // dedupe across the store's cameras: the subject is the person or visitor, not the camera
+  const isNewVisit = await deps.visitLog.isNewVisit(node.storeId, subject, seenAt, now.getTime());
+  let pseudonym: Recognition["pseudonym"];
+  if (visitor) {
+    if (isNewVisit) visitor.entry.visits += 1;
+    const visits = Math.max(visitor.entry.visits, 1);
+    pseudonym = {
+      visitorId: visitor.visitorId,
+      status: visits > 1 ? "returning" : "first-time",
+      visits,
+      score: visitor.score,
+    };
+  }
+  const written = isNewVisit
+    ? deps.visitLog.record({
         id: randomUUID(),
         personId,
         storeId: node.storeId,
@@ -116,40 +218,55 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
         subject,
         visitorId: visitor?.visitorId ?? null,
         visitor: pseudonym?.status ?? null,
-      });
-    }
+      })
+    : undefined;
+  // a refused write is reported by `announce`; until then it must not count as unhandled
+  written?.catch(() => {});
+  return { match, subject, seenAt, isNewVisit, pseudonym, written };
+}
 
-    const fresh = now.getTime() - seenAt.getTime() <= deps.promotionMaxAgeMs;
-    const promotion = fresh
-      ? await triggerPromotion(
-          deps.db,
-          deps.hub,
-          {
-            storeId: node.storeId,
-            audience: match.kind,
-            visitor: pseudonym?.status,
-            personId,
-            displayName,
-            subject,
-            now,
-          },
-          deps.cooldowns,
-          deps.rules,
-        )
-      : undefined;
+async function announce(
+  deps: RecognizeDeps,
+  { header, node }: AcceptedTemplate,
+  { match, subject, seenAt, isNewVisit, pseudonym, written }: VisitStep,
+  contested: boolean,
+  now: Date,
+): Promise<Recognition> {
+  if (written) await written;
+  const personId = match.kind === "member" ? match.personId : null;
+  const displayName = match.kind === "member" ? match.displayName : null;
+  const fresh = now.getTime() - seenAt.getTime() <= deps.promotionMaxAgeMs;
+  const promotion = fresh
+    ? await triggerPromotion(
+        deps.db,
+        deps.hub,
+        {
+          storeId: node.storeId,
+          audience: match.kind,
+          visitor: pseudonym?.status,
+          personId,
+          displayName,
+          subject,
+          now,
+        },
+        deps.cooldowns,
+        deps.rules,
+      )
+    : undefined;
 
-    const recognition: Recognition = {
-      nodeId: node.id,
-      storeId: node.storeId,
-      cameraId: header.cameraId,
-      personId,
-      displayName,
-      score: match.score,
-      visitor: match.kind,
-      ...(pseudonym ? { pseudonym } : {}),
-      newVisit: isNewVisit,
-      ...(promotion ? { promotion } : {}),
-    };
+  const recognition: Recognition = {
+    nodeId: node.id,
+    storeId: node.storeId,
+    cameraId: header.cameraId,
+    personId,
+    displayName,
+    score: match.score,
+    visitor: match.kind,
+    ...(pseudonym ? { pseudonym } : {}),
+    newVisit: isNewVisit,
+    ...(promotion ? { promotion } : {}),
+  };
+  if (deps.logger.isLevelEnabled("info"))
     deps.logger.info(
       {
         nodeId: node.id,
@@ -164,7 +281,6 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
       },
       "recognition",
     );
-    deps.events.emit("recognition", recognition);
-    return recognition;
-  };
+  deps.events.emit("recognition", recognition);
+  return recognition;
 }
