@@ -4,7 +4,14 @@ import { join } from "node:path";
 import { type Agent, startAgent } from "@glance/node-agent";
 import { type Orchestrator, type Recognition, startOrchestrator } from "@glance/orchestrator";
 import { claimNode } from "@glance/provisioning";
-import { generateSealingKeyPair, isGlanceError, open, parseTopic, SealedTemplate, templateHeader } from "@glance/shared";
+import {
+  generateSealingKeyPair,
+  isGlanceError,
+  openSessionTemplate,
+  parseTopic,
+  SealedTemplate,
+  templateHeader,
+} from "@glance/shared";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freshPostgres } from "../orchestrator/src/testing/harness.ts";
@@ -108,7 +115,7 @@ function scenario(label: string, databaseUrl: () => Promise<{ url?: string; drop
         const t = SealedTemplate.parse(JSON.parse(raw.toString("utf8")));
         let code: string | undefined;
         try {
-          open(t, templateHeader(t), wrongKey, nodePublicKey);
+          openSessionTemplate(t, templateHeader(t), wrongKey, nodePublicKey);
         } catch (e) {
           code = isGlanceError(e) ? e.code : "other";
         }

@@ -17,7 +17,7 @@ import {
   type KeyPair,
   type NodeEvent,
   type NodeStatus,
-  open,
+  openSessionTemplate,
   parseTopic,
   type SealedTemplate,
   templateHeader,
@@ -136,14 +136,14 @@ describe("node agent on the demo video", () => {
     expect(embedder.embedding?.space).toBe(space);
     const wrong = generateSealingKeyPair();
     for (const { payload, template } of got.templates) {
-      expect(template).toMatchObject({ v: 1, nodeId, cameraId: "cam-1", kid: "orch-1", space });
+      expect(template).toMatchObject({ v: 2, nodeId, cameraId: "cam-1", kid: "orch-1", space });
       const header = templateHeader(template);
-      const plaintext = open(template, header, sealing, signing.publicKey);
+      const plaintext = openSessionTemplate(template, header, sealing, signing.publicKey);
       const embedding = decodeEmbedding(plaintext);
       expect(embedding.length).toBe(embedder.embedding?.dim);
       expect(Math.hypot(...embedding)).toBeCloseTo(1, 3);
 
-      expect(() => open(template, header, wrong, signing.publicKey)).toThrow(
+      expect(() => openSessionTemplate(template, header, wrong, signing.publicKey)).toThrow(
         expect.objectContaining({ code: "DECRYPT_FAILED" }),
       );
       // the embedding is nowhere in the message: not raw, not base64, not as numbers
@@ -152,6 +152,8 @@ describe("node agent on the demo video", () => {
       expect(payload.includes(Buffer.from(plaintext.toString("base64")))).toBe(false);
       expect(payload.toString()).not.toContain((embedding[0] as number).toFixed(4));
     }
+    // one session (one signature) for the whole run, every message still carrying it
+    expect(new Set(got.templates.map(({ template }) => template.session.epk)).size).toBe(1);
 
     // anonymous dwell for every track; retained status ends offline after stop
     expect(got.events.filter((e) => e.kind === "track-ended").length).toBe(stats.tracks);

@@ -13,6 +13,7 @@ import {
   type NodeEvent,
   nodeSealingKeyPair,
   type SealedTemplate,
+  TemplateSealer,
 } from "@glance/shared";
 import { type Logger, pino } from "pino";
 import { EdgeGallery } from "./gallery/edge-gallery.ts";
@@ -126,6 +127,8 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const log = (opts.logger ?? pino({ name: "glance-agent" })).child({ nodeId: opts.nodeId, cameraId: opts.cameraId });
   const dataDir = opts.dataDir ?? join(process.cwd(), ".glance-agent", opts.nodeId);
   const sequence = SequenceStore.open(dataDir);
+  // template sessions: the ephemeral key lives in this process's memory only, so a restart starts a new session
+  const sealer = new TemplateSealer({ nodeId: opts.nodeId, signingKey: opts.signingKey });
   checkBrokerUrl(opts.mqtt.url);
   const wd = {
     stallMs: opts.watchdog?.stallMs ?? 30_000,
@@ -327,7 +330,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         nodeId: opts.nodeId,
         cameraId: opts.cameraId,
         space: engine.space,
-        signingKey: opts.signingKey,
+        sealer,
         sequence,
         recipient: () => templatesOn()?.sealingKey,
       },
@@ -462,6 +465,7 @@ export async function startAgent(opts: AgentOptions): Promise<Agent> {
         await link.close();
         await engine.close();
         await attributes.close();
+        sealer.end();
         log.info(stats(), "agent stopped");
       })();
       return stopped;

@@ -19,7 +19,7 @@ import {
   type KeyPair,
   type NodeStatus,
   nodeSealingKeyPair,
-  open,
+  openSessionTemplate,
   parseTopic,
   type SealedTemplate,
   sealEdgeGallery,
@@ -204,7 +204,7 @@ describe("members-only node on the demo video (Lin-Manuel Miranda enrolled, Obam
     expect(got.templates.length).toBeGreaterThan(0);
     expect(got.templates.length).toBe(stats.members);
     for (const template of got.templates) {
-      const probe = decodeEmbedding(open(template, templateHeader(template), orch.sealing, signing.publicKey));
+      const probe = decodeEmbedding(openSessionTemplate(template, templateHeader(template), orch.sealing, signing.publicKey));
       expect(cosine(probe, miranda)).toBeGreaterThanOrEqual(threshold - 0.01);
     }
     console.log(

@@ -1,7 +1,7 @@
 import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
 import { cosine, type DetectedFace, FacePipeline, type RawImage } from "@glance/models";
-import { encodeEmbedding, generateSealingKeyPair, generateSigningKeyPair, seal } from "@glance/shared";
+import { encodeEmbedding, generateSealingKeyPair, generateSigningKeyPair, TemplateSealer } from "@glance/shared";
 import { pino } from "pino";
 import { openReplay } from "./sources/replay.ts";
 
@@ -99,6 +99,8 @@ export async function benchStages(o: StageBenchOptions): Promise<StageBenchResul
 
   const sealing = generateSealingKeyPair();
   const signing = generateSigningKeyPair();
+  // as the agent seals: one session for the run (its first template pays the session's keygen, agreement, signature)
+  const sealer = new TemplateSealer({ nodeId: "bench", signingKey: signing });
   const sealMs: number[] = [];
   const embedders: StageBenchResult["embedders"] = [];
   const reference: Float32Array[] = [];
@@ -119,8 +121,8 @@ export async function benchStages(o: StageBenchOptions): Promise<StageBenchResul
       const v = await timed(embedMs, () => engine.embed(image, face));
       if (name === first) {
         reference.push(v);
-        const header = { v: 1, seq: i, ts: Date.now(), space: engine.space, kid: "bench" };
-        await timed(sealMs, () => seal(encodeEmbedding(v), header, sealing.publicKey, signing));
+        const header = { v: 2, nodeId: "bench", seq: i, ts: Date.now(), space: engine.space, kid: "bench" };
+        await timed(sealMs, () => sealer.seal(encodeEmbedding(v), header, sealing.publicKey));
       } else {
         agreement.push(cosine(v, reference[i] as Float32Array));
       }

@@ -1,4 +1,4 @@
-import { encodeEmbedding, type KeyPair, type SealedTemplate, seal, type TemplateHeader } from "@glance/shared";
+import { encodeEmbedding, type SealedTemplate, type TemplateHeader, type TemplateSealer } from "@glance/shared";
 import type { SequenceStore } from "../sequence.ts";
 import type { TrackEnded } from "./best-shot.ts";
 import type { Embedded } from "./embed.ts";
@@ -9,7 +9,8 @@ export interface SealContext {
   cameraId: string;
   /** embedding space of the embedder, from its manifest */
   space: string;
-  signingKey: KeyPair;
+  /** the node's template sessions (ephemeral key in memory only, rotated by the sealer), one per agent process */
+  sealer: TemplateSealer;
   sequence: SequenceStore;
   /** the orchestrator key to seal to, from the desired state; undefined when templates are off */
   recipient: () => { kid: string; publicKey: string } | undefined;
@@ -21,8 +22,9 @@ export interface Sealed {
 }
 
 /**
- * Stage: encrypts each embedding to the orchestrator and signs it with the node key. The clear embedding is
- * wiped once sealed; nothing downstream can see it.
+ * Stage: encrypts each embedding to the orchestrator under the node's current session (v2 envelope: one signature
+ * per session, AES-GCM per template, every message still self-contained). The clear embedding is wiped once sealed;
+ * nothing downstream can see it.
  */
 export async function* sealTemplates(
   input: AsyncIterable<Embedded | TrackEnded>,
@@ -42,7 +44,7 @@ export async function* sealTemplates(
     }
     const template = await timer.time("seal", () => {
       const header: TemplateHeader = {
-        v: 1,
+        v: 2,
         nodeId: ctx.nodeId,
         seq: ctx.sequence.next(),
         ts: Math.round(item.ts),
@@ -54,7 +56,7 @@ export async function* sealTemplates(
       };
       const plaintext = encodeEmbedding(item.embedding);
       try {
-        return { ...header, ...seal(plaintext, header, recipient.publicKey, ctx.signingKey) };
+        return { ...header, ...ctx.sealer.seal(plaintext, header, recipient.publicKey) };
       } finally {
         plaintext.fill(0);
         item.embedding.fill(0);

@@ -6,8 +6,8 @@ import {
   type NodeEvent,
   parseTopic,
   type SealedTemplate,
-  seal,
   type TemplateHeader,
+  TemplateSealer,
 } from "@glance/shared";
 import { Aedes } from "aedes";
 
@@ -47,11 +47,17 @@ export async function startBroker(port = 0, received: number[] = []): Promise<Te
 
 const sealing = generateSealingKeyPair();
 const signing = generateSigningKeyPair();
+const sealers = new Map<string, TemplateSealer>();
+const sealerFor = (nodeId: string): TemplateSealer => {
+  let sealer = sealers.get(nodeId);
+  if (!sealer) sealers.set(nodeId, (sealer = new TemplateSealer({ nodeId, signingKey: signing })));
+  return sealer;
+};
 
 /** A genuinely sealed template (random 512-d embedding) with the given sequence number. */
 export function sealedTemplate(nodeId: string, seq: number): SealedTemplate {
   const header: TemplateHeader = {
-    v: 1,
+    v: 2,
     nodeId,
     seq,
     ts: Date.now(),
@@ -63,5 +69,5 @@ export function sealedTemplate(nodeId: string, seq: number): SealedTemplate {
   };
   const v = new Float32Array(512).map(() => Math.random() - 0.5);
   const norm = Math.hypot(...v);
-  return { ...header, ...seal(encodeEmbedding(v.map((x) => x / norm)), header, sealing.publicKey, signing) };
+  return { ...header, ...sealerFor(nodeId).seal(encodeEmbedding(v.map((x) => x / norm)), header, sealing.publicKey) };
 }

@@ -1,6 +1,6 @@
 /**
  * Worker thread for `bench:ingest`: the simulated camera nodes. Each node is its own MQTT client and publishes
- * templates sealed with the shared `seal()` exactly as node-agent does. Sealing happens before a phase starts
+ * templates sealed exactly as node-agent does: one `TemplateSealer` (one session) per simulated node. Sealing happens before a phase starts
  * (a real node seals on its own hardware), so the orchestrator's core is measured, not ours.
  */
 import { parentPort, workerData } from "node:worker_threads";
@@ -9,8 +9,8 @@ import {
   encodeMessage,
   type KeyPair,
   type SealedTemplate,
-  seal,
   type TemplateHeader,
+  TemplateSealer,
   topicFor,
 } from "@glance/shared";
 import mqtt, { type MqttClient } from "mqtt";
@@ -18,14 +18,15 @@ import mqtt, { type MqttClient } from "mqtt";
 // harness.ts is not imported here: it pulls in onnxruntime-node, whose native addon cannot load in a worker thread
 
 function sealTemplate(args: {
-  node: { nodeId: string; cameraId: string; signingKey: KeyPair };
+  node: { nodeId: string; cameraId: string };
+  sealer: TemplateSealer;
   seq: number;
   embedding: Float32Array;
   recipient: { kid: string; publicKey: string };
   space: string;
 }): SealedTemplate {
   const header: TemplateHeader = {
-    v: 1,
+    v: 2,
     nodeId: args.node.nodeId,
     seq: args.seq,
     ts: Date.now(),
@@ -35,10 +36,7 @@ function sealTemplate(args: {
     trackId: `t${args.seq}`,
     quality: 0.9,
   };
-  return {
-    ...header,
-    ...seal(encodeEmbedding(args.embedding), header, args.recipient.publicKey, args.node.signingKey),
-  };
+  return { ...header, ...args.sealer.seal(encodeEmbedding(args.embedding), header, args.recipient.publicKey) };
 }
 
 export interface PublisherData {
@@ -69,6 +67,7 @@ export type PhaseRequest =
 const data = workerData as PublisherData;
 const published = new Float64Array(data.published);
 const seqs = data.nodes.map(() => 0);
+const sealers = data.nodes.map((n) => new TemplateSealer({ nodeId: n.nodeId, signingKey: n.signingKey }));
 let probe = 0;
 const clients: MqttClient[] = await Promise.all(
   data.nodes.map((n) =>
@@ -90,6 +89,7 @@ function sealPhase(perNode: number): Buffer[][] {
       const embedding = data.probes[probe++ % data.probes.length] as Float32Array;
       const sealed = sealTemplate({
         node,
+        sealer: sealers[n] as TemplateSealer,
         seq: seqs[n] as number,
         embedding,
         recipient: data.recipient,

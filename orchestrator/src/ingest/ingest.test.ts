@@ -74,11 +74,43 @@ function ingestSuite(label: string, pg: () => string | undefined) {
       expect(h.orch.metrics().accepted).toBe(1);
     });
 
-    it("rejects a tampered ciphertext on its signature, before decrypting", async () => {
+    it("rejects a tampered ciphertext under the node's valid, already verified session (AES-GCM tag)", async () => {
       const t = template();
       const ct = Buffer.from(t.ct, "base64url");
       ct[0] = (ct[0] as number) ^ 0xff;
       const r = await rejectedWith(() => publish({ ...t, ct: ct.toString("base64url") }));
+      expect(r).toEqual({ code: "DECRYPT_FAILED", nodeId: node.nodeId });
+    });
+
+    it("rejects a tampered header under a valid session: the header is the AAD", async () => {
+      const t = template();
+      expect((await rejectedWith(() => publish({ ...t, quality: 0.1 }))).code).toBe("DECRYPT_FAILED");
+      expect((await rejectedWith(() => publish({ ...t, trackId: "another-track" }))).code).toBe("DECRYPT_FAILED");
+    });
+
+    it("rejects a forged session signature, even while the node's genuine session is cached", async () => {
+      const t = template();
+      const sig = Buffer.from(t.session.sig, "base64url");
+      sig[7] = (sig[7] as number) ^ 1;
+      const forged = { ...t, session: { ...t.session, sig: sig.toString("base64url") } };
+      expect(await rejectedWith(() => publish(forged))).toEqual({ code: "SIGNATURE_INVALID", nodeId: node.nodeId });
+    });
+
+    it("rejects a template stamped outside its session's validity window", async () => {
+      const t = template();
+      expect((await rejectedWith(() => publish({ ...t, ts: t.session.na + 1 }))).code).toBe("SIGNATURE_INVALID");
+      expect((await rejectedWith(() => publish({ ...t, ts: t.session.nb - 1 }))).code).toBe("SIGNATURE_INVALID");
+    });
+
+    it("rejects another node's session carried in this node's message", async () => {
+      const theirs = sealTemplate({
+        node: other,
+        seq: 1,
+        embedding: randomEmbedding(),
+        recipient: h.orch.sealingKey,
+        space,
+      });
+      const r = await rejectedWith(() => publish({ ...theirs, nodeId: node.nodeId, seq: ++seq }));
       expect(r).toEqual({ code: "SIGNATURE_INVALID", nodeId: node.nodeId });
     });
 
@@ -158,7 +190,9 @@ function ingestSuite(label: string, pg: () => string | undefined) {
     });
 
     it("rejects a payload that does not match the contract", async () => {
-      const { sig: _sig, ...unsigned } = template();
+      const t = template();
+      const { sig: _sig, ...unsignedSession } = t.session;
+      const unsigned = { ...t, session: unsignedSession };
       expect(
         (await rejectedWith(() => publishRaw(topicFor("template", node.nodeId), JSON.stringify(unsigned)))).code,
       ).toBe("PAYLOAD_INVALID");
@@ -226,6 +260,36 @@ function ingestSuite(label: string, pg: () => string | undefined) {
       }
     });
 
+    it("templates of two nodes arriving together are recognised in each node's own order", async () => {
+      const seen = new Map<string, number[]>();
+      const onRecognition = (r: Recognition) => {
+        const list = seen.get(r.nodeId) ?? [];
+        list.push(Number(r.cameraId.slice(4)));
+        seen.set(r.nodeId, list);
+      };
+      h.orch.events.on("recognition", onRecognition);
+      const otherClient = await connectNode(other);
+      try {
+        // the camera id carries the publish order (the orchestrator passes it through unchecked)
+        const burst = (n: TestNode, c: MqttClient) =>
+          Array.from({ length: 40 }, (_, i) =>
+            c.publishAsync(
+              topicFor("template", n.nodeId),
+              JSON.stringify(template({ node: { ...n, cameraId: `cam-${i}` }, seq: n === node ? ++seq : 10_000 + i })),
+              { qos: 1 },
+            ),
+          );
+        await Promise.all([...burst(node, client), ...burst(other, otherClient)]);
+        await expect.poll(() => (seen.get(node.nodeId)?.length ?? 0) + (seen.get(other.nodeId)?.length ?? 0)).toBe(80);
+        const inOrder = Array.from({ length: 40 }, (_, i) => i);
+        expect(seen.get(node.nodeId)).toEqual(inOrder);
+        expect(seen.get(other.nodeId)).toEqual(inOrder);
+      } finally {
+        h.orch.events.off("recognition", onRecognition);
+        await otherClient.endAsync();
+      }
+    });
+
     it("publishes the node's desired state, retained, with the sealing key", async () => {
       const desired = new Promise<Buffer>((resolve) => client.once("message", (_t, p) => resolve(p)));
       await client.subscribeAsync(topicFor("desired", node.nodeId), { qos: 1 });
@@ -237,6 +301,49 @@ function ingestSuite(label: string, pg: () => string | undefined) {
         minFaceSizePx: 40,
       });
       expect(DesiredState.safeParse(state).success).toBe(true);
+    });
+
+    it("rejects a revoked node's templates although its session key is cached, and keeps rejecting them", async () => {
+      const theirs = await connectNode(other);
+      let otherSeq = 100;
+      const sealOther = () =>
+        sealTemplate({
+          node: other,
+          seq: ++otherSeq,
+          embedding: randomEmbedding(),
+          recipient: h.orch.sealingKey,
+          space,
+        });
+      const recognised = nextEvent<Recognition>(h.orch.events, "recognition");
+      const first = sealOther();
+      await theirs.publishAsync(topicFor("template", other.nodeId), JSON.stringify(first), { qos: 1 });
+      expect((await recognised).nodeId).toBe(other.nodeId);
+
+      const closed = new Promise<void>((resolve) => theirs.once("close", () => resolve()));
+      expect((await h.api(`/api/nodes/${other.nodeId}/revoke`, { method: "POST" })).status).toBe(200);
+      await closed;
+      await theirs.endAsync(true);
+      // its connection is gone, so what it sealed arrives as a broker-side publish (a bridge, a stale broker)
+      const inject = (t: SealedTemplate) =>
+        new Promise<void>((resolve, reject) =>
+          h.orch.broker.publish(
+            {
+              cmd: "publish",
+              topic: topicFor("template", other.nodeId),
+              payload: Buffer.from(JSON.stringify(t)),
+              qos: 1,
+              retain: false,
+              dup: false,
+            },
+            (e) => (e ? reject(e) : resolve()),
+          ),
+        );
+      for (let i = 0; i < 3; i++) {
+        const next = sealOther();
+        // the same session as the accepted template: its key is in the orchestrator's cache
+        expect(next.session).toEqual(first.session);
+        expect(await rejectedWith(() => inject(next))).toEqual({ code: "NODE_REVOKED", nodeId: other.nodeId });
+      }
     });
   });
 }

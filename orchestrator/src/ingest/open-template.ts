@@ -3,9 +3,10 @@ import {
   decodeMessage,
   GlanceError,
   type KeyPair,
-  open,
+  openSessionTemplate,
   parseTopic,
   type SealedTemplate,
+  SessionKeyCache,
   type TemplateHeader,
   templateHeader,
 } from "@glance/shared";
@@ -24,13 +25,29 @@ export interface OpenTemplateDeps {
   sealingKey: KeyPair & { kid: string };
   /** the gallery's embedding space: templates from any other embedder cannot be compared */
   space: string;
+  /** node session keys already derived (one Ed25519 verification + X25519 per session); default one per `deps` */
+  sessions?: SessionKeyCache;
+}
+
+const SESSION_CACHE_SIZE = 8192;
+const sessionCaches = new WeakMap<OpenTemplateDeps, SessionKeyCache>();
+
+/** The session key cache of an ingest: `deps.sessions`, or one made for this `deps` object on first use. */
+export function sessionKeys(deps: OpenTemplateDeps): SessionKeyCache {
+  if (deps.sessions) return deps.sessions;
+  let cache = sessionCaches.get(deps);
+  if (!cache) {
+    cache = new SessionKeyCache(SESSION_CACHE_SIZE);
+    sessionCaches.set(deps, cache);
+  }
+  return cache;
 }
 
 /**
  * Everything a template must survive before it is matched, cheapest and least trusting first, in stages so the
  * ingest can run each over a whole batch (one node lookup and one replay statement per batch):
- * contract (size, JSON, schema, topic) → known node → sealing key id → signature → decryption → replay → space →
- * embedding codec. Each stage throws GlanceError with the code of the check that fails.
+ * contract (size, JSON, schema, topic) → known node → sealing key id → session window and signature (once per
+ * session) → decryption → replay → space → embedding codec. Each stage throws GlanceError with the code of the check that fails.
  */
 export interface ReadTemplate {
   sealed: SealedTemplate;
@@ -43,20 +60,28 @@ export function readTemplate(topic: string, payload: Uint8Array): ReadTemplate {
   return { sealed, header: templateHeader(sealed) };
 }
 
-/** Stage 2, CPU only: the node is registered and not revoked, the template is for our key and signed by the node. */
+/**
+ * Stage 2, CPU only: the node is registered and not revoked, the template is for our key, its session is signed by
+ * the node and its ciphertext authenticates under the session key. A session's key is derived once and cached
+ * (bound to the node's registered key, dropped when the node is seen revoked, never used past notAfter + skew), so
+ * most templates cost one AES-GCM decryption here.
+ */
 export function unsealTemplate(deps: OpenTemplateDeps, t: ReadTemplate, node: KnownNode | undefined): Buffer {
   const { header } = t;
   if (!node)
     throw new GlanceError("NODE_UNKNOWN", `Node ${header.nodeId} is not registered; register it with POST /api/nodes.`);
-  if (node.revoked) throw new GlanceError("NODE_REVOKED", `Node ${header.nodeId} has been revoked.`);
+  if (node.revoked) {
+    sessionKeys(deps).forgetNode(node.id);
+    throw new GlanceError("NODE_REVOKED", `Node ${header.nodeId} has been revoked.`);
+  }
   if (header.kid !== deps.sealingKey.kid) {
     throw new GlanceError(
       "KEY_UNKNOWN",
       `Template is sealed to key ${header.kid}; this orchestrator's key is ${deps.sealingKey.kid}.`,
     );
   }
-  // open() checks the signature before it decrypts anything
-  return open(t.sealed, header, deps.sealingKey, node.signingPublicKey);
+  // the session signature is checked before anything is decrypted under a key not yet cached
+  return openSessionTemplate(t.sealed, header, deps.sealingKey, node.signingPublicKey, sessionKeys(deps));
 }
 
 /** Stage 3 turns the replay window's decision into the error a rejected template carries. */

@@ -7,8 +7,8 @@ import {
   generateSigningKeyPair,
   type KeyPair,
   type SealedTemplate,
-  seal,
   type TemplateHeader,
+  TemplateSealer,
 } from "@glance/shared";
 import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
@@ -192,7 +192,10 @@ export function connectNode(node: Pick<TestNode, "mqtt">, password = node.mqtt.p
   });
 }
 
-/** A sealed template exactly as a node would publish it. */
+/** One sealer per node identity, as a node-agent process holds one: its sessions rotate like a node's. */
+const sealers = new Map<string, TemplateSealer>();
+
+/** A sealed template exactly as a node would publish it (v2: under the node's current session). */
 export function sealTemplate(args: {
   node: Pick<TestNode, "nodeId" | "cameraId" | "signingKey">;
   seq: number;
@@ -203,7 +206,7 @@ export function sealTemplate(args: {
   ts?: number;
 }): SealedTemplate {
   const header: TemplateHeader = {
-    v: 1,
+    v: 2,
     nodeId: args.node.nodeId,
     seq: args.seq,
     ts: args.ts ?? Date.now(),
@@ -213,10 +216,13 @@ export function sealTemplate(args: {
     trackId: args.trackId ?? `t${args.seq}`,
     quality: 0.9,
   };
-  return {
-    ...header,
-    ...seal(encodeEmbedding(args.embedding), header, args.recipient.publicKey, args.node.signingKey),
-  };
+  const id = `${args.node.nodeId}|${args.node.signingKey.publicKey}`;
+  let sealer = sealers.get(id);
+  if (!sealer) {
+    sealer = new TemplateSealer({ nodeId: args.node.nodeId, signingKey: args.node.signingKey });
+    sealers.set(id, sealer);
+  }
+  return { ...header, ...sealer.seal(encodeEmbedding(args.embedding), header, args.recipient.publicKey) };
 }
 
 export function randomEmbedding(dim = 512): Float32Array {
