@@ -285,6 +285,10 @@ try {
       ? `ingest: ${m.batches} batches (${((m.accepted + Object.values(m.rejected).reduce((a, b) => a + b, 0)) / Math.max(1, m.batches)).toFixed(1)} templates each), ${m.statements.lookups} node lookups, ${m.statements.compareAndSets} replay statements, ${m.statements.conflicts} lost compare-and-sets`
       : "ingest: one template at a time (no batch metrics)",
   );
+  if (m.recognition)
+    console.log(
+      `recognition: ${m.recognition.batches} batches (${(m.recognition.templates / Math.max(1, m.recognition.batches)).toFixed(1)} templates each), ${m.recognition.failed} failed, ${m.recognition.fallbacks} retried one by one`,
+    );
   console.log(`recognitions ${recognised} (members ${members$}), rejections ${rejected}\n`);
   console.log(
     `${printed}\n\nburst CPU budget per template:\n${budget}\n\nburst CPU profile, orchestrator thread (self time):\n${hotTable}\n\n${byPackage}\n`,

@@ -153,6 +153,23 @@ describe("gallery matching through the ANN graph (large galleries)", () => {
     expect(unknowns).toBeGreaterThan(100);
   });
 
+  it("decides a batch of probes from several stores exactly as it decides each probe alone", () => {
+    const probes = [...g.queries(120).map((q) => q.vector), ...Array.from({ length: 30 }, () => randomUnit(64))];
+    const batch = probes.flatMap((probe, i) => [
+      { probe, storeId: i % 3 === 0 ? "camden" : "soho" },
+      { probe, storeId: "camden" },
+    ]);
+    for (const gallery of [build(Number.POSITIVE_INFINITY), build(0)]) {
+      const together = gallery.matchMany(batch);
+      expect(together).toEqual(batch.map(({ probe, storeId }) => gallery.match(probe, storeId)));
+      // consent was decided per store within the one batch: soho names people camden may not
+      const named = (storeId: string) =>
+        together.filter((m, i) => batch[i]?.storeId === storeId && m.kind === "member").length;
+      expect(named("soho")).toBeGreaterThan(0);
+      expect(together.some((m, i) => m.kind === "unknown" && batch[i]?.storeId === "camden")).toBe(true);
+    }
+  });
+
   it("forgets a removed person found through the graph", () => {
     const ann = build(0);
     const q = g.queries(1)[0] as { personId: string; vector: Float32Array };

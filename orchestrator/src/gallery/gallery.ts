@@ -5,7 +5,7 @@ import {
   type OpenSetThreshold,
   openSetThreshold,
 } from "./open-set.ts";
-import { type PersonHit, type SearchOptions, SpaceIndex, type SpaceIndexOptions } from "./space-index.ts";
+import { type PersonHit, SpaceIndex, type SpaceIndexOptions } from "./space-index.ts";
 
 export interface Consent {
   /** "all-stores" or the one store the person agreed to be recognised in */
@@ -175,26 +175,33 @@ export class Gallery {
       const member = this.members.get(personId);
       return !!member && covers(member, storeId, now);
     };
-    // the two best identities regardless of consent; in the common case the best is eligible and that is all
-    const tops = this.searchAll(
+    // the two best identities regardless of consent, for every probe in one search on every core; in the common
+    // case the best is eligible and that is all
+    const tops = this.index.searchMany(
       probes.map((p) => p.probe),
-      probes.map(() => ({ people: 2 })),
+      { people: 2 },
     );
-    const refusedAt: number[] = [];
+    // the others again, with consent, grouped by store (who may be named differs by store); floor: when consent
+    // filters out every candidate, stop widening once nobody left could reach the threshold
+    const refusedIn = new Map<string, number[]>();
     for (const [i, hits] of tops.entries()) {
       const top = hits[0];
-      if (top && !eligibleIn((probes[i] as { storeId: string }).storeId)(top.personId)) refusedAt.push(i);
+      const { storeId } = probes[i] as { storeId: string };
+      if (!top || eligibleIn(storeId)(top.personId)) continue;
+      const list = refusedIn.get(storeId) ?? [];
+      list.push(i);
+      refusedIn.set(storeId, list);
     }
-    // floor: when consent filters out every candidate, stop widening once nobody left could reach the threshold
-    const consented = this.searchAll(
-      refusedAt.map((i) => (probes[i] as { probe: Float32Array }).probe),
-      refusedAt.map((i) => ({
-        people: 1,
-        accept: eligibleIn((probes[i] as { storeId: string }).storeId),
-        floor: threshold,
-      })),
-    );
-    const filtered = new Map(refusedAt.map((at, j) => [at, consented[j]?.[0]]));
+    const filtered = new Map<number, PersonHit | undefined>();
+    for (const [storeId, at] of refusedIn) {
+      const found = this.index.searchMany(
+        at.map((i) => (probes[i] as { probe: Float32Array }).probe),
+        { people: 1, accept: eligibleIn(storeId), floor: threshold },
+      );
+      at.forEach((i, j) => {
+        filtered.set(i, found[j]?.[0]);
+      });
+    }
     return tops.map((hits, i): Match => {
       const [top, second] = hits;
       if (!top) return { kind: "unknown", score: 0, threshold, reason: "below-threshold" };
@@ -222,12 +229,6 @@ export class Gallery {
         ...withGap,
       };
     });
-  }
-
-  /** One search per probe, each with its own options. */
-  private searchAll(probes: readonly Float32Array[], opts: readonly SearchOptions[]): PersonHit[][] {
-    if (probes.length === 0) return [];
-    return probes.map((probe, i) => this.index.search(probe, opts[i]));
   }
 
   /**
