@@ -5,9 +5,20 @@ import {
   type SealedTemplate,
   topicFor,
 } from "@glance/shared";
-import type { MqttClient } from "mqtt";
+import { EventEmitter } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import mqtt, { type MqttClient } from "mqtt";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hashSecret, newSecret, secretMatches } from "../auth/secrets.ts";
+import { type Broker, ORCHESTRATOR_USERNAME, startBroker } from "../broker/broker.ts";
+import { type Database, openDatabase } from "../db/client.ts";
+import { nodes, stores } from "../db/schema.ts";
 import type { Recognition, Rejection } from "../index.ts";
+import { type Ingest, startIngest } from "./ingest.ts";
+import type { AcceptedTemplate } from "./open-template.ts";
 import {
   connectNode,
   createStore,
@@ -167,7 +178,7 @@ function ingestSuite(label: string, pg: () => string | undefined) {
       await accepted;
       expect((await rejectedWith(() => publish(t))).code).toBe("REPLAYED_SEQUENCE");
       // seq 1, accepted by the first test: within the replay window, but seen
-      const older = template({ seq: seq - 5 });
+      const older = template({ seq: 1 });
       expect((await rejectedWith(() => publish(older))).code).toBe("REPLAYED_SEQUENCE");
 
       await client.endAsync();
@@ -305,7 +316,8 @@ function ingestSuite(label: string, pg: () => string | undefined) {
 
     it("rejects a revoked node's templates although its session key is cached, and keeps rejecting them", async () => {
       const theirs = await connectNode(other);
-      let otherSeq = 100;
+      // above every seq other tests spent for this node, so the first one is new
+      let otherSeq = 1_000_000;
       const sealOther = () =>
         sealTemplate({
           node: other,
@@ -347,6 +359,129 @@ function ingestSuite(label: string, pg: () => string | undefined) {
     });
   });
 }
+
+describe("recognition batches of the ingest (real broker, PGlite)", () => {
+  const logger = pino({ level: "silent" });
+  const sealing = { kid: "sk-test", ...generateSealingKeyPair() };
+  const space = "test-space@1";
+  let dataDir: string;
+  let database: Database;
+  let broker: Broker;
+  let orchestrator: MqttClient;
+  let ingest: Ingest;
+  const simulated = ["node-a", "node-b"].map((nodeId) => ({
+    nodeId,
+    cameraId: "entrance",
+    signingKey: generateSigningKeyPair(),
+    password: newSecret(),
+  }));
+  const clients: MqttClient[] = [];
+  const seqs = new Map<string, number>();
+  /** recognitions as they happened, "<node>/<camera>"; a camera called "poison" fails any batch it is in, and itself */
+  const recognised: string[] = [];
+  const batches: string[][] = [];
+  const label = (t: AcceptedTemplate) => `${t.node.id}/${t.header.cameraId}`;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "glance-ingest-batches-"));
+    database = await openDatabase({ dataDir });
+    const { db } = database;
+    await db.insert(stores).values({ id: "soho", name: "Soho" });
+    await db.insert(nodes).values(
+      simulated.map((n) => ({
+        id: n.nodeId,
+        storeId: "soho",
+        cameraId: n.cameraId,
+        signingPublicKey: n.signingKey.publicKey,
+        mqttPasswordHash: hashSecret(n.password),
+      })),
+    );
+    const orchestratorSecret = newSecret();
+    broker = await startBroker({
+      host: "127.0.0.1",
+      port: 0,
+      orchestratorSecret,
+      logger,
+      async verifyNode(nodeId, password) {
+        const n = simulated.find((s) => s.nodeId === nodeId);
+        return !!n && secretMatches(password, hashSecret(n.password));
+      },
+    });
+    orchestrator = await mqtt.connectAsync(broker.url, {
+      username: ORCHESTRATOR_USERNAME,
+      password: orchestratorSecret,
+      protocolVersion: 4,
+    });
+    ingest = await startIngest({
+      client: orchestrator,
+      deps: { db, sealingKey: sealing, space },
+      events: new EventEmitter(),
+      logger,
+      async onAccepted(t) {
+        if (t.header.cameraId === "poison") throw new Error("this template cannot be recognised");
+        recognised.push(label(t));
+      },
+      async onAcceptedBatch(templates) {
+        batches.push(templates.map(label));
+        if (templates.some((t) => t.header.cameraId === "poison")) throw new Error("the batch failed as a whole");
+        recognised.push(...templates.map(label));
+        return [];
+      },
+    });
+    for (const n of simulated)
+      clients.push(await connectNode({ mqtt: { url: broker.url, username: n.nodeId, password: n.password } }));
+  });
+
+  afterAll(async () => {
+    await ingest?.stop();
+    for (const c of clients) await c.endAsync();
+    await orchestrator?.endAsync();
+    await broker?.close();
+    await database?.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  const publish = (n: number, cameraId: string) => {
+    const node = simulated[n] as (typeof simulated)[number];
+    const seq = (seqs.get(node.nodeId) ?? 0) + 1;
+    seqs.set(node.nodeId, seq);
+    const t = sealTemplate({
+      node: { ...node, cameraId },
+      seq,
+      embedding: randomEmbedding(128),
+      recipient: sealing,
+      space,
+    });
+    return (clients[n] as MqttClient).publishAsync(topicFor("template", node.nodeId), JSON.stringify(t), { qos: 1 });
+  };
+
+  it("a failed batch is retried one template at a time: only the bad one is lost, in order, and the loop goes on", async () => {
+    const sent: string[] = [];
+    const all: Promise<unknown>[] = [];
+    for (let i = 0; i < 30; i++) {
+      const n = i % 2;
+      const cameraId = i === 13 ? "poison" : `cam-${i}`;
+      sent.push(`${simulated[n]?.nodeId}/${cameraId}`);
+      all.push(publish(n, cameraId));
+    }
+    await Promise.all(all);
+    await expect.poll(() => ingest.metrics.accepted, { timeout: 10_000 }).toBe(30);
+    await ingest.idle();
+    // every template but the bad one, in arrival order; the two connections interleave as the broker pleases, but
+    // each node's templates stay in the order it sent them
+    const arrived = batches.flat();
+    expect(recognised).toEqual(arrived.filter((s) => !s.endsWith("/poison")));
+    for (const { nodeId } of simulated) {
+      const of = (list: string[]) => list.filter((s) => s.startsWith(`${nodeId}/`));
+      expect(of(arrived)).toEqual(of(sent));
+    }
+    expect(ingest.metrics.recognition).toMatchObject({ templates: 30, failed: 1, fallbacks: 1 });
+
+    await publish(0, "after");
+    await expect.poll(() => recognised.at(-1), { timeout: 10_000 }).toBe("node-a/after");
+    expect(ingest.metrics.recognition.failed).toBe(1);
+  });
+});
 
 ingestSuite("PGlite", () => undefined);
 describe.runIf(runPostgres)("on real Postgres", () => {
