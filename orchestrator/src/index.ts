@@ -29,6 +29,8 @@ import { openSetFromEnv } from "./gallery/open-set.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
 import { startIngest } from "./ingest/ingest.ts";
+import { galleryBytesWithin, MOSQUITTO_MAX_PACKET_BYTES } from "./mosquitto/config.ts";
+import { type MosquittoReload, startMosquittoRevocation } from "./mosquitto/revocation.ts";
 import { startCrlPublisher } from "./pki/crl.ts";
 import { type FleetCa, loadOrCreateFleetCa } from "./pki/fleet-ca.ts";
 import { commandSender, startErasureAcks } from "./privacy/erase.ts";
@@ -85,9 +87,20 @@ export interface OrchestratorOptions {
   /**
    * An external broker (mosquitto, see `generateMosquittoConfig`) instead of the embedded one: this instance connects
    * to `url` and takes templates through a shared subscription, so N instances each process a template once. `tls`
-   * defaults to a client certificate issued by this instance's fleet CA (CN `$orchestrator`).
+   * defaults to a client certificate issued by this instance's fleet CA (CN `$orchestrator`). `reload`: how mosquitto
+   * is told to re-read the fleet CRL after each write (mosquitto/revocation.ts); `dynamicSecurity` (default true):
+   * revoked nodes' live sessions are closed through mosquitto's dynamic-security plugin; `maxPacketBytes`: the
+   * broker's `max_packet_size` (default the generated config's), which bounds the edge galleries sent through it.
    */
-  broker?: { external: { url: string; tls?: { ca: string; cert: string; key: string } } };
+  broker?: {
+    external: {
+      url: string;
+      tls?: { ca: string; cert: string; key: string };
+      reload?: MosquittoReload;
+      dynamicSecurity?: boolean;
+      maxPacketBytes?: number;
+    };
+  };
   /** lifetime of node certificates issued by the fleet CA; default 90 days (nodes renew with `glance-agent renew`) */
   nodeCertValidityDays?: number;
   /**
@@ -247,6 +260,15 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
         : { username: ORCHESTRATOR_USERNAME, password: orchestratorSecret }),
     });
     cleanups.push(() => client.endAsync());
+    const mosquitto = external
+      ? await startMosquittoRevocation({
+          client,
+          logger: log.child({ component: "mosquitto" }),
+          ...(external.reload ? { reload: external.reload } : {}),
+          ...(external.dynamicSecurity === undefined ? {} : { dynamicSecurity: external.dynamicSecurity }),
+        })
+      : undefined;
+    if (mosquitto) cleanups.push(() => mosquitto.stop());
 
     // members-only stores: each node gets the store's consented members, sealed to its key (edge/edge-galleries.ts)
     const edge = await startEdgeGalleries({
@@ -259,7 +281,9 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       logger: log.child({ component: "edge" }),
       ...(opts.edgeGalleryPollMs ? { pollMs: opts.edgeGalleryPollMs } : {}),
       // embedded: straight into the broker (4 MiB galleries); external: through the client, within its packet limit
-      ...(broker ? { publish: aedesPublisher(broker.aedes) } : { maxBytes: 63 * 1024 }),
+      ...(broker
+        ? { publish: aedesPublisher(broker.aedes) }
+        : { maxBytes: galleryBytesWithin(external?.maxPacketBytes ?? MOSQUITTO_MAX_PACKET_BYTES) }),
     });
     cleanups.push(async () => edge.stop());
 
@@ -359,7 +383,12 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       ...(external ? { filter: sharedFilterFor("event") } : {}),
     });
     cleanups.push(() => footfall.stop());
-    const crl = await startCrlPublisher({ db, ca: fleetCa, logger: log.child({ component: "pki" }) });
+    const crl = await startCrlPublisher({
+      db,
+      ca: fleetCa,
+      logger: log.child({ component: "pki" }),
+      ...(mosquitto ? { onWritten: mosquitto.reloadCrl } : {}),
+    });
     cleanups.push(async () => crl.stop());
     const nodeRevoked = async (nodeId: string) => {
       broker?.disconnectNode(nodeId);
@@ -368,7 +397,9 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       await edge
         .publishNode(nodeId)
         .catch((error: unknown) => log.error({ err: error, nodeId }, "edge gallery not withdrawn"));
+      // mosquitto: the CRL reloaded (refresh), then the live session closed and every topic denied
       await crl.refresh();
+      await mosquitto?.dropNode(nodeId);
     };
     cleanups.push(async () => stopStatus());
 

@@ -1,6 +1,6 @@
 import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type contract as Contract, filterFor, type MessageName } from "@glance/shared";
+import { type contract as Contract, contract, filterFor, type MessageName } from "@glance/shared";
 import { ORCHESTRATOR_USERNAME } from "../broker/broker.ts";
 import type { TlsMaterial } from "../pki/fleet-ca.ts";
 
@@ -20,21 +20,60 @@ export interface MosquittoConfigOptions {
    * must then be able to read `dir` (chown it). Pass the current user to run it from a test or a shell.
    */
   user?: string;
-  /** largest MQTT packet accepted; default 64 KB, as the embedded broker */
+  /**
+   * largest MQTT packet accepted (mosquitto checks what clients send it, the orchestrator's galleries included);
+   * default `MOSQUITTO_MAX_PACKET_BYTES`: a full edge gallery (the contract's 4 MiB) plus the PUBLISH header
+   */
   maxPacketBytes?: number;
   /**
    * the fleet CRL (`FleetCa.crlFile`, kept current by the orchestrator): mosquitto refuses the certificates it lists.
-   * It is read when the TLS context is built: at start and on SIGHUP, so signal mosquitto after each revocation.
-   * The file must exist before mosquitto starts.
+   * It is read when the TLS context is built: at start and on SIGHUP (the orchestrator sends it after each revocation,
+   * see `reload` in ./revocation.ts). The file must exist before mosquitto starts.
    */
   crlFile?: string;
+  /** where mosquitto writes its pid (the orchestrator's `reload: { pidFile }` reads it); default `<dir>/mosquitto.pid` */
+  pidFile?: string;
+  /**
+   * mosquitto's dynamic-security plugin, through which the orchestrator drops a revoked node's live session and denies
+   * it every topic (./revocation.ts); default Debian's `DYNSEC_PLUGIN`, `false` for none. Its state file
+   * `<dir>/dynamic-security.json` is created once and then kept (mosquitto rewrites it).
+   */
+  dynamicSecurityPlugin?: string | false;
 }
 
 export interface MosquittoConfig {
   confFile: string;
   aclFile: string;
+  pidFile: string;
   /** the ACL text, for review */
   acl: string;
+}
+
+/** Debian's (and Ubuntu's) path of the plugin shipped with mosquitto 2.0 */
+export const DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+/** topic of the dynamic-security plugin's commands, and of its answers (`/response`) */
+export const DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1";
+/** dynamic-security role of revoked nodes: every topic denied, ahead of the ACL file */
+export const REVOKED_ROLE = "glance-revoked";
+export const REVOKED_ROLE_ACLS = ["publishClientSend", "publishClientReceive", "subscribePattern"].map((acltype) => ({
+  acltype,
+  topic: "#",
+  allow: false,
+}));
+
+/** PUBLISH fixed header, topic and packet id of a gallery: far less than this */
+const PUBLISH_OVERHEAD_BYTES = 4096;
+/**
+ * mosquitto's packet limit: a whole edge gallery, as the embedded broker carries it. It applies to every client,
+ * nodes included; that is acceptable because only holders of a fleet certificate get a connection at all (mutual
+ * TLS, revocable), the ACL drops what a node may not publish, and the orchestrator refuses a node message above the
+ * contract's limit (a template is 4 KiB) with PAYLOAD_TOO_LARGE before parsing it.
+ */
+export const MOSQUITTO_MAX_PACKET_BYTES = contract.gallery.maxBytes + PUBLISH_OVERHEAD_BYTES;
+
+/** The largest gallery message that fits a broker packet limit of `maxPacketBytes`. */
+export function galleryBytesWithin(maxPacketBytes: number): number {
+  return Math.min(contract.gallery.maxBytes, maxPacketBytes - PUBLISH_OVERHEAD_BYTES);
 }
 
 /**
@@ -42,7 +81,11 @@ export interface MosquittoConfig {
  * (user name = its certificate's CN = its node id, `%u`) writes only its own node-originated topics and reads only
  * what the orchestrator sends it; the orchestrator reads every node-originated topic and writes the rest.
  */
-export function mosquittoAcl(c: typeof Contract, orchestratorUser = ORCHESTRATOR_USERNAME): string {
+export function mosquittoAcl(
+  c: typeof Contract,
+  orchestratorUser = ORCHESTRATOR_USERNAME,
+  opts: { dynamicSecurity?: boolean } = {},
+): string {
   const names = Object.keys(c) as MessageName[];
   const lines = ["# generated from shared/src/contract.ts by generateMosquittoConfig; do not edit", ""];
   lines.push("# every node, by the CN of its client certificate");
@@ -54,6 +97,10 @@ export function mosquittoAcl(c: typeof Contract, orchestratorUser = ORCHESTRATOR
   for (const name of names) {
     const access = c[name].from === "node" ? "read" : "write";
     lines.push(`topic ${access} ${filterFor(name)}`);
+  }
+  if (opts.dynamicSecurity) {
+    lines.push("# revocation: the orchestrator commands the dynamic-security plugin and reads its answers");
+    lines.push(`topic write ${DYNSEC_TOPIC}`, `topic read ${DYNSEC_TOPIC}/response`);
   }
   return `${lines.join("\n")}\n`;
 }
@@ -73,16 +120,36 @@ export async function generateMosquittoConfig(
   await writeFile(file("server.pem"), opts.tls.cert);
   await writeFile(file("server-key.pem"), opts.tls.key, { mode: 0o600 });
   await chmod(file("server-key.pem"), 0o600);
-  const acl = mosquittoAcl(c, opts.orchestratorUser);
+  const plugin = opts.dynamicSecurityPlugin === undefined ? DYNSEC_PLUGIN : opts.dynamicSecurityPlugin;
+  const acl = mosquittoAcl(c, opts.orchestratorUser, { dynamicSecurity: !!plugin });
   await writeFile(file("acl"), acl);
+  const pidFile = opts.pidFile ?? file("mosquitto.pid");
+  if (plugin) {
+    // created once: from then on mosquitto keeps the revoked nodes in it
+    const state = {
+      defaultACLAccess: { publishClientSend: false, publishClientReceive: false, subscribe: false, unsubscribe: false },
+      clients: [],
+      groups: [],
+      roles: [{ rolename: REVOKED_ROLE, acls: REVOKED_ROLE_ACLS }],
+    };
+    await writeFile(file("dynamic-security.json"), `${JSON.stringify(state, null, 2)}\n`, { flag: "wx" }).catch(
+      (error: NodeJS.ErrnoException) => {
+        if (error.code !== "EEXIST") throw error;
+      },
+    );
+  }
   const conf = [
     "# generated by generateMosquittoConfig (@glance/orchestrator)",
     ...(opts.user ? [`user ${opts.user}`] : []),
     "per_listener_settings false",
     "allow_anonymous false",
     "persistence false",
-    `max_packet_size ${opts.maxPacketBytes ?? 64 * 1024}`,
+    `pid_file ${pidFile}`,
+    `max_packet_size ${opts.maxPacketBytes ?? MOSQUITTO_MAX_PACKET_BYTES}`,
     `acl_file ${file("acl")}`,
+    // plugin ACL checks come first: a node the plugin knows (a revoked one) is denied before the ACL file is read;
+    // every other client is not in it, and the ACL file decides
+    ...(plugin ? [`plugin ${plugin}`, `plugin_opt_config_file ${file("dynamic-security.json")}`] : []),
     "",
     `listener ${opts.port} ${opts.host ?? "127.0.0.1"}`,
     `cafile ${file("ca.pem")}`,
@@ -95,5 +162,5 @@ export async function generateMosquittoConfig(
     "",
   ].join("\n");
   await writeFile(file("mosquitto.conf"), conf);
-  return { confFile: file("mosquitto.conf"), aclFile: file("acl"), acl };
+  return { confFile: file("mosquitto.conf"), aclFile: file("acl"), pidFile, acl };
 }

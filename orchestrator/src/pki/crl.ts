@@ -33,23 +33,33 @@ export async function writeFleetCrl(db: Db, ca: FleetCa): Promise<number> {
 
 /**
  * Keeps the CRL current: written now, re-signed daily (an expired CRL makes OpenSSL-based brokers refuse every
- * client), and on demand after a revocation. mosquitto reads `crlfile` when its TLS context is (re)built: send it
- * SIGHUP after a revocation.
+ * client), and on demand after a revocation. mosquitto reads `crlfile` only when its TLS context is (re)built, so
+ * `onWritten` (mosquitto/revocation.ts: SIGHUP or a reload command) follows every write: the daily one too, or the
+ * copy mosquitto holds would lapse after 30 days. `refresh` throws if the write or `onWritten` fails; the daily and
+ * start-time writes log instead.
  */
 export async function startCrlPublisher(opts: {
   db: Db;
   ca: FleetCa;
   logger: Logger;
   refreshMs?: number;
+  onWritten?: () => Promise<void>;
 }): Promise<{ refresh(): Promise<number>; stop(): void }> {
-  const refresh = async () => {
+  const write = async () => {
     const serials = await writeFleetCrl(opts.db, opts.ca);
     opts.logger.info({ file: opts.ca.crlFile, serials }, "fleet CRL written");
     return serials;
   };
-  await refresh();
+  const refresh = async () => {
+    const serials = await write();
+    await opts.onWritten?.();
+    return serials;
+  };
+  await write();
+  // a broker that cannot be told now reads the file at its next start or reload
+  await opts.onWritten?.().catch((err: unknown) => opts.logger.error({ err }, "broker not told to reload the CRL"));
   const timer = setInterval(() => {
-    refresh().catch((err: unknown) => opts.logger.error({ err }, "fleet CRL not re-signed"));
+    refresh().catch((err: unknown) => opts.logger.error({ err }, "fleet CRL not re-signed or not reloaded"));
   }, opts.refreshMs ?? CRL_REFRESH_MS);
   timer.unref();
   return { refresh, stop: () => clearInterval(timer) };

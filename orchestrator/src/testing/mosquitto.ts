@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { contract, generateSigningKeyPair, type KeyPair } from "@glance/shared";
 import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
+import { ORCHESTRATOR_USERNAME } from "../broker/broker.ts";
 import { type Orchestrator, startOrchestrator } from "../index.ts";
 import { generateMosquittoConfig } from "../mosquitto/config.ts";
 import { loadOrCreateFleetCa, signingKeyPem } from "../pki/fleet-ca.ts";
@@ -41,15 +42,24 @@ export interface MosquittoFleet {
   register(storeId: string): Promise<FleetNode>;
   /** a node's MQTT connection over mutual TLS, closed by `stop` */
   connect(node: FleetNode): Promise<MqttClient>;
+  /** a connection with an orchestrator certificate (CN `$orchestrator`), closed by `stop` */
+  connectOrchestrator(): Promise<MqttClient>;
   stop(): Promise<void>;
 }
 
 /**
  * Chains that outgrow one box: mosquitto with the generated configuration (mutual TLS, certificate CN as user name,
- * contract ACL, the fleet CRL) and `instances` orchestrators on one fresh Postgres database, sharing one data
+ * contract ACL, the fleet CRL, the dynamic-security plugin, a pid file) and `instances` orchestrators on one fresh Postgres database, sharing one data
  * directory (sealing key, fleet CA, admin token) and the template subscription.
  */
-export async function startMosquittoFleet(prefix: string, instances = 2): Promise<MosquittoFleet> {
+export async function startMosquittoFleet(
+  prefix: string,
+  instances = 2,
+  opts: {
+    /** false: the instances are not told how to make mosquitto reload the CRL (a misconfigured or remote broker) */
+    reloadCrl?: boolean;
+  } = {},
+): Promise<MosquittoFleet> {
   if (!haveMosquitto) throw new Error(`${MOSQUITTO} is missing: apt-get install mosquitto`);
   const pg = await freshPostgres(requiredPostgresUrl());
   const dir = await mkdtemp(join(tmpdir(), prefix));
@@ -58,7 +68,7 @@ export async function startMosquittoFleet(prefix: string, instances = 2): Promis
   const port = await freePort();
   // mosquitto wants the CRL at start; the orchestrators rewrite it as they start and at each revocation
   await writeFile(ca.crlFile, await ca.createCrl([]));
-  const { confFile } = await generateMosquittoConfig(contract, {
+  const { confFile, pidFile } = await generateMosquittoConfig(contract, {
     dir: join(dir, "mosquitto"),
     port,
     user: userInfo().username,
@@ -85,7 +95,8 @@ export async function startMosquittoFleet(prefix: string, instances = 2): Promis
         databaseUrl: pg.url,
         httpPort: 0,
         logger: pino({ level: process.env.LOG_LEVEL ?? "silent" }),
-        broker: { external: { url } },
+        // the instances tell mosquitto to reload the CRL themselves, as in production: the tests send no signal
+        broker: { external: { url, ...(opts.reloadCrl === false ? {} : { reload: { pidFile } }) } },
       }),
     );
   }
@@ -129,6 +140,17 @@ export async function startMosquittoFleet(prefix: string, instances = 2): Promis
         protocolVersion: 4,
         reconnectPeriod: 0,
         connectTimeout: 5000,
+      });
+      clients.push(client);
+      return client;
+    },
+    async connectOrchestrator() {
+      const tls = await ca.issueOrchestratorCertificate(ORCHESTRATOR_USERNAME);
+      const client = await mqtt.connectAsync(url, {
+        ...tls,
+        clientId: `orchestrator-test-${Math.random().toString(36).slice(2, 10)}`,
+        protocolVersion: 4,
+        reconnectPeriod: 0,
       });
       clients.push(client);
       return client;
