@@ -315,7 +315,8 @@ function ingestSuite(label: string, pg: () => string | undefined) {
     });
 
     it("rejects a revoked node's templates although its session key is cached, and keeps rejecting them", async () => {
-      const theirs = await connectNode(other);
+      // the broker's port changed with the restart in the replay test
+      const theirs = await connectNode({ mqtt: { ...other.mqtt, url: h.orch.mqttUrl } });
       // above every seq other tests spent for this node, so the first one is new
       let otherSeq = 1_000_000;
       const sealOther = () =>
