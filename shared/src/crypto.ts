@@ -106,10 +106,15 @@ export function verifyBytes(data: Uint8Array, signature: string, publicKey: stri
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== "object") return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  const entries = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  // every template's AAD goes through here: a plain loop (the default sort is by UTF-16 code units, as `<` is)
+  const record = value as Record<string, unknown>;
+  let out = "";
+  for (const k of Object.keys(record).sort()) {
+    const v = record[k];
+    if (v === undefined) continue;
+    out += `${out ? "," : ""}${JSON.stringify(k)}:${canonicalJson(v)}`;
+  }
+  return `{${out}}`;
 }
 
 export interface SealedParts {
@@ -440,12 +445,14 @@ export function openSessionTemplate(
       `Template time ${header.ts} is outside its session's window [${session.nb}, ${session.na}]: check the node's clock.`,
     );
   }
-  const statement = sessionStatement(header.nodeId, header.kid, session);
-  const id = `${session.sig}.${statement}`;
+  // the cache id names the whole statement and its signature without building the statement: sig and epk are
+  // fixed-length, the window integers and the node id contain no "|", the kid is the rest
+  const id = `${session.sig}${session.epk}${session.nb}|${session.na}|${header.nodeId}|${header.kid}`;
   let key = cache?.get(id, senderPublicKey);
   const fresh = !key;
   if (cache) cache.stats[fresh ? "misses" : "hits"]++;
   if (!key) {
+    const statement = sessionStatement(header.nodeId, header.kid, session);
     if (!verifyBytes(Buffer.from(statement), session.sig, senderPublicKey)) {
       throw new GlanceError("SIGNATURE_INVALID", "Template session signature does not verify against the node's registered key.");
     }
