@@ -10,11 +10,11 @@ import { pino } from "pino";
 import { ORCHESTRATOR_USERNAME } from "../broker/broker.ts";
 import { type Orchestrator, startOrchestrator } from "../index.ts";
 import { generateMosquittoConfig } from "../mosquitto/config.ts";
-import { loadOrCreateFleetCa, signingKeyPem } from "../pki/fleet-ca.ts";
+import { type FleetCa, loadOrCreateFleetCa, signingKeyPem } from "../pki/fleet-ca.ts";
 import { freshPostgres, requiredPostgresUrl, runPostgres } from "./harness.ts";
 
 export const MOSQUITTO = "/usr/sbin/mosquitto";
-const haveMosquitto = existsSync(MOSQUITTO);
+export const haveMosquitto = existsSync(MOSQUITTO);
 /** mosquitto suites need Postgres (the instances share it) and Debian's mosquitto; CI must have both */
 export const runMosquitto = runPostgres && (haveMosquitto || !!process.env.GLANCE_REQUIRE_POSTGRES);
 
@@ -65,28 +65,7 @@ export async function startMosquittoFleet(
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const dataDir = join(dir, "orchestrator");
   const ca = await loadOrCreateFleetCa(dataDir);
-  const port = await freePort();
-  // mosquitto wants the CRL at start; the orchestrators rewrite it as they start and at each revocation
-  await writeFile(ca.crlFile, await ca.createCrl([]));
-  const { confFile, pidFile } = await generateMosquittoConfig(contract, {
-    dir: join(dir, "mosquitto"),
-    port,
-    user: userInfo().username,
-    tls: await ca.issueServerCertificate(["localhost"]),
-    crlFile: ca.crlFile,
-  });
-  let log = "";
-  const broker = spawn(MOSQUITTO, ["-c", confFile], { stdio: ["ignore", "pipe", "pipe"] });
-  broker.stdout?.on("data", (d: Buffer) => {
-    log += d.toString();
-  });
-  broker.stderr?.on("data", (d: Buffer) => {
-    log += d.toString();
-  });
-  await waitForPort(port).catch((e: Error) => {
-    throw new Error(`${e.message}: ${log}`);
-  });
-  const url = `mqtts://127.0.0.1:${port}`;
+  const { url, broker, pidFile, log } = await startMosquitto(join(dir, "mosquitto"), ca);
   const orchs: Orchestrator[] = [];
   for (let i = 0; i < instances; i++) {
     orchs.push(
@@ -119,7 +98,7 @@ export async function startMosquittoFleet(
     url,
     broker,
     orchs,
-    log: () => log,
+    log,
     api,
     async register(storeId) {
       const signingKey = generateSigningKeyPair();
@@ -163,6 +142,45 @@ export async function startMosquittoFleet(
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+export interface MosquittoBroker {
+  url: string;
+  broker: ChildProcess;
+  pidFile: string;
+  /** everything mosquitto printed so far */
+  log(): string;
+}
+
+/**
+ * mosquitto on a free loopback port with the generated configuration in `dir` and `ca`'s certificates (an empty CRL
+ * is written first: mosquitto wants it at start). Killed by the caller (`broker.kill()`).
+ */
+export async function startMosquitto(dir: string, ca: FleetCa): Promise<MosquittoBroker> {
+  if (!haveMosquitto) throw new Error(`${MOSQUITTO} is missing: apt-get install mosquitto`);
+  const port = await freePort();
+  // the orchestrators rewrite it as they start and at each revocation
+  await writeFile(ca.crlFile, await ca.createCrl([]));
+  const { confFile, pidFile } = await generateMosquittoConfig(contract, {
+    dir,
+    port,
+    user: userInfo().username,
+    tls: await ca.issueServerCertificate(["localhost"]),
+    crlFile: ca.crlFile,
+  });
+  let log = "";
+  const broker = spawn(MOSQUITTO, ["-c", confFile], { stdio: ["ignore", "pipe", "pipe"] });
+  broker.stdout?.on("data", (d: Buffer) => {
+    log += d.toString();
+  });
+  broker.stderr?.on("data", (d: Buffer) => {
+    log += d.toString();
+  });
+  await waitForPort(port).catch((e: Error) => {
+    broker.kill("SIGTERM");
+    throw new Error(`${e.message}: ${log}`);
+  });
+  return { url: `mqtts://127.0.0.1:${port}`, broker, pidFile, log: () => log };
 }
 
 async function freePort(): Promise<number> {
