@@ -96,6 +96,12 @@ export class ExactIndex implements VectorIndex {
     return true;
   }
 
+  /** The stored vector of a key (a view into the store: copy it to keep it), or undefined. */
+  vector(key: number): Float32Array | undefined {
+    const row = this.rowOf.get(key);
+    return row === undefined ? undefined : this.matrix.subarray(row * this.dim, (row + 1) * this.dim);
+  }
+
   /** The exact similarity of one stored vector to `query`; undefined for a key not (or no longer) held. */
   score(key: number, query: Float32Array): number | undefined {
     const row = this.rowOf.get(key);

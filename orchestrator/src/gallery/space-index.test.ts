@@ -70,6 +70,31 @@ describe("matching index at scale", () => {
     expect(right).toBeGreaterThanOrEqual(198);
   });
 
+  it("a person's later photos are found through the graph as soon as they are added, with their exact score", () => {
+    const g = syntheticGallery({ people: 1001, templatesPerPerson: 2, dim: DIM, seed: 17 });
+    const index = new SpaceIndex({ annThreshold: 0 });
+    // everyone but the last identity; its photos are then enrolled, one by one, under an existing person's name
+    index.addMany(g.personIds.slice(0, 1000), g.counts.slice(0, 1000), g.vectors.subarray(0, 2000 * DIM));
+    expect(index.kind).toBe("ann");
+    const row = (r: number) => g.vectors.slice(r * DIM, (r + 1) * DIM);
+    const someone = g.personIds[3] as string;
+    index.add(someone, [row(2000)]);
+    index.add(someone, [row(2001)]);
+    expect(index.templates).toBe(2002);
+    expect(index.people).toBe(1000);
+    const probes = g.queries(3000).filter((q) => q.personId === g.personIds[1000]);
+    expect(probes.length).toBeGreaterThan(0);
+    for (const q of probes) {
+      const [hit] = index.search(q.vector, { people: 1 });
+      expect(hit?.personId).toBe(someone);
+      const best = Math.max(...[2000, 2001].map((r) => row(r).reduce((s, x, i) => s + x * (q.vector[i] as number), 0)));
+      expect(hit?.score).toBeCloseTo(best, 5);
+    }
+    // and once erased, neither their old nor their new photos find them
+    index.remove(someone);
+    for (const q of probes) expect(index.search(q.vector, { people: 3 }).map((h) => h.personId)).not.toContain(someone);
+  });
+
   it("skips people whose consent does not cover the store, even when they are the nearest", () => {
     const g = syntheticGallery({ people: 1000, templatesPerPerson: 2, dim: DIM, seed: 5 });
     for (const annThreshold of [Number.POSITIVE_INFINITY, 0]) {
