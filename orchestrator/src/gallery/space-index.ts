@@ -126,12 +126,56 @@ export class SpaceIndex {
     this.store ??= new ExactIndex(dim, total);
     this.store.addMany(keys, vectors);
     if (this.graph) this.placeNodes(this.graph, personIds);
-    else if (this.store.size > this.annThreshold) {
-      // outgrown brute force: build the graph once from everyone held; later additions move their person's node
-      const graph = new AnnIndex(dim, this.opts.ann);
-      this.placeNodes(graph, [...this.keysOf.keys()]);
-      this.graph = graph;
+    // outgrown brute force: build the graph once from everyone held; later additions move their person's node
+    else if (this.store.size > this.annThreshold) this.buildGraph();
+  }
+
+  /**
+   * Builds the graph now from everyone held (addMany does so once the gallery outgrows `annThreshold`), in tenths
+   * so `onProgress(people placed, people)` can show a long build's rate.
+   */
+  buildGraph(onProgress?: (done: number, total: number) => void): void {
+    if (!this.store) return;
+    const graph = new AnnIndex(this.store.dim, this.opts.ann);
+    // nodes numbered 0… in enrolment order, which is what loadGraph relies on
+    this.nodeOf.clear();
+    this.personAt.clear();
+    this.nextNode = 0;
+    const everyone = [...this.keysOf.keys()];
+    const step = Math.max(1, Math.ceil(everyone.length / 10));
+    for (let at = 0; at < everyone.length; at += step) {
+      this.placeNodes(graph, everyone.slice(at, at + step));
+      onProgress?.(Math.min(everyone.length, at + step), everyone.length);
     }
+    this.graph = graph;
+  }
+
+  /** Writes the graph (usearch format), so a large gallery need not be rebuilt; false when there is none. */
+  saveGraph(path: string): boolean {
+    this.graph?.save(path);
+    return this.graph !== undefined;
+  }
+
+  /**
+   * Opens a graph written by `saveGraph` right after `buildGraph`, for the same templates loaded in the same order
+   * (node n is the n-th person enrolled), with these search options (usearch fixes the search breadth when a graph
+   * is opened). Throws when the file does not have one node per person held.
+   */
+  loadGraph(path: string, ann: AnnOptions = this.opts.ann ?? {}): void {
+    if (!this.store) throw new Error("load the templates before their graph");
+    const graph = AnnIndex.restore(path, this.store.dim, ann);
+    if (graph.size !== this.keysOf.size)
+      throw new Error(`${path} holds ${graph.size} nodes for ${this.keysOf.size} people: rebuild it`);
+    this.nodeOf.clear();
+    this.personAt.clear();
+    let node = 0;
+    for (const personId of this.keysOf.keys()) {
+      this.nodeOf.set(personId, node);
+      this.personAt.set(node, personId);
+      node++;
+    }
+    this.nextNode = node;
+    this.graph = graph;
   }
 
   /** (Re)places the graph nodes of these people at the normalised mean of their templates, in one parallel insert. */
