@@ -256,6 +256,27 @@ describe("session-sealed templates (v2)", () => {
     expect(cache.sessionsOf("n3")).toBe(1);
   });
 
+  it("one node starting a session per message evicts only its own sessions", () => {
+    const cache = new SessionKeyCache(16, () => t0, 2);
+    const seal1 = (id: string, seq: number) => {
+      const h = headerOf(id, seq);
+      const sealer = sealerFor(id);
+      return { h, s: sealer.seal(encodeEmbedding(randomUnit(64)), h, orchestrator.publicKey) };
+    };
+    const quiet = seal1("quiet", 1);
+    openSessionTemplate(quiet.s, quiet.h, orchestrator, nodeA.publicKey, cache);
+    for (let seq = 1; seq <= 20; seq++) {
+      const noisy = seal1("noisy", seq);
+      openSessionTemplate(noisy.s, noisy.h, orchestrator, nodeA.publicKey, cache);
+    }
+    expect(cache.sessionsOf("noisy")).toBe(2);
+    expect(cache.sessionsOf("quiet")).toBe(1);
+    expect(cache.size).toBe(3);
+    const before = cache.stats.hits;
+    openSessionTemplate(quiet.s, quiet.h, orchestrator, nodeA.publicKey, cache);
+    expect(cache.stats.hits).toBe(before + 1);
+  });
+
   it("a node rotates its session on time, message count, recipient change and a frame outside the window", () => {
     let now = t0;
     const sealer = new TemplateSealer({ nodeId: "node-a", signingKey: nodeA, now: () => now, lifetimeMs: 60_000, maxMessages: 3 });

@@ -357,10 +357,17 @@ interface CachedSession {
 export class SessionKeyCache {
   readonly stats = { hits: 0, misses: 0 };
   readonly #entries = new Map<string, CachedSession>();
+  /** per node, its cached session ids, oldest first */
+  readonly #byNode = new Map<string, Set<string>>();
 
+  /**
+   * `max` sessions in all, at most `perNode` of one node (a node has one live session, a few while it rotates or
+   * delivers a backlog): a node that starts a session per message evicts only its own.
+   */
   constructor(
     readonly max = 4096,
     private readonly now: () => number = Date.now,
+    readonly perNode = 4,
   ) {}
 
   get size(): number {
@@ -370,40 +377,49 @@ export class SessionKeyCache {
   get(id: string, signer: string): Buffer | undefined {
     const e = this.#entries.get(id);
     if (!e) return undefined;
-    this.#entries.delete(id);
     if (e.signer !== signer || e.expiresAt < this.now()) {
-      e.key.fill(0);
+      this.#drop(id, e);
       return undefined;
     }
+    // most recently used last
+    this.#entries.delete(id);
     this.#entries.set(id, e);
     return e.key;
   }
 
   /** Keeps `entry` unless it has expired already; says whether it was kept. */
   set(id: string, entry: CachedSession): boolean {
-    if (entry.expiresAt < this.now()) return false;
-    if (this.#entries.size >= this.max) {
+    if (entry.expiresAt < this.now() || this.#entries.has(id)) return false;
+    let own = this.#byNode.get(entry.nodeId);
+    if (own && own.size >= this.perNode) {
+      const oldest = own.values().next().value as string;
+      this.#drop(oldest, this.#entries.get(oldest) as CachedSession);
+    } else if (this.#entries.size >= this.max) {
       const [oldest, e] = this.#entries.entries().next().value as [string, CachedSession];
-      e.key.fill(0);
-      this.#entries.delete(oldest);
+      this.#drop(oldest, e);
     }
+    own = this.#byNode.get(entry.nodeId);
+    if (!own) this.#byNode.set(entry.nodeId, (own = new Set()));
+    own.add(id);
     this.#entries.set(id, entry);
     return true;
   }
 
   /** Sessions of `nodeId` held now. */
   sessionsOf(nodeId: string): number {
-    let n = 0;
-    for (const e of this.#entries.values()) if (e.nodeId === nodeId) n++;
-    return n;
+    return this.#byNode.get(nodeId)?.size ?? 0;
   }
 
   forgetNode(nodeId: string): void {
-    for (const [id, e] of this.#entries) {
-      if (e.nodeId !== nodeId) continue;
-      e.key.fill(0);
-      this.#entries.delete(id);
-    }
+    for (const id of this.#byNode.get(nodeId) ?? []) this.#drop(id, this.#entries.get(id) as CachedSession);
+  }
+
+  #drop(id: string, e: CachedSession): void {
+    e.key.fill(0);
+    this.#entries.delete(id);
+    const own = this.#byNode.get(e.nodeId);
+    own?.delete(id);
+    if (own?.size === 0) this.#byNode.delete(e.nodeId);
   }
 }
 
