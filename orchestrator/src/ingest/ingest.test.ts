@@ -279,7 +279,8 @@ function ingestSuite(label: string, pg: () => string | undefined) {
         seen.set(r.nodeId, list);
       };
       h.orch.events.on("recognition", onRecognition);
-      const otherClient = await connectNode(other);
+      // the orchestrator may have restarted (on another port) since the node was registered
+      const otherClient = await connectNode({ mqtt: { ...other.mqtt, url: h.orch.mqttUrl } });
       try {
         // the camera id carries the publish order (the orchestrator passes it through unchecked)
         const burst = (n: TestNode, c: MqttClient) =>
