@@ -110,7 +110,10 @@ export interface OrchestratorOptions {
   visitorRetentionMs?: number;
   /** how often the retention job runs (it also runs at start); default 1 hour */
   retentionIntervalMs?: number;
-  /** how often members-only stores' edge galleries are checked for changes; default 10 s */
+  /**
+   * how often members-only stores' edge galleries look at the database's change signal and the next consent expiry
+   * (nothing is read unless one of them says so); default 10 s
+   */
   edgeGalleryPollMs?: number;
   /** master key (hex or base64, 32 bytes) wrapping every person's data key; default env GLANCE_MASTER_KEY, else
    * `<dataDir>/master-key` (created 0600) */
@@ -279,6 +282,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       space: gallery.space,
       threshold: () => gallery.threshold,
       logger: log.child({ component: "edge" }),
+      // changes made through any instance on the same Postgres are announced there (migration 0010)
+      databaseUrl: opts.databaseUrl,
       ...(opts.edgeGalleryPollMs ? { pollMs: opts.edgeGalleryPollMs } : {}),
       // embedded: straight into the broker (4 MiB galleries); external: through the client, within its packet limit
       ...(broker

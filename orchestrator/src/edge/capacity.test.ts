@@ -55,7 +55,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  edge?.stop();
+  await edge?.stop();
   await orchestratorClient?.endAsync();
   await new Promise<void>((resolve) => aedes.close(() => resolve()));
   await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -204,7 +204,7 @@ describe("edge gallery capacity", () => {
         expect(mosquitto.log()).not.toMatch(/exceeded|too large/i);
         console.log(`edge gallery through mosquitto: ${MEMBERS} members = ${bytes} bytes`);
       } finally {
-        viaMosquitto.stop();
+        await viaMosquitto.stop();
         await node.endAsync(true);
         await orchestrator.endAsync(true);
         mosquitto.broker.kill("SIGTERM");

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import type { PGlite } from "@electric-sql/pglite";
 import {
   type Command,
   contract,
@@ -17,9 +18,10 @@ import {
   verifySealingKey,
 } from "@glance/shared";
 import type { Aedes } from "aedes";
-import { and, eq, gt, inArray, isNotNull, isNull, or } from "drizzle-orm";
+import { and, eq, gt, inArray, isNotNull, isNull, min, or } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
+import postgres from "postgres";
 import type { Db } from "../db/client.ts";
 import { consents, nodes, personKeys, stores as storesTable, templates } from "../db/schema.ts";
 import { matchesFilter } from "../ingest/ingest.ts";
@@ -36,8 +38,18 @@ export interface EdgeGalleryOptions {
   /** the member threshold now (the recognizer's) */
   threshold: () => number;
   logger: Logger;
-  /** how often stores' consented members are checked for changes (enrolment, consent, expiry); default 10 s */
+  /**
+   * the shared Postgres, when there is one: the change signal (migration 0010) is listened for on a connection of its
+   * own, so a change made through any instance reaches this one. On PGlite the signal comes from the same database.
+   */
+  databaseUrl?: string | undefined;
+  /**
+   * how often the change signal and the next consent expiry are looked at; nothing is read from the database unless
+   * one of them says so (or the fallback is due); default 10 s
+   */
   pollMs?: number;
+  /** members are re-read this often even without a signal (a notification lost while reconnecting); default 5 min */
+  fallbackMs?: number;
   /**
    * publishes a retained QoS 1 gallery (or an empty payload: withdrawn); default through `client`. The embedded broker
    * takes it directly (`aedesPublisher`): a client connection is held to the broker's 64 KiB packet limit.
@@ -56,8 +68,16 @@ export interface EdgeGalleries {
   refresh(): Promise<void>;
   /** what was last published per node (tests, API) */
   published(nodeId: string): { version: number; members: number; templates: number } | undefined;
-  stop(): void;
+  /**
+   * `scans`: reads of a store's template ids (fingerprints); `checks`: timer ticks; `idle`: ticks that read nothing;
+   * `signals`: change notifications received
+   */
+  readonly stats: { scans: number; checks: number; idle: number; signals: number };
+  stop(): Promise<void>;
 }
+
+/** Channel of the statement triggers on templates, consents, person_keys and stores (migration 0010). */
+export const EDGE_GALLERY_CHANGED = "glance_edge_gallery_changed";
 
 interface StoreGallery {
   fingerprint: string;
@@ -70,9 +90,15 @@ interface StoreGallery {
  * Members-only edge galleries: for each members-only node, the consented members of its store (consent scope the
  * store or all stores, live, unexpired), their templates in the node's embedding space (opened with their data keys,
  * int8 as on the wire), person ids only, sealed to the node's attested X25519 key and signed by the orchestrator, on
- * the node's retained `gallery` topic. Republished when a node reports a new key, when a store's members change
- * (checked every `pollMs` by a fingerprint of ids, so nothing is decrypted unless something changed), before every
- * erase-member command and with every desired state (`publishNode`, so at start too). A node leaving members-only gets its gallery withdrawn.
+ * the node's retained `gallery` topic. Republished when a node reports a new key, when a store's members change,
+ * before every erase-member command and with every desired state (`publishNode`, so at start too). A node leaving
+ * members-only gets its gallery withdrawn.
+ *
+ * Changes are not polled for: the database announces every statement that touches templates, consents, person keys
+ * or stores (migration 0010: NOTIFY after commit, to every instance on the same database), and the next consent
+ * expiry is known in advance. Every `pollMs` a tick looks at those two in memory; only then are the stores'
+ * fingerprints of ids re-read (nothing is decrypted unless they differ). A full re-read every `fallbackMs` bounds
+ * what a lost notification can delay, and a (re)established listener counts as a change.
  */
 export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<EdgeGalleries> {
   const log = opts.logger;
@@ -91,6 +117,7 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     { version: number; members: number; templates: number; fingerprint: string; key: string }
   >();
   const withdrawn = new Set<string>();
+  const stats = { scans: 0, checks: 0, idle: 0, signals: 0 };
   let lastVersion = 0;
   const queues = new Map<string, Promise<void>>();
 
@@ -111,8 +138,9 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       or(eq(consents.scope, storeId), eq(consents.scope, "all-stores")),
     );
 
-  /** ids only: cheap enough to run every poll */
+  /** ids only: no template is decrypted unless they changed */
   const fingerprintOf = async (storeId: string, now: Date): Promise<string> => {
+    stats.scans++;
     const covered = opts.db.select({ personId: consents.personId }).from(consents).where(liveConsent(storeId, now));
     const rows = await opts.db
       .select({ id: templates.id, personId: templates.personId })
@@ -295,14 +323,51 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       }
     }
   };
-  let polling = false;
+
+  let changed = false;
+  const signal = () => {
+    stats.signals++;
+    changed = true;
+  };
+  const listener = await listenForChanges(opts.db, opts.databaseUrl, signal, log);
+  const fallbackMs = opts.fallbackMs ?? 300_000;
+  let lastFull = Date.now();
+  let lastThreshold = opts.threshold();
+  /** the soonest expiry of a live consent: its member leaves the galleries then, with no statement to announce it */
+  const nextExpiry = async (now: Date): Promise<number> => {
+    const [row] = await opts.db
+      .select({ at: min(consents.expiresAt) })
+      .from(consents)
+      .where(and(isNull(consents.withdrawnAt), gt(consents.expiresAt, now)));
+    return row?.at ? new Date(row.at).getTime() : Number.POSITIVE_INFINITY;
+  };
+  let expiresAt = await nextExpiry(new Date());
+
+  const check = async () => {
+    stats.checks++;
+    const now = Date.now();
+    const threshold = opts.threshold();
+    if (!changed && now < expiresAt && now - lastFull < fallbackMs && threshold === lastThreshold) {
+      stats.idle++;
+      return;
+    }
+    changed = false;
+    lastFull = now;
+    lastThreshold = threshold;
+    // a store read within the last second would otherwise serve the nodes without looking at the change
+    for (const store of stores.values()) store.builtAt = 0;
+    expiresAt = await nextExpiry(new Date(now));
+    await refresh();
+  };
+  let checking = false;
   const timer = setInterval(() => {
-    if (polling) return;
-    polling = true;
-    // unchanged stores decrypt nothing: buildStore compares a fingerprint of ids first
-    void refresh().finally(() => {
-      polling = false;
-    });
+    if (checking) return;
+    checking = true;
+    void check()
+      .catch((error: unknown) => log.error({ err: error }, "edge galleries not checked"))
+      .finally(() => {
+        checking = false;
+      });
   }, opts.pollMs ?? 10_000);
   timer.unref();
 
@@ -314,9 +379,39 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       const s = sent.get(nodeId);
       return s && { version: s.version, members: s.members, templates: s.templates };
     },
-    stop() {
+    stats,
+    async stop() {
       clearInterval(timer);
       opts.client.off("message", onMessage);
+      await listener.stop();
+    },
+  };
+}
+
+/**
+ * Listens on `EDGE_GALLERY_CHANGED`: on a connection of its own to the shared Postgres, or on PGlite itself. Each
+ * (re)subscription counts as a change: whatever was announced while it was down is re-read.
+ */
+async function listenForChanges(
+  db: Db,
+  databaseUrl: string | undefined,
+  onChange: () => void,
+  log: Logger,
+): Promise<{ stop(): Promise<void> }> {
+  if (databaseUrl) {
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    await sql.listen(EDGE_GALLERY_CHANGED, onChange, onChange);
+    return { stop: () => sql.end({ timeout: 5 }) };
+  }
+  const pglite = (db as unknown as { $client?: Partial<PGlite> }).$client;
+  if (typeof pglite?.listen !== "function") {
+    log.warn("no change notifications from this database: edge galleries follow the fallback re-read only");
+    return { stop: async () => {} };
+  }
+  const unlisten = await pglite.listen(EDGE_GALLERY_CHANGED, onChange);
+  return {
+    async stop() {
+      await unlisten().catch(() => {}); // PGlite may be closed already
     },
   };
 }
