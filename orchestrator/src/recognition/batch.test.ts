@@ -8,7 +8,7 @@ import { sql } from "drizzle-orm";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Database, openDatabase } from "../db/client.ts";
-import { stores, visitors, visits } from "../db/schema.ts";
+import { people, personKeys, stores, visitors, visits } from "../db/schema.ts";
 import { Gallery } from "../gallery/gallery.ts";
 import type { AcceptedTemplate } from "../ingest/open-template.ts";
 import { MasterKey } from "../privacy/keyring.ts";
@@ -58,6 +58,7 @@ function suite(label: string, databaseUrl: () => string | undefined) {
     let recognize: ReturnType<typeof createRecognizer>;
     let visitLog: VisitLog;
     let visitorView: Visitors;
+    let gallery: Gallery;
     const events = new EventEmitter();
     const emitted: Recognition[] = [];
     events.on("recognition", (r: Recognition) => emitted.push(r));
@@ -73,6 +74,7 @@ function suite(label: string, databaseUrl: () => string | undefined) {
       await db.insert(stores).values([
         { id: "soho", name: "Soho" },
         { id: "camden", name: "Camden" },
+        { id: "mayfair", name: "Mayfair", privacyMode: "members-only" },
       ]);
       // real database refusals: camden's visitor templates, and visits from a camera called "broken"
       await db.execute(sql`create function glance_test_refuse() returns trigger language plpgsql as $$
@@ -82,13 +84,14 @@ function suite(label: string, databaseUrl: () => string | undefined) {
       await db.execute(sql`create trigger glance_test_refuse_visit before insert on visits
         for each row when (new.camera_id = 'broken') execute function glance_test_refuse()`);
 
+      gallery = new Gallery(SPACE, THRESHOLD);
       visitorView = await Visitors.load(db, masterKey, SPACE, THRESHOLD);
       visitLog = await VisitLog.load(db, 10 * 60_000, logger);
       const keys = await PersonKeyCache.start({ db, logger });
       stopKeys = keys.stop;
       const deps = {
         db,
-        gallery: new Gallery(SPACE, THRESHOLD),
+        gallery,
         hub: new ScreenHub(),
         events,
         logger,
@@ -137,6 +140,30 @@ function suite(label: string, databaseUrl: () => string | undefined) {
       await visitLog.drain();
       const counted = await database.db.select({ visitorId: visits.visitorId }).from(visits);
       expect(counted.map((v) => v.visitorId).sort()).toEqual(rows.map((r) => r.id).sort());
+    });
+
+    it("names in one batch only members who still hold a data key; the others are forgotten, not named", async () => {
+      emitted.length = 0;
+      const ann = randomEmbedding(128);
+      const bob = randomEmbedding(128);
+      const all = { scope: "all-stores", expiresAt: null };
+      gallery.add({ personId: "ann", displayName: "Ann", consents: [all] }, [ann]);
+      gallery.add({ personId: "bob", displayName: "Bob", consents: [all] }, [bob]);
+      // ann's key is there; bob was crypto-shredded by another instance (no key row) after our index was built
+      await database.db.insert(people).values([{ id: "ann", displayName: "Ann" }]);
+      const wrapped = masterKey.newDataKey("ann").wrapped;
+      await database.db
+        .insert(personKeys)
+        .values({ personId: "ann", wrappedKey: wrapped.ciphertext, iv: wrapped.iv, masterKeyId: wrapped.masterKeyId });
+      const outcomes = await recognizeBatch([
+        accepted("mayfair", again(ann)),
+        accepted("mayfair", again(bob)),
+        accepted("mayfair", again(ann)),
+        accepted("mayfair", again(bob)),
+      ]);
+      expect(outcomes.map((o) => recognitionOf(o).personId)).toEqual(["ann", null, "ann", null]);
+      expect(gallery.size.people).toBe(1);
+      gallery.remove("ann");
     });
 
     it("a refused write of a batch's new visitors emits nothing and records no visit; one by one, the rest go through", async () => {

@@ -105,11 +105,14 @@ export function createBatchRecognizer(
     // notification)
     const holdsKey = new Set<string>();
     for (let tries = 0; tries < 3; tries++) {
+      const unchecked = new Set(
+        found.flatMap((m) => (m.kind === "member" && !holdsKey.has(m.personId) ? [m.personId] : [])),
+      );
+      const held = await deps.keys.existing(unchecked);
       const gone = new Set<string>();
-      for (const m of found) {
-        if (m.kind !== "member" || holdsKey.has(m.personId) || gone.has(m.personId)) continue;
-        if (await deps.keys.exists(m.personId)) holdsKey.add(m.personId);
-        else gone.add(m.personId);
+      for (const personId of unchecked) {
+        if (held.has(personId)) holdsKey.add(personId);
+        else gone.add(personId);
       }
       if (gone.size === 0) break;
       for (const personId of gone) deps.gallery.remove(personId);
