@@ -1,12 +1,16 @@
-import { readFile } from "node:fs/promises";
+import { EventEmitter } from "node:events";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { contract, encodeMessage, topicFor } from "@glance/shared";
-import mqtt from "mqtt";
+import mqtt, { type MqttClient } from "mqtt";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Orchestrator } from "../index.ts";
 import { randomEmbedding, sealTemplate } from "../testing/harness.ts";
 import { type MosquittoFleet, runMosquitto, startMosquittoFleet } from "../testing/mosquitto.ts";
 import { mosquittoAcl } from "./config.ts";
+import { startMosquittoRevocation } from "./revocation.ts";
 
 describe("mosquitto configuration from the contract", () => {
   it("lets each node write only its own node-originated topics and the orchestrator read them all", () => {
@@ -18,6 +22,38 @@ describe("mosquitto configuration from the contract", () => {
     expect(acl).not.toContain("pattern write glance/v1/node/%u/desired");
     const rules = acl.split("\n").filter((l) => l && !l.startsWith("#"));
     expect(rules.join("\n")).not.toMatch(/readwrite|#/);
+  });
+});
+
+describe("telling mosquitto to reload the CRL", () => {
+  const quiet = pino({ level: "silent" });
+  const noClient = new EventEmitter() as unknown as MqttClient;
+
+  it("runs the configured reload command", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "glance-reload-"));
+    const marker = join(dir, "reloaded");
+    const r = await startMosquittoRevocation({
+      client: noClient,
+      logger: quiet,
+      reload: { command: ["touch", marker] },
+      dynamicSecurity: false,
+    });
+    await r.reloadCrl();
+    expect(await readFile(marker, "utf8")).toBe("");
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("fails with CONFIG_INVALID and says what to do when mosquitto's pid file is missing", async () => {
+    const r = await startMosquittoRevocation({
+      client: noClient,
+      logger: quiet,
+      reload: { pidFile: join(tmpdir(), "glance-no-such-dir", "mosquitto.pid") },
+      dynamicSecurity: false,
+    });
+    await expect(r.reloadCrl()).rejects.toMatchObject({
+      code: "CONFIG_INVALID",
+      message: expect.stringMatching(/reload mosquitto by hand/),
+    });
   });
 });
 

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
+import { GlanceError } from "@glance/shared";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import { DYNSEC_TOPIC, REVOKED_ROLE, REVOKED_ROLE_ACLS } from "./config.ts";
@@ -73,6 +74,16 @@ export async function startMosquittoRevocation(opts: MosquittoRevocationOptions)
   const reload = async () => {
     const how = opts.reload;
     if (!how) return;
+    try {
+      await reloadBy(how);
+    } catch (error) {
+      throw new GlanceError(
+        "CONFIG_INVALID",
+        `mosquitto was not told to reload the fleet CRL (${"pidFile" in how ? `SIGHUP to the pid in ${how.pidFile}` : how.command.join(" ")}): ${(error as Error).message}. Check broker.external.reload, then reload mosquitto by hand (systemctl reload mosquitto).`,
+      );
+    }
+  };
+  const reloadBy = async (how: MosquittoReload) => {
     if ("pidFile" in how) {
       const pid = Number.parseInt((await readFile(how.pidFile, "utf8")).trim(), 10);
       if (!Number.isInteger(pid) || pid <= 1) throw new Error(`${how.pidFile} holds no mosquitto pid`);
@@ -137,7 +148,10 @@ export async function startMosquittoRevocation(opts: MosquittoRevocationOptions)
       }
       if (failures.length) {
         log.error({ nodeId, failures }, "mosquitto not fully told of a revocation");
-        throw new Error(`node ${nodeId} revoked, but mosquitto: ${failures.join("; ")}`);
+        throw new GlanceError(
+          "CONFIG_INVALID",
+          `Node ${nodeId} is revoked, but mosquitto did not confirm closing its sessions: ${failures.join("; ")}. Its certificate is refused once mosquitto has reloaded the CRL; check the dynamic-security plugin (or set broker.external.dynamicSecurity: false).`,
+        );
       }
       if (useDynsec) log.info({ nodeId }, "mosquitto: live sessions of the revoked node closed, every topic denied");
     },
