@@ -337,6 +337,8 @@ export class Visitors {
   }
 
   private put(storeId: string, entry: VisitorEntry): void {
+    // a sync that ran while this instance's own insert committed may have put it already: the newer entry wins
+    if (this.byId.has(entry.id)) this.forget([entry.id]);
     let store = this.byStore.get(storeId);
     if (!store) {
       store = new StoreVisitors();
