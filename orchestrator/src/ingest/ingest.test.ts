@@ -17,7 +17,7 @@ import { type Broker, ORCHESTRATOR_USERNAME, startBroker } from "../broker/broke
 import { type Database, openDatabase } from "../db/client.ts";
 import { nodes, stores } from "../db/schema.ts";
 import type { Recognition, Rejection } from "../index.ts";
-import { type Ingest, startIngest } from "./ingest.ts";
+import { type Ingest, matchesFilter, startIngest } from "./ingest.ts";
 import type { AcceptedTemplate } from "./open-template.ts";
 import {
   connectNode,
@@ -361,6 +361,19 @@ function ingestSuite(label: string, pg: () => string | undefined) {
     });
   });
 }
+
+describe("topic filters on the orchestrator's client", () => {
+  it("match one level per +, literally elsewhere", () => {
+    const f = "glance/v1/node/+/template";
+    expect(matchesFilter(f, "glance/v1/node/n-1/template")).toBe(true);
+    expect(matchesFilter(f, "glance/v1/node/n-1/status")).toBe(false);
+    expect(matchesFilter(f, "glance/v1/node/a/b/template")).toBe(false);
+    expect(matchesFilter(f, "glance/v1/node/n-1/template/x")).toBe(false);
+    // no character of a filter is a pattern but +
+    expect(matchesFilter("a.b/+", "axb/c")).toBe(false);
+    expect(matchesFilter("$share/g/a/+", "$share/g/a/c")).toBe(true);
+  });
+});
 
 describe("recognition batches of the ingest (real broker, PGlite)", () => {
   const logger = pino({ level: "silent" });

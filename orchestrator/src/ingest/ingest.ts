@@ -73,10 +73,18 @@ export interface Ingest {
 
 /** MQTT single-level wildcard match (`+`), enough for the contract's filters. */
 export function matchesFilter(filter: string, topic: string): boolean {
-  const f = filter.split("/");
-  const t = topic.split("/");
-  return f.length === t.length && f.every((part, i) => part === "+" || part === t[i]);
+  // every handler on the orchestrator's client asks this of every message: compiled once per filter, not split each time
+  let pattern = compiledFilters.get(filter);
+  if (!pattern) {
+    const levels = filter
+      .split("/")
+      .map((part) => (part === "+" ? "[^/]*" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")));
+    pattern = new RegExp(`^${levels.join("/")}$`);
+    compiledFilters.set(filter, pattern);
+  }
+  return pattern.test(topic);
 }
+const compiledFilters = new Map<string, RegExp>();
 
 interface Received {
   topic: string;
