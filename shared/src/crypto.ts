@@ -398,8 +398,8 @@ export class SessionKeyCache {
       const [oldest, e] = this.#entries.entries().next().value as [string, CachedSession];
       this.#drop(oldest, e);
     }
-    own = this.#byNode.get(entry.nodeId);
-    if (!own) this.#byNode.set(entry.nodeId, (own = new Set()));
+    own = this.#byNode.get(entry.nodeId) ?? new Set<string>();
+    this.#byNode.set(entry.nodeId, own);
     own.add(id);
     this.#entries.set(id, entry);
     return true;

@@ -67,7 +67,8 @@ const v1Sealed = v1Headers.map((h) => seal(plaintext, h, orchestrator.publicKey,
 rows.push([
   "v1 open (orchestrator)",
   measure(() => () => {
-    for (const [i, h] of v1Headers.entries()) open(v1Sealed[i] as ReturnType<typeof seal>, h, orchestrator, node.publicKey);
+    for (const [i, h] of v1Headers.entries())
+      open(v1Sealed[i] as ReturnType<typeof seal>, h, orchestrator, node.publicKey);
   }),
 ]);
 rows.push([
@@ -98,7 +99,13 @@ rows.push([
   "v2 open, cache hit (orchestrator)",
   measure(() => {
     const cache = new SessionKeyCache();
-    openSessionTemplate(v2Sealed[0] as SessionSealedParts, v2Headers[0] as SessionHeader, orchestrator, node.publicKey, cache);
+    openSessionTemplate(
+      v2Sealed[0] as SessionSealedParts,
+      v2Headers[0] as SessionHeader,
+      orchestrator,
+      node.publicKey,
+      cache,
+    );
     return () => {
       for (const [i, h] of v2Headers.entries())
         openSessionTemplate(v2Sealed[i] as SessionSealedParts, h, orchestrator, node.publicKey, cache);
@@ -125,7 +132,11 @@ const width = Math.max(...rows.map(([name]) => name.length));
 console.log(`template envelope, 512-d int8 template, ${count} per round, median of ${rounds} rounds, one thread`);
 console.log(`${"".padEnd(width)}  µs/template  templates/s/core`);
 for (const [name, us] of rows)
-  console.log(`${name.padEnd(width)}  ${us.toFixed(1).padStart(11)}  ${Math.round(1e6 / us).toLocaleString("en").padStart(16)}`);
+  console.log(
+    `${name.padEnd(width)}  ${us.toFixed(1).padStart(11)}  ${Math.round(1e6 / us)
+      .toLocaleString("en")
+      .padStart(16)}`,
+  );
 const wire = (x: unknown) => JSON.stringify(x).length;
 console.log(
   `wire size: v1 ${wire({ ...v1Headers[0], ...v1Sealed[0] })} B, v2 ${wire({ ...v2Headers[0], ...v2Sealed[0] })} B (JSON)`,

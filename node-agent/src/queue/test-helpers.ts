@@ -49,8 +49,8 @@ const sealing = generateSealingKeyPair();
 const signing = generateSigningKeyPair();
 const sealers = new Map<string, TemplateSealer>();
 const sealerFor = (nodeId: string): TemplateSealer => {
-  let sealer = sealers.get(nodeId);
-  if (!sealer) sealers.set(nodeId, (sealer = new TemplateSealer({ nodeId, signingKey: signing })));
+  const sealer = sealers.get(nodeId) ?? new TemplateSealer({ nodeId, signingKey: signing });
+  sealers.set(nodeId, sealer);
   return sealer;
 };
 
