@@ -13,6 +13,7 @@
  *   --batch 32                     micro-batch size for searchMany (per-probe cost of a batch, every core)
  *   --m 16 --ef-add 64             HNSW build parameters
  *   --quantization i8              how the graph stores vectors (candidates are re-scored from the f32 store)
+ *   --projection 0                 graph space: PCA to this many dimensions (0: none), see AnnOptions.projection
  *   --no-cache                     rebuild the graph even if bench-results/cache holds one
  *
  * Recall@1 is measured against exact ground truth for every probe (usearch's SIMD brute force over every template,
@@ -41,6 +42,7 @@ const { values: args } = parseArgs({
     m: { type: "string", default: "16" },
     "ef-add": { type: "string", default: "64" },
     quantization: { type: "string", default: "i8" },
+    projection: { type: "string", default: "0" },
     "no-cache": { type: "boolean", default: false },
   },
 });
@@ -57,6 +59,7 @@ const ann: AnnOptions = {
   connectivity: Number(args.m),
   expansionAdd: Number(args["ef-add"]),
   quantization: args.quantization as "i8" | "f16" | "f32",
+  ...(Number(args.projection) > 0 ? { projection: Number(args.projection) } : {}),
 };
 const load1m = () => Number((loadavg()[0] ?? 0).toFixed(2));
 const cacheDir = join(repoRoot, "bench-results", "cache");
@@ -109,7 +112,7 @@ const ms = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.t
 
 const results = [];
 console.log(
-  `bench:match on ${JSON.stringify(machine())}; ${DIM}-d, graph ${ann.quantization} M=${ann.connectivity} efAdd=${ann.expansionAdd}, one node per person; ef=${efs.join("/")}`,
+  `bench:match on ${JSON.stringify(machine())}; ${DIM}-d, graph ${ann.quantization} M=${ann.connectivity} efAdd=${ann.expansionAdd}${ann.projection ? ` PCA ${ann.projection}` : ""}, one node per person; ef=${efs.join("/")}`,
 );
 for (const data of datas) {
   for (const [i, size] of sizes.entries()) {
@@ -138,6 +141,8 @@ for (const data of datas) {
     const rss0 = rss();
     const index = new SpaceIndex({ annThreshold: Number.POSITIVE_INFINITY, ann });
     index.addMany(g.personIds, g.counts, g.vectors);
+    // the store holds its own copy: let the generator's 2 GiB (at 1M × 512) go before the graph is built
+    (g as { vectors?: Float32Array }).vectors = undefined;
     const storeRss = rss() - rss0;
     const storeBytes = index.memoryBytes();
     const sample = Math.min(probes.length, exactSamples[i] ?? exactSamples.at(-1) ?? 20);
@@ -147,7 +152,7 @@ for (const data of datas) {
     // the graph: built once per (data, size, dim, parameters) and cached
     const cacheFile = join(
       cacheDir,
-      `person-${data}-${size}-${DIM}-${ann.quantization}-m${ann.connectivity}-efa${ann.expansionAdd}.usearch`,
+      `person-${data}-${size}-${DIM}-${ann.quantization}-m${ann.connectivity}-efa${ann.expansionAdd}${ann.projection ? `-pca${ann.projection}` : ""}.usearch`,
     );
     let build: { seconds: number; cpuSeconds: number; cached: boolean };
     const rss1 = rss();

@@ -1,9 +1,13 @@
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import usearch, { type BatchMatches, type Index as UsearchIndex } from "usearch";
 import type { Neighbour, VectorIndex } from "./index-exact.ts";
 
 export interface AnnOptions {
-  /** graph degree (HNSW M); 16 measured to 100k (1M not measured: builds ran at a fraction of a core here) */
+  /**
+   * graph degree (HNSW M); default 16. With one node per person (SpaceIndex) a 1M-template gallery is a 250k-node
+   * graph: built here in 486 s (≈ 515 nodes/s at load 6–10 on 2 cores); M 32 was not measured to the end
+   */
   connectivity?: number;
   /**
    * candidate list while inserting (efConstruction); default 64. bench:match 2026-11-25, 100k synthetic 512-d, i8:
@@ -12,8 +16,11 @@ export interface AnnOptions {
    */
   expansionAdd?: number;
   /**
-   * candidate list while searching (ef); default 512. At 100k synthetic 512-d (efAdd 64): recall@1 0.846 at ef 64,
-   * 0.961 at 128, 0.997 at 256, 1.000 at 512
+   * candidate list while searching (ef); default 256, the smallest breadth at which bench:match held recall@1 ≥ 0.99
+   * everywhere it was measured (2026-11-25, one node per person, 4 templates each, i8): 100k 512-d isotropic 0.999
+   * (ef 128: 0.973); 1M 512-d with the LFW spectrum 0.994 at 4.85 ms p50 (ef 128: 0.985 at 2.81 ms); 100k 128-d
+   * isotropic 1.000 / LFW spectrum 0.999 at 1.2 / 0.7 CPU-ms. It was 512 before (twice the cost for no recall
+   * measured). See orchestrator/README "Scale" for the tables
    */
   expansionSearch?: number;
   /** threads for bulk inserts; default: every core */
@@ -24,6 +31,81 @@ export interface AnnOptions {
    * i8 ef 512 1.000: recall is set by the search breadth, not the quantization
    */
   quantization?: "i8" | "f16" | "f32";
+  /**
+   * dimensions of the graph's space: above it, vectors are projected onto the principal components of the first
+   * batch inserted (PCA, as faiss's "PCA128,…" pre-transform) before they enter the graph — fewer bytes per visited
+   * node, and the directions where identities differ kept. Candidates are re-scored from the full f32 store, so
+   * only which candidates are found depends on it. Default: no projection.
+   */
+  projection?: number;
+}
+
+/** Fewer rows than this many per output dimension and the first batch cannot teach a projection: none is used. */
+const PROJECTION_ROWS_PER_DIM = 8;
+
+/**
+ * The top `r` principal directions (row-major r × dim) of up to 4096 rows (row-major, centred here), by subspace
+ * iteration on their covariance.
+ */
+export function principalAxes(rows: Float32Array, dim: number, r: number): Float32Array {
+  const n = rows.length / dim;
+  const step = Math.max(1, Math.floor(n / 4096));
+  const picked: number[] = [];
+  for (let i = 0; i < n; i += step) picked.push(i);
+  const mean = new Float64Array(dim);
+  for (const i of picked) for (let d = 0; d < dim; d++) mean[d] = (mean[d] as number) + (rows[i * dim + d] as number);
+  for (let d = 0; d < dim; d++) mean[d] = (mean[d] as number) / picked.length;
+  const cov = new Float64Array(dim * dim);
+  const x = new Float64Array(dim);
+  for (const i of picked) {
+    for (let d = 0; d < dim; d++) x[d] = (rows[i * dim + d] as number) - (mean[d] as number);
+    for (let a = 0; a < dim; a++) {
+      const xa = x[a] as number;
+      if (xa === 0) continue;
+      const base = a * dim;
+      for (let b = a; b < dim; b++) cov[base + b] = (cov[base + b] as number) + xa * (x[b] as number);
+    }
+  }
+  for (let a = 0; a < dim; a++) for (let b = 0; b < a; b++) cov[a * dim + b] = cov[b * dim + a] as number;
+  // subspace iteration: Q ← orth(C·Q), from a fixed pseudo-random start so builds are reproducible
+  let q = new Float64Array(r * dim);
+  let seed = 0x9e3779b9;
+  for (let i = 0; i < q.length; i++) {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    q[i] = seed / 4294967296 - 0.5;
+  }
+  const orthonormalise = (m: Float64Array) => {
+    for (let i = 0; i < r; i++) {
+      const vi = m.subarray(i * dim, (i + 1) * dim);
+      for (let j = 0; j < i; j++) {
+        const vj = m.subarray(j * dim, (j + 1) * dim);
+        let dot = 0;
+        for (let d = 0; d < dim; d++) dot += (vi[d] as number) * (vj[d] as number);
+        for (let d = 0; d < dim; d++) vi[d] = (vi[d] as number) - dot * (vj[d] as number);
+      }
+      let norm = 0;
+      for (let d = 0; d < dim; d++) norm += (vi[d] as number) ** 2;
+      const s = norm > 0 ? 1 / Math.sqrt(norm) : 0;
+      for (let d = 0; d < dim; d++) vi[d] = (vi[d] as number) * s;
+    }
+  };
+  orthonormalise(q);
+  for (let iter = 0; iter < 12; iter++) {
+    const next = new Float64Array(r * dim);
+    for (let i = 0; i < r; i++) {
+      const vi = q.subarray(i * dim, (i + 1) * dim);
+      const out = next.subarray(i * dim, (i + 1) * dim);
+      for (let a = 0; a < dim; a++) {
+        const base = a * dim;
+        let sum = 0;
+        for (let b = 0; b < dim; b++) sum += (cov[base + b] as number) * (vi[b] as number);
+        out[a] = sum;
+      }
+    }
+    orthonormalise(next);
+    q = next;
+  }
+  return Float32Array.from(q);
 }
 
 /**
@@ -34,54 +116,111 @@ export interface AnnOptions {
  */
 export class AnnIndex implements VectorIndex {
   readonly kind = "ann";
-  private readonly index: UsearchIndex;
+  private built: UsearchIndex | undefined;
   private readonly threads: number;
   private count = 0;
   private readonly scalarBytes: number;
+  /** r × dim principal axes the vectors are projected onto, once learnt */
+  private axes: Float32Array | undefined;
+  private learnt: boolean;
+  private readonly graphDim: number;
 
   constructor(
     readonly dim: number,
-    opts: AnnOptions = {},
+    private readonly opts: AnnOptions = {},
   ) {
-    this.index = new usearch.Index({
-      dimensions: dim,
-      metric: usearch.MetricKind.IP,
-      quantization: { i8: usearch.ScalarKind.I8, f16: usearch.ScalarKind.F16, f32: usearch.ScalarKind.F32 }[
-        opts.quantization ?? "i8"
-      ],
-      connectivity: opts.connectivity ?? 16,
-      expansion_add: opts.expansionAdd ?? 64,
-      expansion_search: opts.expansionSearch ?? 512,
-      multi: false,
-    });
+    this.graphDim = opts.projection && opts.projection < dim ? opts.projection : dim;
+    // without a projection to learn, the graph's space is known now
+    this.learnt = this.graphDim === dim;
     this.threads = opts.threads ?? availableParallelism();
     this.scalarBytes = { i8: 1, f16: 2, f32: 4 }[opts.quantization ?? "i8"];
+  }
+
+  /** the usearch graph, made once the graph's space is decided */
+  private get index(): UsearchIndex {
+    if (!this.learnt) throw new Error("the graph's projection is learnt from its first insert");
+    this.built ??= new usearch.Index({
+      dimensions: this.axes ? this.graphDim : this.dim,
+      metric: usearch.MetricKind.IP,
+      quantization: { i8: usearch.ScalarKind.I8, f16: usearch.ScalarKind.F16, f32: usearch.ScalarKind.F32 }[
+        this.opts.quantization ?? "i8"
+      ],
+      connectivity: this.opts.connectivity ?? 16,
+      expansion_add: this.opts.expansionAdd ?? 64,
+      expansion_search: this.opts.expansionSearch ?? 256,
+      multi: false,
+    });
+    return this.built;
   }
 
   get size(): number {
     return this.count;
   }
 
+  /** Rows as the graph holds them: projected onto the learnt axes, or as they are. */
+  private toGraph(rows: Float32Array): Float32Array {
+    const axes = this.axes;
+    if (!axes) return rows;
+    const { dim } = this;
+    const graphDim = axes.length / dim;
+    const n = rows.length / dim;
+    const out = new Float32Array(n * graphDim);
+    for (let i = 0; i < n; i++) {
+      const base = i * dim;
+      for (let j = 0; j < graphDim; j++) {
+        const axis = j * dim;
+        let sum = 0;
+        for (let d = 0; d < dim; d++) sum += (rows[base + d] as number) * (axes[axis + d] as number);
+        out[i * graphDim + j] = sum;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Decides the graph's space, once, before anything is inserted: a projection learnt from these rows (a sample of
+   * what the graph will hold) when there are at least 8 per projected dimension, else none. The first insert calls
+   * it with its own rows if nobody did.
+   */
+  learnProjection(rows: Float32Array): void {
+    if (this.learnt) return;
+    this.learnt = true;
+    if (this.graphDim < this.dim && rows.length / this.dim >= PROJECTION_ROWS_PER_DIM * this.graphDim)
+      this.axes = principalAxes(rows, this.dim, this.graphDim);
+  }
+
+  /** whether vectors are projected before they enter the graph */
+  get projected(): boolean {
+    return this.axes !== undefined;
+  }
+
   add(key: number, vector: Float32Array): void {
     if (vector.length !== this.dim) throw new Error(`index holds ${this.dim}-d vectors, not ${vector.length}-d`);
-    this.index.add(BigInt(key), vector, 1);
+    this.learnProjection(vector);
+    this.index.add(BigInt(key), this.toGraph(vector), 1);
     this.count += 1;
   }
 
   addMany(keys: Uint32Array, vectors: Float32Array): void {
     if (vectors.length !== keys.length * this.dim) throw new Error("vectors must be keys.length × dim");
     if (keys.length === 0) return;
+    this.learnProjection(vectors);
     const big = BigUint64Array.from(keys, (k) => BigInt(k));
     // in slices, so one call never holds the event loop for more than a moment per slice
     const slice = 8192;
     for (let at = 0; at < keys.length; at += slice) {
       const end = Math.min(keys.length, at + slice);
-      this.index.add(big.subarray(at, end), vectors.subarray(at * this.dim, end * this.dim), this.threads);
+      this.index.add(
+        big.subarray(at, end),
+        this.toGraph(vectors.subarray(at * this.dim, end * this.dim)),
+        this.threads,
+      );
     }
     this.count += keys.length;
   }
 
   remove(key: number): boolean {
+    if (this.count === 0) return false;
     const removed = this.index.remove(BigInt(key)) as number;
     this.count -= removed;
     return removed > 0;
@@ -89,7 +228,7 @@ export class AnnIndex implements VectorIndex {
 
   search(query: Float32Array, k: number): Neighbour[] {
     if (query.length !== this.dim || k <= 0 || this.count === 0) return [];
-    const found = this.index.search(query, Math.min(k, this.count), 1);
+    const found = this.index.search(this.toGraph(query), Math.min(k, this.count), 1);
     return this.toNeighbours(found.keys, found.distances, found.keys.length);
   }
 
@@ -103,7 +242,7 @@ export class AnnIndex implements VectorIndex {
     if (n === 0) return [];
     if (k <= 0 || this.count === 0) return Array.from({ length: n }, () => []);
     const want = Math.min(k, this.count);
-    const found = this.index.search(queries, want, threads);
+    const found = this.index.search(this.toGraph(queries), want, threads);
     if (n === 1) return [this.toNeighbours(found.keys, found.distances, found.keys.length)];
     const batch = found as BatchMatches;
     return Array.from({ length: n }, (_, q) =>
@@ -127,12 +266,20 @@ export class AnnIndex implements VectorIndex {
 
   /** Writes the graph and vectors to one file (usearch format), so a large gallery need not be rebuilt. */
   save(path: string): void {
+    this.learnProjection(new Float32Array(0));
     this.index.save(path);
+    if (this.axes) writeFileSync(`${path}.axes`, this.axes);
   }
 
   /** An index written by `save` with the same dimension and options. */
   static restore(path: string, dim: number, opts: AnnOptions = {}): AnnIndex {
     const ann = new AnnIndex(dim, opts);
+    if (ann.graphDim < dim && existsSync(`${path}.axes`)) {
+      const bytes = readFileSync(`${path}.axes`);
+      ann.axes = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).slice();
+      if (ann.axes.length !== ann.graphDim * dim) throw new Error(`${path}.axes is not ${ann.graphDim} × ${dim}`);
+    }
+    ann.learnt = true;
     ann.index.load(path);
     ann.count = ann.index.size();
     return ann;
@@ -140,7 +287,10 @@ export class AnnIndex implements VectorIndex {
 
   memoryBytes(): number {
     // vectors plus the level-0 graph (2·M neighbour slots of 4 bytes) and upper levels (≈ 1/M of that)
-    const connectivity = this.index.connectivity();
-    return this.count * (this.dim * this.scalarBytes + 2 * connectivity * 4 * 1.1 + 16);
+    const connectivity = this.opts.connectivity ?? 16;
+    return (
+      this.count * ((this.axes ? this.graphDim : this.dim) * this.scalarBytes + 2 * connectivity * 4 * 1.1 + 16) +
+      (this.axes?.byteLength ?? 0)
+    );
   }
 }

@@ -1,3 +1,6 @@
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ExactIndex } from "./index-exact.ts";
 import { SpaceIndex } from "./space-index.ts";
@@ -93,6 +96,39 @@ describe("matching index at scale", () => {
     // and once erased, neither their old nor their new photos find them
     index.remove(someone);
     for (const q of probes) expect(index.search(q.vector, { people: 3 }).map((h) => h.personId)).not.toContain(someone);
+  });
+
+  it("a saved graph, projected or not, re-opens with the same answers for the same gallery", () => {
+    const g = syntheticGallery({ people: 2000, templatesPerPerson: 3, dim: DIM, seed: 23, centres: "lfw-spectrum" });
+    const queries = g.queries(200).map((q) => q.vector);
+    const dir = mkdtempSync(join(tmpdir(), "glance-graph-"));
+    try {
+      for (const ann of [{}, { projection: 32 }]) {
+        const built = new SpaceIndex({ annThreshold: 0, ann });
+        built.addMany(g.personIds, g.counts, g.vectors);
+        const file = join(dir, `graph-${ann.projection ?? 0}.usearch`);
+        expect(built.saveGraph(file)).toBe(true);
+        expect(existsSync(`${file}.axes`)).toBe(ann.projection !== undefined);
+        const reopened = new SpaceIndex({ annThreshold: Number.POSITIVE_INFINITY, ann });
+        reopened.addMany(g.personIds, g.counts, g.vectors);
+        reopened.loadGraph(file);
+        expect(reopened.kind).toBe("ann");
+        expect(reopened.searchMany(queries)).toEqual(built.searchMany(queries));
+        // the graph in 32 of 128 dimensions still names the person exact search names
+        const exact = new SpaceIndex({ annThreshold: Number.POSITIVE_INFINITY });
+        exact.addMany(g.personIds, g.counts, g.vectors);
+        const agree = queries.filter(
+          (q) => exact.search(q, { people: 1 })[0]?.personId === built.search(q, { people: 1 })[0]?.personId,
+        ).length;
+        expect(agree).toBeGreaterThanOrEqual(196);
+        // a graph file for another gallery is refused rather than misread
+        const other = new SpaceIndex({ annThreshold: Number.POSITIVE_INFINITY, ann });
+        other.addMany(g.personIds.slice(1), g.counts.slice(1), g.vectors.subarray(3 * DIM));
+        expect(() => other.loadGraph(file)).toThrow(/rebuild/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("skips people whose consent does not cover the store, even when they are the nearest", () => {

@@ -142,6 +142,15 @@ export class SpaceIndex {
     this.personAt.clear();
     this.nextNode = 0;
     const everyone = [...this.keysOf.keys()];
+    if (this.opts.ann?.projection) {
+      // the projection is learnt from people spread over the whole gallery, not from the first tenth
+      const every = Math.max(1, Math.floor(everyone.length / 4096));
+      const sample = everyone.filter((_, i) => i % every === 0);
+      const dim = this.store.dim;
+      const means = new Float32Array(sample.length * dim);
+      sample.forEach((personId, i) => this.meanOf(personId, means.subarray(i * dim, (i + 1) * dim)));
+      graph.learnProjection(means);
+    }
     const step = Math.max(1, Math.ceil(everyone.length / 10));
     for (let at = 0; at < everyone.length; at += step) {
       this.placeNodes(graph, everyone.slice(at, at + step));
@@ -186,15 +195,7 @@ export class SpaceIndex {
     const nodes = new Uint32Array(unique.length);
     const means = new Float32Array(unique.length * dim);
     unique.forEach((personId, i) => {
-      const mean = means.subarray(i * dim, (i + 1) * dim);
-      for (const key of this.keysOf.get(personId) ?? []) {
-        const v = store.vector(key) as Float32Array;
-        for (let d = 0; d < dim; d++) mean[d] = (mean[d] as number) + (v[d] as number);
-      }
-      let norm = 0;
-      for (let d = 0; d < dim; d++) norm += (mean[d] as number) ** 2;
-      const scale = norm > 0 ? 1 / Math.sqrt(norm) : 0;
-      for (let d = 0; d < dim; d++) mean[d] = (mean[d] as number) * scale;
+      this.meanOf(personId, means.subarray(i * dim, (i + 1) * dim));
       this.dropNode(graph, personId);
       const node = this.nextNode++;
       nodes[i] = node;
@@ -202,6 +203,21 @@ export class SpaceIndex {
       this.personAt.set(node, personId);
     });
     graph.addMany(nodes, means);
+  }
+
+  /** Writes the normalised mean of a person's templates into `out` (zeros first). */
+  private meanOf(personId: string, out: Float32Array): void {
+    const store = this.store as ExactIndex;
+    const dim = out.length;
+    out.fill(0);
+    for (const key of this.keysOf.get(personId) ?? []) {
+      const v = store.vector(key) as Float32Array;
+      for (let d = 0; d < dim; d++) out[d] = (out[d] as number) + (v[d] as number);
+    }
+    let norm = 0;
+    for (let d = 0; d < dim; d++) norm += (out[d] as number) ** 2;
+    const scale = norm > 0 ? 1 / Math.sqrt(norm) : 0;
+    for (let d = 0; d < dim; d++) out[d] = (out[d] as number) * scale;
   }
 
   private dropNode(graph: AnnIndex | undefined, personId: string): void {
