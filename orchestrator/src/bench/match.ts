@@ -13,7 +13,8 @@
  *   --batch 32                     micro-batch size for searchMany (per-probe cost of a batch, every core)
  *   --m 16 --ef-add 64             HNSW build parameters
  *   --quantization i8              how the graph stores vectors (candidates are re-scored from the f32 store)
- *   --projection 0                 graph space: PCA to this many dimensions (0: none), see AnnOptions.projection
+ *   --projection 128               graph space: PCA to this many dimensions when the axes keep ≥ 80 % of the
+ *                                  variance (0: never), see AnnOptions.projection
  *   --no-cache                     rebuild the graph even if bench-results/cache holds one
  *
  * Recall@1 is measured against exact ground truth for every probe (usearch's SIMD brute force over every template,
@@ -42,7 +43,7 @@ const { values: args } = parseArgs({
     m: { type: "string", default: "16" },
     "ef-add": { type: "string", default: "64" },
     quantization: { type: "string", default: "i8" },
-    projection: { type: "string", default: "0" },
+    projection: { type: "string", default: "128" },
     "no-cache": { type: "boolean", default: false },
   },
 });
@@ -59,7 +60,7 @@ const ann: AnnOptions = {
   connectivity: Number(args.m),
   expansionAdd: Number(args["ef-add"]),
   quantization: args.quantization as "i8" | "f16" | "f32",
-  ...(Number(args.projection) > 0 ? { projection: Number(args.projection) } : {}),
+  projection: Number(args.projection),
 };
 const load1m = () => Number((loadavg()[0] ?? 0).toFixed(2));
 const cacheDir = join(repoRoot, "bench-results", "cache");
@@ -154,7 +155,7 @@ for (const data of datas) {
       cacheDir,
       `person-${data}-${size}-${DIM}-${ann.quantization}-m${ann.connectivity}-efa${ann.expansionAdd}${ann.projection ? `-pca${ann.projection}` : ""}.usearch`,
     );
-    let build: { seconds: number; cpuSeconds: number; cached: boolean };
+    let build: { seconds: number; cpuSeconds: number; cached: boolean; projected?: boolean; captured?: number };
     const rss1 = rss();
     if (!args["no-cache"] && existsSync(cacheFile)) {
       index.loadGraph(cacheFile, { ...ann, expansionSearch: efs[0] });
@@ -169,7 +170,13 @@ for (const data of datas) {
           console.log(`  ${done} in ${s.toFixed(0)} s (${(done / s).toFixed(0)}/s), load ${load1m()}`);
       });
       const cpu = process.cpuUsage(cpu0);
-      build = { seconds: (performance.now() - t) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6, cached: false };
+      build = {
+        seconds: (performance.now() - t) / 1000,
+        cpuSeconds: (cpu.user + cpu.system) / 1e6,
+        cached: false,
+        ...index.graphProjection(),
+      };
+      console.log(`${data} ${size}: graph space ${JSON.stringify(index.graphProjection())}`);
       mkdirSync(cacheDir, { recursive: true });
       index.saveGraph(cacheFile);
       writeFileSync(`${cacheFile}.json`, JSON.stringify({ ...build, machine: machine() }));

@@ -38,6 +38,8 @@ export interface AnnOptions {
    * only which candidates are found depends on it. Default: no projection.
    */
   projection?: number;
+  /** the projection is used only if its axes keep at least this share of the sample's variance; default 0.8 */
+  projectionMinVariance?: number;
 }
 
 /** Fewer rows than this many per output dimension and the first batch cannot teach a projection: none is used. */
@@ -47,7 +49,7 @@ const PROJECTION_ROWS_PER_DIM = 8;
  * The top `r` principal directions (row-major r × dim) of up to 4096 rows (row-major, centred here), by subspace
  * iteration on their covariance.
  */
-export function principalAxes(rows: Float32Array, dim: number, r: number): Float32Array {
+export function principalAxes(rows: Float32Array, dim: number, r: number): { axes: Float32Array; captured: number } {
   const n = rows.length / dim;
   const step = Math.max(1, Math.floor(n / 4096));
   const picked: number[] = [];
@@ -105,7 +107,19 @@ export function principalAxes(rows: Float32Array, dim: number, r: number): Float
     orthonormalise(next);
     q = next;
   }
-  return Float32Array.from(q);
+  // share of the sample's variance the axes keep: Σ qᵢᵀCqᵢ / trace C
+  let kept = 0;
+  let trace = 0;
+  for (let a = 0; a < dim; a++) trace += cov[a * dim + a] as number;
+  for (let i = 0; i < r; i++) {
+    const vi = q.subarray(i * dim, (i + 1) * dim);
+    for (let a = 0; a < dim; a++) {
+      let sum = 0;
+      for (let b = 0; b < dim; b++) sum += (cov[a * dim + b] as number) * (vi[b] as number);
+      kept += (vi[a] as number) * sum;
+    }
+  }
+  return { axes: Float32Array.from(q), captured: trace > 0 ? kept / trace : 0 };
 }
 
 /**
@@ -123,6 +137,8 @@ export class AnnIndex implements VectorIndex {
   /** r × dim principal axes the vectors are projected onto, once learnt */
   private axes: Float32Array | undefined;
   private learnt: boolean;
+  /** share of the variance the learnt axes keep (whether or not they were used) */
+  captured: number | undefined;
   private readonly graphDim: number;
 
   constructor(
@@ -185,8 +201,12 @@ export class AnnIndex implements VectorIndex {
   learnProjection(rows: Float32Array): void {
     if (this.learnt) return;
     this.learnt = true;
-    if (this.graphDim < this.dim && rows.length / this.dim >= PROJECTION_ROWS_PER_DIM * this.graphDim)
-      this.axes = principalAxes(rows, this.dim, this.graphDim);
+    if (this.graphDim < this.dim && rows.length / this.dim >= PROJECTION_ROWS_PER_DIM * this.graphDim) {
+      const { axes, captured } = principalAxes(rows, this.dim, this.graphDim);
+      this.captured = captured;
+      // a space without a few dominant directions (isotropic noise) would lose its neighbours: keep it whole
+      if (captured >= (this.opts.projectionMinVariance ?? 0.8)) this.axes = axes;
+    }
   }
 
   /** whether vectors are projected before they enter the graph */
