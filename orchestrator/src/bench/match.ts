@@ -13,7 +13,7 @@
  *   --batch 32                     micro-batch size for searchMany (per-probe cost of a batch, every core)
  *   --m 16 --ef-add 64             HNSW build parameters
  *   --quantization i8              how the graph stores vectors (candidates are re-scored from the f32 store)
- *   --projection 128               graph space: PCA to this many dimensions when the axes keep ≥ 80 % of the
+ *   --projection 64                graph space: PCA to this many dimensions when the axes keep ≥ 60 % of the
  *                                  variance (0: never), see AnnOptions.projection
  *   --no-cache                     rebuild the graph even if bench-results/cache holds one
  *
@@ -43,7 +43,7 @@ const { values: args } = parseArgs({
     m: { type: "string", default: "16" },
     "ef-add": { type: "string", default: "64" },
     quantization: { type: "string", default: "i8" },
-    projection: { type: "string", default: "128" },
+    projection: { type: "string", default: "64" },
     "no-cache": { type: "boolean", default: false },
   },
 });

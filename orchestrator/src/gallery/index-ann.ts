@@ -16,11 +16,11 @@ export interface AnnOptions {
    */
   expansionAdd?: number;
   /**
-   * candidate list while searching (ef); default 256, the smallest breadth at which bench:match held recall@1 ≥ 0.99
-   * everywhere it was measured (2026-11-25, one node per person, 4 templates each, i8): 100k 512-d isotropic 0.999
-   * (ef 128: 0.973); 1M 512-d with the LFW spectrum 0.994 at 4.85 ms p50 (ef 128: 0.985 at 2.81 ms); 100k 128-d
-   * isotropic 1.000 / LFW spectrum 0.999 at 1.2 / 0.7 CPU-ms. It was 512 before (twice the cost for no recall
-   * measured). See orchestrator/README "Scale" for the tables
+   * candidate list while searching (ef); default 128 for a projected graph, 256 for a whole one: the smallest
+   * breadths at which bench:match held recall@1 ≥ 0.99 where it was measured (2026-11-25, one node per person,
+   * 4 templates each, i8). Projected (LFW-spectrum identities, PCA 64): 1M × 512 0.998 at 1.24 ms p50 / 1.39 CPU-ms,
+   * 100k 1.000. Whole: 100k × 512 isotropic 0.997 (ef 128: 0.958), 100k × 128 isotropic 1.000 / LFW-spectrum 0.999;
+   * 1M × 512 isotropic only 0.660 (0.846 at ef 512): not met there. It was 512 before. orchestrator/README "Scale"
    */
   expansionSearch?: number;
   /** threads for bulk inserts; default: every core */
@@ -38,7 +38,10 @@ export interface AnnOptions {
    * only which candidates are found depends on it. Default: no projection.
    */
   projection?: number;
-  /** the projection is used only if its axes keep at least this share of the sample's variance; default 0.8 */
+  /**
+   * the projection is used only if its axes keep at least this share of the sample's variance; default 0.6. 64 axes
+   * of 512-d people's means keep 0.68 with the LFW spectrum and 0.20 for isotropic identities (128 axes: 0.84, 0.37)
+   */
   projectionMinVariance?: number;
 }
 
@@ -163,7 +166,7 @@ export class AnnIndex implements VectorIndex {
       ],
       connectivity: this.opts.connectivity ?? 16,
       expansion_add: this.opts.expansionAdd ?? 64,
-      expansion_search: this.opts.expansionSearch ?? 256,
+      expansion_search: this.opts.expansionSearch ?? (this.axes ? 128 : 256),
       multi: false,
     });
     return this.built;
@@ -205,7 +208,7 @@ export class AnnIndex implements VectorIndex {
       const { axes, captured } = principalAxes(rows, this.dim, this.graphDim);
       this.captured = captured;
       // a space without a few dominant directions (isotropic noise) would lose its neighbours: keep it whole
-      if (captured >= (this.opts.projectionMinVariance ?? 0.8)) this.axes = axes;
+      if (captured >= (this.opts.projectionMinVariance ?? 0.6)) this.axes = axes;
     }
   }
 

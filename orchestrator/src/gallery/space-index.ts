@@ -160,14 +160,15 @@ export class SpaceIndex {
   }
 
   /**
-   * Graph options: a 512-d (or wider) space is projected onto its 128 principal axes when they keep ≥ 80 % of the
+   * Graph options: a 512-d (or wider) space is projected onto its 64 principal axes when they keep ≥ 60 % of the
    * variance of the people's means (AnnOptions.projection). bench:match, 1M templates (250k people) 512-d with the
-   * LFW spectrum, ef 256: recall@1 1.000 at 2.00 ms p50 / 2.32 CPU-ms projected against 0.994 at 4.85 / 4.86 whole;
-   * the axes kept 0.84 of the variance there and 0.37 for isotropic identities, which therefore stay unprojected.
+   * LFW spectrum: PCA 64 ef 128 recall@1 0.998 at 1.24 ms p50 / 1.39 CPU-ms (load 1.8), PCA 128 ef 256 1.000 at
+   * 2.00 / 2.32 (load 3.5), whole 512-d ef 256 0.994 at 4.85 / 4.86 (load 5.5); the 64 axes kept 0.68 of the variance
+   * there and 0.20 for isotropic identities, which therefore stay whole.
    */
   private annOptions(ann: AnnOptions = this.opts.ann ?? {}): AnnOptions {
     const dim = this.store?.dim ?? 0;
-    return { ...(dim >= 512 ? { projection: 128 } : {}), ...ann };
+    return { ...(dim >= 512 ? { projection: 64 } : {}), ...ann };
   }
 
   /** whether the graph's space is projected, and the share of variance its axes keep (known after a build) */
