@@ -102,7 +102,9 @@ function isotropicControl(n: number, d: number): number {
 
 const pipeline = await FacePipeline.load({ embedder: args.embedder, threads: 2 });
 const { embeddings, people, undetected } = await lfwEmbeddings(pipeline);
-const dim = (embeddings[0]?.e as Float32Array).length;
+const first = embeddings[0];
+if (!first) throw new Error("no LFW photo was embedded: is ../shared/datasets/lfw-aligned-pairs there?");
+const dim = first.e.length;
 const unit = embeddings.map(({ person, e }) => {
   const n = Math.sqrt(dot(e, e));
   return { person, e: Float32Array.from(e, (x) => x / n) };

@@ -148,7 +148,9 @@ export class SpaceIndex {
       const sample = everyone.filter((_, i) => i % every === 0);
       const dim = this.store.dim;
       const means = new Float32Array(sample.length * dim);
-      sample.forEach((personId, i) => this.meanOf(personId, means.subarray(i * dim, (i + 1) * dim)));
+      sample.forEach((personId, i) => {
+        this.meanOf(personId, means.subarray(i * dim, (i + 1) * dim));
+      });
       graph.learnProjection(means);
     }
     const step = Math.max(1, Math.ceil(everyone.length / 10));
@@ -293,7 +295,9 @@ export class SpaceIndex {
   private neighboursMany(probes: readonly Float32Array[], k: number): Candidates[] {
     const dim = this.dim;
     const flat = new Float32Array(probes.length * dim);
-    probes.forEach((p, i) => flat.set(p, i * dim));
+    probes.forEach((p, i) => {
+      flat.set(p, i * dim);
+    });
     const store = this.store as ExactIndex;
     const graph = this.graph;
     if (!graph)
