@@ -164,7 +164,7 @@ export class SpaceIndex {
   /**
    * Graph options: a 512-d (or wider) space is projected onto its 64 principal axes when they keep ≥ 60 % of the
    * variance of the people's means (AnnOptions.projection). bench:match, 1M templates (250k people) 512-d with the
-   * LFW spectrum: PCA 64 ef 128 recall@1 0.998 at 1.24 ms p50 / 1.39 CPU-ms (load 1.8), PCA 128 ef 256 1.000 at
+   * LFW spectrum: PCA 64 ef 128 recall@1 0.997 at 1.51 ms p50 / 1.55 CPU-ms (1000 probes, load 1.75), PCA 128 ef 256 1.000 at
    * 2.00 / 2.32 (load 3.5), whole 512-d ef 256 0.994 at 4.85 / 4.86 (load 5.5); the 64 axes kept 0.68 of the variance
    * there and 0.20 for isotropic identities, which therefore stay whole.
    */
