@@ -3,7 +3,7 @@ import { mkdir } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { FacePipeline } from "@glance/models";
-import { type DesiredState, encodeMessage, sharedFilterFor, topicFor } from "@glance/shared";
+import { type DesiredState, encodeMessage, SessionKeyCache, sharedFilterFor, topicFor } from "@glance/shared";
 import { serve } from "@hono/node-server";
 import type { Aedes } from "aedes";
 import { and, eq, isNull } from "drizzle-orm";
@@ -354,9 +354,11 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       rules: new RuleCache(db),
       promotionMaxAgeMs: opts.promotionMaxAgeMs ?? 60_000,
     });
+    // node session keys (one signature check + X25519 per node session); a revoked node's are dropped at once
+    const sessions = new SessionKeyCache(8192);
     const ingest = await startIngest({
       client,
-      deps: { db, sealingKey, space: gallery.space },
+      deps: { db, sealingKey, space: gallery.space, sessions },
       events,
       ...(external ? { filter: sharedFilterFor("template") } : {}),
       logger: log.child({ component: "ingest" }),
@@ -396,6 +398,9 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     });
     cleanups.push(async () => crl.stop());
     const nodeRevoked = async (nodeId: string) => {
+      // the database decides anyway (the replay statement re-reads a node's status); this drops what is cached
+      sessions.forgetNode(nodeId);
+      ingest.guard.forget(nodeId);
       broker?.disconnectNode(nodeId);
       // nothing left for it to converge on, should it get back in
       await client.publishAsync(topicFor("desired", nodeId), Buffer.alloc(0), { qos: 1, retain: true });

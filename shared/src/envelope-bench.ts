@@ -6,6 +6,9 @@
  * rest from its cache (hit).
  */
 import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
   encodeEmbedding,
@@ -142,3 +145,26 @@ console.log(
   `wire size: v1 ${wire({ ...v1Headers[0], ...v1Sealed[0] })} B, v2 ${wire({ ...v2Headers[0], ...v2Sealed[0] })} B (JSON)`,
 );
 console.log(`uptime: ${execFileSync("uptime").toString().trim()}`);
+
+// v1 open is the peer the session envelope is compared with, in the same run
+const v1Open = rows.find(([name]) => name.startsWith("v1 open"))?.[1];
+const hit = rows.find(([name]) => name.includes("cache hit"))?.[1];
+if (v1Open && hit) console.log(`v2 cache-hit open is ${(v1Open / hit).toFixed(1)}x cheaper than v1 open`);
+const dir = join(import.meta.dirname, "..", "..", "bench-results");
+mkdirSync(dir, { recursive: true });
+const file = join(dir, `envelope-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+writeFileSync(
+  file,
+  JSON.stringify(
+    {
+      count,
+      rounds,
+      loadavg1m: loadavg()[0],
+      node: process.version,
+      rows: rows.map(([name, us]) => ({ name, usPerTemplate: us, perSecondPerCore: 1e6 / us })),
+    },
+    null,
+    2,
+  ),
+);
+console.log(`results: ${file}`);
