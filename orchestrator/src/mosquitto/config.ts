@@ -49,8 +49,11 @@ export interface MosquittoConfig {
   acl: string;
 }
 
-/** Debian's (and Ubuntu's) path of the plugin shipped with mosquitto 2.0 */
-export const DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+/**
+ * Debian's (and Ubuntu's) path of the plugin shipped with mosquitto 2.0, in this machine's multiarch directory
+ * (x86_64-linux-gnu on a server, aarch64-linux-gnu on a Raspberry Pi or Jetson).
+ */
+export const DYNSEC_PLUGIN = `/usr/lib/${process.arch === "arm64" ? "aarch64" : "x86_64"}-linux-gnu/mosquitto_dynamic_security.so`;
 /** topic of the dynamic-security plugin's commands, and of its answers (`/response`) */
 export const DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1";
 /** dynamic-security role of revoked nodes: every topic denied, ahead of the ACL file */
