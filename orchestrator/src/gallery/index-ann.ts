@@ -20,7 +20,8 @@ export interface AnnOptions {
    * breadths at which bench:match held recall@1 ≥ 0.99 where it was measured (2026-11-25, one node per person,
    * 4 templates each, i8). Projected (LFW-spectrum identities, PCA 64): 1M × 512 0.997 at 1.51 ms p50 / 1.55 CPU-ms (1000 probes, load 1.75),
    * 100k 1.000. Whole: 100k × 512 isotropic 0.997 (ef 128: 0.958), 100k × 128 isotropic 1.000 / LFW-spectrum 0.999;
-   * 1M × 512 isotropic only 0.660 (0.846 at ef 512): not met there. It was 512 before. orchestrator/README "Scale"
+   * 1M × 512 isotropic only 0.660 (0.846 at ef 512): not met there. It was 512 before. orchestrator/README "Scale".
+   * Given here it is fixed; otherwise SpaceIndex measures the graph's recall and sets `ef` (see its graphTuning)
    */
   expansionSearch?: number;
   /** threads for bulk inserts; default: every core */
@@ -166,7 +167,9 @@ export class AnnIndex implements VectorIndex {
       ],
       connectivity: this.opts.connectivity ?? 16,
       expansion_add: this.opts.expansionAdd ?? 64,
-      expansion_search: this.opts.expansionSearch ?? (this.axes ? 128 : 256),
+      // the breadth is applied per search instead (see `ef`): usearch walks max(expansion_search, wanted)
+      // candidates and keeps the best `wanted`, so asking for `ef` results and keeping `k` is a search at breadth ef
+      expansion_search: 1,
       multi: false,
     });
     return this.built;
@@ -174,6 +177,24 @@ export class AnnIndex implements VectorIndex {
 
   get size(): number {
     return this.count;
+  }
+
+  private breadth: number | undefined;
+
+  /**
+   * Search breadth (HNSW ef): `expansionSearch`, else 128 for a projected graph and 256 for a whole one, until set.
+   * Changing it costs nothing: usearch fixes its own breadth when an index is made (index_dense_config_t, and the JS
+   * binding exposes no change_expansion_search), so the graph is made with breadth 1 and each search asks usearch
+   * for max(k, ef) results — usearch searches at breadth max(expansion_search, wanted) — of which the best k are kept.
+   */
+  get ef(): number {
+    return this.breadth ?? this.opts.expansionSearch ?? (this.axes ? 128 : 256);
+  }
+
+  set ef(value: number) {
+    if (!Number.isInteger(value) || value < 1)
+      throw new Error(`search breadth must be a positive integer, not ${value}`);
+    this.breadth = value;
   }
 
   /** Rows as the graph holds them: projected onto the learnt axes, or as they are. */
@@ -249,30 +270,31 @@ export class AnnIndex implements VectorIndex {
     return removed > 0;
   }
 
-  search(query: Float32Array, k: number): Neighbour[] {
+  /** Up to `k` neighbours, searched at breadth `ef` (default: the index's `ef`). */
+  search(query: Float32Array, k: number, ef = this.ef): Neighbour[] {
     if (query.length !== this.dim || k <= 0 || this.count === 0) return [];
-    const found = this.index.search(this.toGraph(query), Math.min(k, this.count), 1);
-    return this.toNeighbours(found.keys, found.distances, found.keys.length);
+    const found = this.index.search(this.toGraph(query), Math.min(Math.max(k, ef), this.count), 1);
+    return this.toNeighbours(found.keys, found.distances, Math.min(k, found.keys.length));
   }
 
   /**
    * Up to `k` neighbours for each of many queries (row-major `queries`), searched in parallel on `threads` cores
    * (default: every core). Each query's result is the one `search` gives: the threads only split the queries.
    */
-  searchMany(queries: Float32Array, k: number, threads = this.threads): Neighbour[][] {
+  searchMany(queries: Float32Array, k: number, threads = this.threads, ef = this.ef): Neighbour[][] {
     if (queries.length % this.dim !== 0) throw new Error(`queries must be rows of ${this.dim}`);
     const n = queries.length / this.dim;
     if (n === 0) return [];
     if (k <= 0 || this.count === 0) return Array.from({ length: n }, () => []);
-    const want = Math.min(k, this.count);
+    const want = Math.min(Math.max(k, ef), this.count);
     const found = this.index.search(this.toGraph(queries), want, threads);
-    if (n === 1) return [this.toNeighbours(found.keys, found.distances, found.keys.length)];
+    if (n === 1) return [this.toNeighbours(found.keys, found.distances, Math.min(k, found.keys.length))];
     const batch = found as BatchMatches;
     return Array.from({ length: n }, (_, q) =>
       this.toNeighbours(
         batch.keys.subarray(q * want, (q + 1) * want),
         batch.distances.subarray(q * want, (q + 1) * want),
-        Number(batch.counts[q]),
+        Math.min(k, Number(batch.counts[q])),
       ),
     );
   }

@@ -201,4 +201,91 @@ describe("matching index at scale", () => {
     expect(index.size).toBe(2);
     expect(index.search(Float32Array.of(1, 0), 3).map((n) => n.key)).toEqual([3, 2]);
   });
+
+  describe("search breadth chosen by measuring the graph's recall", () => {
+    // just above the ANN threshold (25k templates = 6,250 people × 4, 128-d as bench:match's 100k runs)
+    const build = (centres: "isotropic" | "lfw-spectrum", opts: ConstructorParameters<typeof SpaceIndex>[0] = {}) => {
+      const g = syntheticGallery({ people: 6250, templatesPerPerson: 4, dim: DIM, seed: 3, centres });
+      const index = new SpaceIndex(opts);
+      index.addMany(g.personIds, g.counts, g.vectors);
+      return { g, index };
+    };
+    /** recall@1 of the index against exact search on fresh probes of enrolled identities */
+    const freshRecall = (g: ReturnType<typeof syntheticGallery>, index: SpaceIndex, n: number) => {
+      const exact = new SpaceIndex({ annThreshold: Number.POSITIVE_INFINITY });
+      exact.addMany(g.personIds, g.counts, g.vectors);
+      const probes = g.queries(n).map((q) => q.vector);
+      const truth = exact.searchMany(probes, { people: 1 });
+      const found = index.searchMany(probes, { people: 1 });
+      return found.filter((hits, i) => hits[0]?.personId === truth[i]?.[0]?.personId).length / n;
+    };
+
+    it("the lfw-spectrum gallery gets a narrower breadth than the isotropic one, and each reaches the target on fresh probes", () => {
+      const iso = build("isotropic");
+      const lfw = build("lfw-spectrum");
+      const isoTuning = iso.index.graphTuning;
+      const lfwTuning = lfw.index.graphTuning;
+      expect(iso.index.kind).toBe("ann");
+      expect(isoTuning).toMatchObject({
+        source: "measured",
+        reached: true,
+        probes: 200,
+        target: 0.99,
+        templates: 25000,
+      });
+      expect(lfwTuning).toMatchObject({
+        source: "measured",
+        reached: true,
+        probes: 200,
+        target: 0.99,
+        templates: 25000,
+      });
+      expect(lfwTuning?.ef).toBeLessThan(isoTuning?.ef as number);
+      // the smallest rung that reached the target: every narrower one was tried and fell short
+      for (const t of [isoTuning, lfwTuning]) {
+        const tried = t?.tried ?? [];
+        expect(tried.at(-1)).toEqual({ ef: t?.ef, recall: t?.recall });
+        for (const rung of tried.slice(0, -1)) expect(rung.recall).toBeLessThan(0.99);
+        expect(t?.ms).toBeGreaterThan(0);
+      }
+      expect(freshRecall(iso.g, iso.index, 1000)).toBeGreaterThanOrEqual(0.99);
+      expect(freshRecall(lfw.g, lfw.index, 1000)).toBeGreaterThanOrEqual(0.99);
+    });
+
+    it("an explicit breadth wins over tuning; the same graph and seed always get the same breadth", () => {
+      const fixed = build("lfw-spectrum", { ann: { expansionSearch: 200 } });
+      expect(fixed.index.graphTuning).toEqual({ ef: 200, source: "explicit", templates: 25000 });
+      const tuned = build("lfw-spectrum", { ann: { threads: 1 } });
+      const again = build("lfw-spectrum", { ann: { threads: 1 } });
+      const { ms: _a, ...first } = tuned.index.graphTuning ?? {};
+      const { ms: _b, ...second } = again.index.graphTuning ?? {};
+      expect(second).toEqual(first);
+      const { ms: _c, ...retuned } = tuned.index.tuneGraph() ?? {};
+      expect(retuned).toEqual(first);
+      // another seed draws other probes: still a breadth from the ladder that reaches the target
+      const other = new SpaceIndex({ tuning: { seed: 9 } });
+      other.addMany(tuned.g.personIds, tuned.g.counts, tuned.g.vectors);
+      expect(other.graphTuning?.reached).toBe(true);
+    });
+
+    it("re-tunes once the gallery has grown by half, and warns once when no breadth reaches the target", () => {
+      const warnings: string[] = [];
+      const g = syntheticGallery({ people: 1000, templatesPerPerson: 4, dim: DIM, seed: 5 });
+      const index = new SpaceIndex({
+        annThreshold: 0,
+        // an unreachable target on a short ladder: the widest rung is used, with one warning
+        tuning: { recall: 1.01, ladder: [4, 8], probes: 50 },
+        warn: (m) => warnings.push(m),
+      });
+      const rows = (from: number, to: number) => g.vectors.subarray(from * 4 * DIM, to * 4 * DIM);
+      index.addMany(g.personIds.slice(0, 400), g.counts.slice(0, 400), rows(0, 400));
+      expect(index.graphTuning).toMatchObject({ ef: 8, reached: false, templates: 1600 });
+      index.addMany(g.personIds.slice(400, 599), g.counts.slice(400, 599), rows(400, 599));
+      expect(index.graphTuning?.templates).toBe(1600);
+      index.addMany(g.personIds.slice(599, 600), g.counts.slice(599, 600), rows(599, 600));
+      expect(index.graphTuning?.templates).toBe(2400);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/below the target 1.01/);
+    });
+  });
 });

@@ -10,8 +10,67 @@ export interface PersonHit {
 export interface SpaceIndexOptions {
   /** above this many templates the index moves from exact search to ANN; default 20,000 (≈ 2–3 ms exact on 1 core) */
   annThreshold?: number;
+  /** graph options; an explicit `expansionSearch` fixes the search breadth and turns the tuning below off */
   ann?: AnnOptions;
+  /** how the graph's search breadth is chosen by measuring its recall (see `graphTuning`) */
+  tuning?: GraphTuningOptions;
+  /** told once when no breadth on the ladder reaches the target recall (the largest is used) */
+  warn?: (message: string) => void;
 }
+
+export interface GraphTuningOptions {
+  /** recall@1 (against exact search) the breadth must reach on the sampled probes; default 0.99 */
+  recall?: number;
+  /** probes drawn from the gallery; default 200 */
+  probes?: number;
+  /**
+   * cosine between a probe and the template it is drawn from; default 0.6: what a genuine probe scores against one
+   * template of its person in the synthetic generator (synthetic.ts: templates at ≈ 0.78 from their identity, probes
+   * at ≈ 0.6 from each template), which sits near the low end of genuine scores — a harder probe than most real
+   * ones (LFW genuine pairs, dlib: 0.953 ± 0.018 raw, i.e. well inside the cone), so the breadth errs on the wide side
+   */
+  similarity?: number;
+  /** breadths tried, smallest first; default 16, 32, 64, 128, 256, 512 */
+  ladder?: readonly number[];
+  /** seed of the probe sample; default 1 */
+  seed?: number;
+}
+
+/** How the graph's search breadth was chosen, and what it measured. */
+export interface GraphTuning {
+  /** search breadth (HNSW ef) in force */
+  ef: number;
+  /** "explicit": `ann.expansionSearch` (or GLANCE_ANN_EF) fixed it; "measured": the smallest on the ladder reaching the target */
+  source: "explicit" | "measured";
+  /** templates held when it was chosen (tuning runs again once the gallery has grown by half) */
+  templates: number;
+  /** recall@1 measured at `ef` on the sampled probes (measured only) */
+  recall?: number;
+  /** the recall@1 asked for, and whether `ef` reached it (else the ladder's largest is in force) */
+  target?: number;
+  reached?: boolean;
+  probes?: number;
+  /** cosine of each probe to its template */
+  similarity?: number;
+  /** wall time of the whole tuning (probe drawing, exact ground truth, every breadth tried) */
+  ms?: number;
+  /** recall@1 at each breadth tried */
+  tried?: { ef: number; recall: number }[];
+}
+
+/** mulberry32, as synthetic.ts: the probe sample is the same for the same seed */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const DEFAULT_LADDER = [16, 32, 64, 128, 256, 512] as const;
 
 interface Candidates {
   hits: Neighbour[];
@@ -56,6 +115,10 @@ export class SpaceIndex {
   private readonly personAt = new Map<number, string>();
   private nextNode = 0;
   private readonly annThreshold: number;
+  private tuning: GraphTuning | undefined;
+  /** the breadth fixed by the options the graph was built or opened with, if any */
+  private fixedEf: number | undefined;
+  private warned = false;
 
   constructor(private readonly opts: SpaceIndexOptions = {}) {
     this.annThreshold = opts.annThreshold ?? 20_000;
@@ -125,7 +188,10 @@ export class SpaceIndex {
     });
     this.store ??= new ExactIndex(dim, total);
     this.store.addMany(keys, vectors);
-    if (this.graph) this.placeNodes(this.graph, personIds);
+    if (this.graph) {
+      this.placeNodes(this.graph, personIds);
+      if (this.store.size >= 1.5 * (this.tuning?.templates ?? 0)) this.tuneGraph();
+    }
     // outgrown brute force: build the graph once from everyone held; later additions move their person's node
     else if (this.store.size > this.annThreshold) this.buildGraph();
   }
@@ -159,6 +225,8 @@ export class SpaceIndex {
       onProgress?.(Math.min(everyone.length, at + step), everyone.length);
     }
     this.graph = graph;
+    this.fixedEf = this.opts.ann?.expansionSearch;
+    this.tuneGraph();
   }
 
   /**
@@ -188,8 +256,8 @@ export class SpaceIndex {
 
   /**
    * Opens a graph written by `saveGraph` right after `buildGraph`, for the same templates loaded in the same order
-   * (node n is the n-th person enrolled), with these search options (usearch fixes the search breadth when a graph
-   * is opened). Throws when the file does not have one node per person held.
+   * (node n is the n-th person enrolled), with these options (an explicit `expansionSearch` fixes the search
+   * breadth, else it is measured as after a build). Throws when the file does not have one node per person held.
    */
   loadGraph(path: string, ann: AnnOptions = this.opts.ann ?? {}): void {
     if (!this.store) throw new Error("load the templates before their graph");
@@ -206,6 +274,105 @@ export class SpaceIndex {
     }
     this.nextNode = node;
     this.graph = graph;
+    this.fixedEf = ann.expansionSearch;
+    this.tuneGraph();
+  }
+
+  /** How the graph's search breadth was chosen (undefined while there is no graph). */
+  get graphTuning(): GraphTuning | undefined {
+    return this.graph ? this.tuning : undefined;
+  }
+
+  /**
+   * Chooses the graph's search breadth by measuring it (buildGraph, loadGraph and addMany call it: when the graph is
+   * made and whenever the gallery has grown by half since). Probes come from the gallery itself: a sampled
+   * person's template turned, in a random direction orthogonal to it, to cosine `similarity` with it. The truth
+   * for each is the exact top-1 person over every template in the f32 store (not assumed to be the sampled
+   * person); the graph's answer is the one `search` gives (16 nodes, re-scored exactly). The smallest breadth on
+   * the ladder whose recall@1 reaches the target is kept; if none does, the largest, with one warning. The same
+   * probes for the same seed, so the same graph gets the same breadth. An explicit breadth is kept as it is.
+   */
+  tuneGraph(): GraphTuning | undefined {
+    const graph = this.graph;
+    const store = this.store;
+    if (!graph || !store) return undefined;
+    if (this.fixedEf !== undefined) {
+      graph.ef = this.fixedEf;
+      this.tuning = { ef: this.fixedEf, source: "explicit", templates: store.size };
+      return this.tuning;
+    }
+    const started = performance.now();
+    const opts = this.opts.tuning ?? {};
+    const target = opts.recall ?? 0.99;
+    const similarity = opts.similarity ?? 0.6;
+    const ladder = opts.ladder ?? DEFAULT_LADDER;
+    if (ladder.length === 0) throw new Error("the breadth ladder is empty");
+    const random = prng(opts.seed ?? 1);
+    const people = [...this.keysOf.keys()];
+    const n = Math.max(1, opts.probes ?? 200);
+    const dim = store.dim;
+    const probes = new Float32Array(n * dim);
+    const turn = Math.sqrt(Math.max(0, 1 - similarity * similarity));
+    const dir = new Float64Array(dim);
+    for (let i = 0; i < n; i++) {
+      const keys = this.keysOf.get(people[Math.floor(random() * people.length)] as string) as number[];
+      const t = store.vector(keys[Math.floor(random() * keys.length)] as number) as Float32Array;
+      let tt = 0;
+      for (let d = 0; d < dim; d++) tt += (t[d] as number) ** 2;
+      const tn = tt > 0 ? 1 / Math.sqrt(tt) : 0;
+      // a Gaussian direction, less its component along the template, normalised
+      for (let d = 0; d < dim; d += 2) {
+        const r = Math.sqrt(-2 * Math.log(1 - random()));
+        const theta = 2 * Math.PI * random();
+        dir[d] = r * Math.cos(theta);
+        if (d + 1 < dim) dir[d + 1] = r * Math.sin(theta);
+      }
+      let along = 0;
+      for (let d = 0; d < dim; d++) along += (dir[d] as number) * (t[d] as number) * tn;
+      let norm = 0;
+      for (let d = 0; d < dim; d++) {
+        dir[d] = (dir[d] as number) - along * (t[d] as number) * tn;
+        norm += (dir[d] as number) ** 2;
+      }
+      const dn = norm > 0 ? 1 / Math.sqrt(norm) : 0;
+      for (let d = 0; d < dim; d++)
+        probes[i * dim + d] = similarity * (t[d] as number) * tn + turn * (dir[d] as number) * dn;
+    }
+    const truth = store.searchMany(probes, 1).map((hits) => this.owner.get(hits[0]?.key ?? -1));
+    const k = Math.min(store.size, 16);
+    const tried: { ef: number; recall: number }[] = [];
+    for (const ef of ladder) {
+      const found = graph.searchMany(probes, k, undefined, ef);
+      let right = 0;
+      found.forEach((nodes, i) => {
+        const best = this.rescore(nodes, probes.subarray(i * dim, (i + 1) * dim))[0];
+        if (best && this.owner.get(best.key) === truth[i]) right++;
+      });
+      tried.push({ ef, recall: right / n });
+      if (right / n >= target) break;
+    }
+    const chosen = tried[tried.length - 1] as { ef: number; recall: number };
+    const reached = chosen.recall >= target;
+    graph.ef = chosen.ef;
+    this.tuning = {
+      ef: chosen.ef,
+      source: "measured",
+      templates: store.size,
+      recall: chosen.recall,
+      target,
+      reached,
+      probes: n,
+      similarity,
+      ms: performance.now() - started,
+      tried,
+    };
+    if (!reached && !this.warned) {
+      this.warned = true;
+      this.opts.warn?.(
+        `gallery graph: recall@1 ${chosen.recall.toFixed(3)} at the widest breadth tried (ef ${chosen.ef}) is below the target ${target}`,
+      );
+    }
+    return this.tuning;
   }
 
   /** (Re)places the graph nodes of these people at the normalised mean of their templates, in one parallel insert. */
