@@ -203,6 +203,17 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
         },
         "at this gallery size a stranger matches some member more often than the false-accept target",
       );
+    // the graph's search breadth is measured (GLANCE_ANN_EF fixes it instead: gallery.ts indexOptionsWithEnv)
+    const tuning = gallery.graphTuning;
+    if (tuning) {
+      const { ef, source, recall, target, reached, ms } = tuning;
+      log.info(
+        { ef, source, recall, ms: ms === undefined ? undefined : Math.round(ms) },
+        "gallery graph search breadth",
+      );
+      if (reached === false)
+        log.warn({ ef, recall, target }, "gallery graph: no search breadth tried reaches the target recall@1");
+    }
 
     const fleetCa = await loadOrCreateFleetCa(
       opts.dataDir,

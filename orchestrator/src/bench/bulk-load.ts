@@ -1,7 +1,7 @@
 import { encodeEmbedding } from "@glance/shared";
 import type { Db } from "../db/client.ts";
 import { consents, people, personKeys, templates } from "../db/schema.ts";
-import { type SyntheticGallery, syntheticGallery } from "../gallery/synthetic.ts";
+import { type SyntheticCentres, type SyntheticGallery, syntheticGallery } from "../gallery/synthetic.ts";
 import { type DataKey, type MasterKey, sealTemplate } from "../privacy/keyring.ts";
 
 /**
@@ -13,7 +13,16 @@ import { type DataKey, type MasterKey, sealTemplate } from "../privacy/keyring.t
 export async function bulkLoadGallery(
   db: Db,
   masterKey: MasterKey,
-  opts: { space: string; people: number; templatesPerPerson: number; dim: number; seed?: number; spread?: number },
+  opts: {
+    space: string;
+    people: number;
+    templatesPerPerson: number;
+    dim: number;
+    seed?: number;
+    spread?: number;
+    /** how identity centres are drawn (synthetic.ts); default "isotropic" */
+    centres?: SyntheticCentres;
+  },
 ): Promise<SyntheticGallery> {
   const g = syntheticGallery({
     people: opts.people,
@@ -21,6 +30,7 @@ export async function bulkLoadGallery(
     dim: opts.dim,
     seed: opts.seed ?? 1,
     ...(opts.spread !== undefined ? { spread: opts.spread } : {}),
+    ...(opts.centres !== undefined ? { centres: opts.centres } : {}),
   });
   const now = new Date();
   const chunk = 1000;

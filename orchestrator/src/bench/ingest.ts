@@ -1,10 +1,14 @@
 /**
  * `npm run bench:ingest` — end-to-end template ingest at chain scale: simulated nodes (real MQTT clients in a worker
- * thread, templates sealed with the shared `seal()`) publish through the embedded broker to a real orchestrator
- * (PGlite in a temp dir) whose gallery holds 100k synthetic templates. Not a test: prints a table, writes JSON and
- * a CPU profile of the orchestrator's thread during the burst to bench-results/.
+ * thread, bench/ingest-publisher.ts) publish through the embedded broker to a real orchestrator (PGlite in a temp
+ * dir, or Postgres) whose gallery holds 100k synthetic templates. Templates are sealed as node-agent seals them: the
+ * v2 session envelope (shared/src/crypto.ts `TemplateSealer`: one signed ephemeral X25519 session per simulated node,
+ * then AES-256-GCM per template), sealed before each phase starts so the orchestrator's core is what is measured.
+ * Not a test: prints a table, writes JSON and a CPU profile of the orchestrator's thread during the burst to
+ * bench-results/. The header names the gallery graph's search breadth and the recall@1 it measured (/api/health).
  *
  *   --people 25000 --per-person 4   gallery size (templates = people × per-person)
+ *   --data isotropic|lfw-spectrum   identity centres of the synthetic gallery (gallery/synthetic.ts); default isotropic
  *   --nodes 16                      simulated nodes (each its own MQTT connection)
  *   --burst 1000                    templates per node published as fast as possible (throughput)
  *   --rate 200 --paced 100          steady phase: overall templates/s, templates per node (latency)
@@ -22,6 +26,8 @@ import { Worker } from "node:worker_threads";
 import { FacePipeline } from "@glance/models";
 import { pino } from "pino";
 import { openDatabase } from "../db/client.ts";
+import type { GraphTuning } from "../gallery/space-index.ts";
+import type { SyntheticCentres } from "../gallery/synthetic.ts";
 import { type Orchestrator, type Recognition, type Rejection, startOrchestrator } from "../index.ts";
 import type { IngestMetrics } from "../ingest/ingest.ts";
 import { loadOrCreateMasterKey } from "../privacy/keyring.ts";
@@ -40,8 +46,12 @@ const { values: args } = parseArgs({
     rate: { type: "string", default: "200" },
     paced: { type: "string", default: "100" },
     "database-url": { type: "string" },
+    data: { type: "string", default: "isotropic" },
   },
 });
+if (args.data !== "isotropic" && args.data !== "lfw-spectrum")
+  throw new Error(`--data must be isotropic or lfw-spectrum, not ${args.data}`);
+const centres: SyntheticCentres = args.data;
 const peopleCount = Number(args.people);
 const perPerson = Number(args["per-person"]);
 const nodeCount = Number(args.nodes);
@@ -75,6 +85,7 @@ try {
     people: peopleCount,
     templatesPerPerson: perPerson,
     dim,
+    centres,
   });
   await database.close();
   const bulkSeconds = (performance.now() - t) / 1000;
@@ -106,6 +117,14 @@ try {
       });
     },
   } as unknown as Harness;
+  const health = (await (await h.api("/api/health")).json()) as {
+    graph: (Partial<GraphTuning> & { ef: number; source: string }) | null;
+  };
+  const graph = health.graph;
+  const graphLine = graph
+    ? `graph ef ${graph.ef} (${graph.source}${graph.recall !== undefined ? `, recall@1 ${graph.recall.toFixed(3)} on ${graph.probes} probes${graph.reached ? "" : " BELOW target"}, tuned in ${graph.ms} ms` : ""})`
+    : "exact search (no graph)";
+  log(graphLine);
   const storeId = await createStore(h);
   const nodes = [];
   for (let n = 0; n < nodeCount; n++) nodes.push(await registerNode(h, storeId, `bench-node-${n}`));
@@ -278,7 +297,7 @@ try {
   // partial when run against an ingest from before micro-batching (for before/after figures)
   const m = ((await (await h.api("/api/metrics")).json()) as { ingest: Partial<IngestMetrics> & IngestMetrics }).ingest;
   console.log(
-    `\nbench:ingest on ${JSON.stringify(machine())}; ${databaseUrl ? "Postgres" : "PGlite"}; gallery ${peopleCount * perPerson} templates, ${nodeCount} nodes`,
+    `\nbench:ingest on ${JSON.stringify(machine())}; ${databaseUrl ? "Postgres" : "PGlite"}; gallery ${peopleCount * perPerson} templates (${centres}), ${graphLine}, ${nodeCount} nodes`,
   );
   console.log(
     m.statements
@@ -295,7 +314,7 @@ try {
   );
   const file = await writeResults("ingest", {
     machine: machine(),
-    gallery: { templates: peopleCount * perPerson, people: peopleCount, dim, space, threshold },
+    gallery: { templates: peopleCount * perPerson, people: peopleCount, dim, space, threshold, centres, graph },
     nodes: nodeCount,
     bulkLoadSeconds: bulkSeconds,
     orchestratorStartSeconds: startSeconds,

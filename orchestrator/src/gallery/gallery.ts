@@ -5,7 +5,24 @@ import {
   type OpenSetThreshold,
   openSetThreshold,
 } from "./open-set.ts";
-import { type PersonHit, SpaceIndex, type SpaceIndexOptions } from "./space-index.ts";
+import { type GraphTuning, type PersonHit, SpaceIndex, type SpaceIndexOptions } from "./space-index.ts";
+
+/**
+ * Index options with the graph's search breadth fixed by GLANCE_ANN_EF when it is set and the options do not fix it
+ * themselves (otherwise the breadth is measured: SpaceIndex.graphTuning). Throws on a value that is not a positive
+ * integer, so a typo does not silently fall back to tuning.
+ */
+export function indexOptionsWithEnv(
+  opts: SpaceIndexOptions = {},
+  env: Record<string, string | undefined> = process.env,
+): SpaceIndexOptions {
+  const raw = env.GLANCE_ANN_EF?.trim();
+  if (!raw || opts.ann?.expansionSearch !== undefined) return opts;
+  const ef = Number(raw);
+  if (!Number.isInteger(ef) || ef < 1 || ef > 4096)
+    throw new Error(`GLANCE_ANN_EF must be an integer from 1 to 4096 (the graph's search breadth), not "${raw}"`);
+  return { ...opts, ann: { ...opts.ann, expansionSearch: ef } };
+}
 
 export interface Consent {
   /** "all-stores" or the one store the person agreed to be recognised in */
@@ -81,7 +98,7 @@ export class Gallery {
     threshold: number | OpenSetCalibration,
     indexOptions: SpaceIndexOptions = {},
   ) {
-    this.index = new SpaceIndex(indexOptions);
+    this.index = new SpaceIndex(indexOptionsWithEnv(indexOptions));
     if (typeof threshold === "number") {
       this.fixed = threshold;
       this.margin = DEFAULT_MARGIN;
@@ -127,6 +144,11 @@ export class Gallery {
   /** The cosine a best match must reach now (see `openSet` for how it was chosen). */
   get threshold(): number {
     return this.openSet.threshold;
+  }
+
+  /** How the gallery graph's search breadth was chosen and the recall it measured; undefined below the ANN threshold. */
+  get graphTuning(): GraphTuning | undefined {
+    return this.index.graphTuning;
   }
 
   get size(): { people: number; templates: number } {

@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { Gallery, indexOptionsWithEnv } from "./gallery.ts";
 import { ExactIndex } from "./index-exact.ts";
 import { SpaceIndex } from "./space-index.ts";
 import { syntheticGallery } from "./synthetic.ts";
@@ -36,7 +37,9 @@ describe("matching index at scale", () => {
   it("never returns an erased person again, from the exact index or the ANN graph", () => {
     const g = syntheticGallery({ people: 500, templatesPerPerson: 4, dim: DIM, seed: 11 });
     for (const annThreshold of [Number.POSITIVE_INFINITY, 0]) {
-      const index = new SpaceIndex({ annThreshold });
+      // a breadth covering the 500-node graph, so every probe below finds its person before the erasure (a tuned
+      // breadth aims at recall@1 0.99, and this test is about erasure, not recall)
+      const index = new SpaceIndex({ annThreshold, ann: { expansionSearch: 512 } });
       index.addMany(g.personIds, g.counts, g.vectors);
       const erased = g.personIds.slice(0, 50);
       const probes = g.queries(2000).filter((q) => erased.includes(q.personId));
@@ -266,6 +269,34 @@ describe("matching index at scale", () => {
       const other = new SpaceIndex({ tuning: { seed: 9 } });
       other.addMany(tuned.g.personIds, tuned.g.counts, tuned.g.vectors);
       expect(other.graphTuning?.reached).toBe(true);
+    });
+
+    it("GLANCE_ANN_EF fixes the gallery's breadth unless the options do; a bad value is refused", () => {
+      expect(indexOptionsWithEnv({ annThreshold: 5 }, { GLANCE_ANN_EF: "48" })).toEqual({
+        annThreshold: 5,
+        ann: { expansionSearch: 48 },
+      });
+      expect(indexOptionsWithEnv({ ann: { expansionSearch: 64 } }, { GLANCE_ANN_EF: "48" }).ann?.expansionSearch).toBe(
+        64,
+      );
+      expect(indexOptionsWithEnv({}, {})).toEqual({});
+      for (const bad of ["0", "12.5", "wide", "-3"])
+        expect(() => indexOptionsWithEnv({}, { GLANCE_ANN_EF: bad })).toThrow(/GLANCE_ANN_EF must be an integer/);
+      const g = syntheticGallery({ people: 300, templatesPerPerson: 2, dim: DIM, seed: 4 });
+      const people = g.personIds.map((personId, p) => ({
+        member: { personId, displayName: personId, consents: [{ scope: "all-stores", expiresAt: null }] },
+        embeddings: [0, 1].map((t) => g.vectors.slice((p * 2 + t) * DIM, (p * 2 + t + 1) * DIM)),
+      }));
+      const before = process.env.GLANCE_ANN_EF;
+      process.env.GLANCE_ANN_EF = "24";
+      try {
+        const gallery = Gallery.build("test-space", 0.5, people, { annThreshold: 0 });
+        expect(gallery.graphTuning).toEqual({ ef: 24, source: "explicit", templates: 600 });
+      } finally {
+        if (before === undefined) delete process.env.GLANCE_ANN_EF;
+        else process.env.GLANCE_ANN_EF = before;
+      }
+      expect(Gallery.build("test-space", 0.5, people, { annThreshold: 0 }).graphTuning?.source).toBe("measured");
     });
 
     it("re-tunes once the gallery has grown by half, and warns once when no breadth reaches the target", () => {

@@ -246,6 +246,8 @@ describe("HTTP API", () => {
       expect(await expectJson(await h.api("/api/health", { token: null }), 200)).toMatchObject({
         ok: true,
         gallery: { people: 1, templates: 1 },
+        // one template: exact search, no graph to tune
+        graph: null,
       });
     });
   });

@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { auditAdminActions, auditRouter } from "../audit/http.ts";
 import { feedbackRouter } from "../feedback/http.ts";
+import type { GraphTuning } from "../gallery/space-index.ts";
 import type { Services } from "../services.ts";
 import { signagePage } from "../signage/page.ts";
 import { assertScreenAccess, type Env, requireRole } from "./auth.ts";
@@ -15,6 +16,13 @@ import { storesRouter } from "./routes/stores.ts";
 import { tokensRouter } from "./routes/tokens.ts";
 import { visitsRouter } from "./routes/visits.ts";
 import { valid } from "./validate.ts";
+
+/** What /api/health says about the gallery graph: its breadth, how it was chosen, what it measured. */
+function graphHealth(t: GraphTuning | undefined) {
+  if (!t) return null;
+  const { ef, source, templates, recall, target, reached, probes, ms } = t;
+  return { ef, source, templates, recall, target, reached, probes, ms: ms === undefined ? undefined : Math.round(ms) };
+}
 
 /** Every route, mounted in one place. */
 export function createApp(s: Services) {
@@ -32,6 +40,8 @@ export function createApp(s: Services) {
       gallery: s.gallery.size,
       // the open-set rule in force: what a stranger's chance of being taken for some member is at this size
       openSet: { threshold, margin, scale, targetFar, expectedFar, clamped, identities },
+      // the gallery graph's search breadth and the recall@1 it measured (null: below the ANN threshold, exact search)
+      graph: graphHealth(s.gallery.graphTuning),
     });
   });
   app.get("/api/metrics", requireRole(s.db, ["hq-admin", "auditor", "technician"]), (c) =>

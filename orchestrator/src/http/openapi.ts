@@ -22,7 +22,13 @@ interface Operation {
 
 /** The same zod schemas that validate each route, listed once more as documentation. */
 const operations: Operation[] = [
-  { method: "get", path: "/api/health", summary: "Liveness, embedding space, gallery size", roles: "public" },
+  {
+    method: "get",
+    path: "/api/health",
+    summary:
+      "Liveness, embedding space, gallery size, open-set rule, gallery graph's search breadth and measured recall@1 (null below the ANN threshold)",
+    roles: "public",
+  },
   {
     method: "get",
     path: "/api/metrics",
