@@ -98,7 +98,12 @@ export class Gallery {
     threshold: number | OpenSetCalibration,
     indexOptions: SpaceIndexOptions = {},
   ) {
-    this.index = new SpaceIndex(indexOptionsWithEnv(indexOptions));
+    const opts = indexOptionsWithEnv(indexOptions);
+    // the graph's breadth is tuned on probes at the accept threshold: the hardest a decision depends on
+    this.index = new SpaceIndex({
+      ...opts,
+      tuning: { similarity: () => this.openSet.threshold, ...opts.tuning },
+    });
     if (typeof threshold === "number") {
       this.fixed = threshold;
       this.margin = DEFAULT_MARGIN;

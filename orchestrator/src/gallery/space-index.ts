@@ -24,12 +24,14 @@ export interface GraphTuningOptions {
   /** probes drawn from the gallery; default 200 */
   probes?: number;
   /**
-   * cosine between a probe and the template it is drawn from; default 0.6: what a genuine probe scores against one
-   * template of its person in the synthetic generator (synthetic.ts: templates at ≈ 0.78 from their identity, probes
-   * at ≈ 0.6 from each template), which sits near the low end of genuine scores — a harder probe than most real
-   * ones (LFW genuine pairs, dlib: 0.953 ± 0.018 raw, i.e. well inside the cone), so the breadth errs on the wide side
+   * cosine between a probe and the template it is drawn from, or a function read at each tuning. The Gallery passes
+   * its open-set threshold: the lowest score a genuine probe can have and still be accepted — probes below it are
+   * "unknown" whichever person the graph finds, so the breadth must serve those at or above it, and the hardest of
+   * them sit at it (and the threshold follows the gallery's size, as the tuning does). Without one: 0.6, what a
+   * genuine probe scores against one template of its person in the synthetic generator (synthetic.ts: templates at
+   * ≈ 0.78 from their identity, probes at ≈ 0.6 from each template).
    */
-  similarity?: number;
+  similarity?: number | (() => number);
   /** breadths tried, smallest first; default 16, 32, 64, 128, 256, 512 */
   ladder?: readonly number[];
   /** seed of the probe sample; default 1 */
@@ -304,7 +306,9 @@ export class SpaceIndex {
     const started = performance.now();
     const opts = this.opts.tuning ?? {};
     const target = opts.recall ?? 0.99;
-    const similarity = opts.similarity ?? 0.6;
+    const wanted = typeof opts.similarity === "function" ? opts.similarity() : (opts.similarity ?? 0.6);
+    // a probe needs some turn away from its template and some likeness to it
+    const similarity = Math.min(0.99, Math.max(0.05, wanted));
     const ladder = opts.ladder ?? DEFAULT_LADDER;
     if (ladder.length === 0) throw new Error("the breadth ladder is empty");
     const random = prng(opts.seed ?? 1);
