@@ -140,7 +140,8 @@ for (const data of datas) {
 
     // the product index on its exact path (store only)
     const rss0 = rss();
-    const index = new SpaceIndex({ annThreshold: Number.POSITIVE_INFINITY, ann });
+    // an explicit breadth: the bench measures every ef itself, so the graph's self-tuning stays out of the build time
+    const index = new SpaceIndex({ annThreshold: Number.POSITIVE_INFINITY, ann: { ...ann, expansionSearch: efs[0] } });
     index.addMany(g.personIds, g.counts, g.vectors);
     // the store holds its own copy: let the generator's 2 GiB (at 1M × 512) go before the graph is built
     (g as { vectors?: Float32Array }).vectors = undefined;
