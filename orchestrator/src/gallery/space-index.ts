@@ -1,5 +1,6 @@
 import { AnnIndex, type AnnOptions } from "./index-ann.ts";
 import { ExactIndex, type Neighbour } from "./index-exact.ts";
+import { prng } from "./synthetic.ts";
 
 export interface PersonHit {
   personId: string;
@@ -58,18 +59,6 @@ export interface GraphTuning {
   ms?: number;
   /** recall@1 at each breadth tried */
   tried?: { ef: number; recall: number }[];
-}
-
-/** mulberry32, as synthetic.ts: the probe sample is the same for the same seed */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const DEFAULT_LADDER = [16, 32, 64, 128, 256, 512] as const;

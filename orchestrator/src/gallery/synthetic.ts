@@ -32,8 +32,8 @@ export interface SyntheticGallery {
   queries(n: number): { personId: string; vector: Float32Array }[];
 }
 
-/** mulberry32: small, fast and good enough for synthetic data */
-function prng(seed: number): () => number {
+/** mulberry32: small, fast and good enough for synthetic data (and for the graph tuning's probe sample) */
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
