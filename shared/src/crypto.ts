@@ -96,7 +96,12 @@ export function verifyBytes(data: Uint8Array, signature: string, publicKey: stri
   const sig = Buffer.from(signature, "base64url");
   if (sig.length !== 64) return false;
   try {
-    return verify(null, data, cachedKey(`Ed25519:${publicKey}`, () => publicKeyObject("Ed25519", publicKey)), sig);
+    return verify(
+      null,
+      data,
+      cachedKey(`Ed25519:${publicKey}`, () => publicKeyObject("Ed25519", publicKey)),
+      sig,
+    );
   } catch {
     return false;
   }
@@ -132,6 +137,36 @@ function signedBytes(aad: Buffer, epk: Buffer, iv: Buffer, ct: Buffer): Buffer {
   return Buffer.concat([aad, epk, iv, ct]);
 }
 
+/** A fresh ephemeral X25519 key agreed with `recipientPublicKey`: its raw public key and the shared secret. */
+function ephemeralAgreement(recipientPublicKey: string): { epk: Buffer; shared: Buffer } {
+  const eph = generateKeyPairSync("x25519");
+  const epk = Buffer.from(eph.publicKey.export({ format: "jwk" }).x as string, "base64url");
+  const shared = diffieHellman({
+    privateKey: eph.privateKey,
+    publicKey: publicKeyObject("X25519", recipientPublicKey),
+  });
+  return { epk, shared };
+}
+
+/** AES-256-GCM under `key` with a random 96-bit IV: the IV and ciphertext ‖ tag. */
+function gcmSeal(key: Buffer, plaintext: Uint8Array, aad: Buffer): { iv: Buffer; ct: Buffer } {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv("aes-256-gcm", key, iv);
+  cipher.setAAD(aad);
+  return { iv, ct: Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]) };
+}
+
+/** Opens `gcmSeal`'s output (base64url IV and ciphertext ‖ tag); throws on bad lengths or a tag that fails. */
+function gcmOpen(key: Buffer, ivB64: string, ctB64: string, aad: Buffer): Buffer {
+  const iv = Buffer.from(ivB64, "base64url");
+  const ctTag = Buffer.from(ctB64, "base64url");
+  if (iv.length !== 12 || ctTag.length < 16) throw new Error("bad lengths");
+  const decipher = createDecipheriv("aes-256-gcm", key, iv);
+  decipher.setAAD(aad);
+  decipher.setAuthTag(ctTag.subarray(ctTag.length - 16));
+  return Buffer.concat([decipher.update(ctTag.subarray(0, ctTag.length - 16)), decipher.final()]);
+}
+
 /**
  * Encrypt `plaintext` to `recipientPublicKey` (X25519) and sign with the sender's Ed25519 key.
  * `header` is authenticated (AAD + signature) but not encrypted.
@@ -142,16 +177,10 @@ export function seal(
   recipientPublicKey: string,
   senderSigningKey: KeyPair,
 ): SealedParts {
-  const recipient = Buffer.from(recipientPublicKey, "base64url");
-  const eph = generateKeyPairSync("x25519");
-  const epk = Buffer.from(eph.publicKey.export({ format: "jwk" }).x as string, "base64url");
-  const shared = diffieHellman({ privateKey: eph.privateKey, publicKey: publicKeyObject("X25519", recipientPublicKey) });
-  const key = deriveKey(shared, epk, recipient);
-  const iv = randomBytes(12);
+  const { epk, shared } = ephemeralAgreement(recipientPublicKey);
+  const key = deriveKey(shared, epk, Buffer.from(recipientPublicKey, "base64url"));
   const aad = Buffer.from(canonicalJson(header));
-  const cipher = createCipheriv("aes-256-gcm", key, iv);
-  cipher.setAAD(aad);
-  const ct = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+  const { iv, ct } = gcmSeal(key, plaintext, aad);
   const sig = signBytes(signedBytes(aad, epk, iv, ct), senderSigningKey);
   return { epk: epk.toString("base64url"), iv: iv.toString("base64url"), ct: ct.toString("base64url"), sig };
 }
@@ -160,7 +189,12 @@ export function seal(
 export function verifySealed(parts: SealedParts, header: Record<string, unknown>, senderPublicKey: string): boolean {
   const aad = Buffer.from(canonicalJson(header));
   return verifyBytes(
-    signedBytes(aad, Buffer.from(parts.epk, "base64url"), Buffer.from(parts.iv, "base64url"), Buffer.from(parts.ct, "base64url")),
+    signedBytes(
+      aad,
+      Buffer.from(parts.epk, "base64url"),
+      Buffer.from(parts.iv, "base64url"),
+      Buffer.from(parts.ct, "base64url"),
+    ),
     parts.sig,
     senderPublicKey,
   );
@@ -177,7 +211,10 @@ export function open(
   senderPublicKey: string,
 ): Buffer {
   if (!verifySealed(parts, header, senderPublicKey)) {
-    throw new GlanceError("SIGNATURE_INVALID", "Sealed message signature does not verify against the sender's registered key.");
+    throw new GlanceError(
+      "SIGNATURE_INVALID",
+      "Sealed message signature does not verify against the sender's registered key.",
+    );
   }
   return decrypt(parts, header, recipientKey);
 }
@@ -186,22 +223,22 @@ export function open(
 export function decrypt(parts: SealedParts, header: Record<string, unknown>, recipientKey: KeyPair): Buffer {
   try {
     const epk = Buffer.from(parts.epk, "base64url");
-    const iv = Buffer.from(parts.iv, "base64url");
-    const ctTag = Buffer.from(parts.ct, "base64url");
-    if (iv.length !== 12 || ctTag.length < 16 || epk.length !== 32) throw new Error("bad lengths");
+    if (epk.length !== 32) throw new Error("bad epk length");
     const shared = diffieHellman({
       privateKey: privateKeyObject("X25519", recipientKey),
       publicKey: publicKeyObject("X25519", parts.epk),
     });
     const key = deriveKey(shared, epk, Buffer.from(recipientKey.publicKey, "base64url"));
-    const decipher = createDecipheriv("aes-256-gcm", key, iv);
-    decipher.setAAD(Buffer.from(canonicalJson(header)));
-    decipher.setAuthTag(ctTag.subarray(ctTag.length - 16));
-    return Buffer.concat([decipher.update(ctTag.subarray(0, ctTag.length - 16)), decipher.final()]);
+    return gcmOpen(key, parts.iv, parts.ct, Buffer.from(canonicalJson(header)));
   } catch (cause) {
-    throw new GlanceError("DECRYPT_FAILED", "Sealed message could not be decrypted: wrong key or tampered ciphertext.", undefined, {
-      cause,
-    });
+    throw new GlanceError(
+      "DECRYPT_FAILED",
+      "Sealed message could not be decrypted: wrong key or tampered ciphertext.",
+      undefined,
+      {
+        cause,
+      },
+    );
   }
 }
 
@@ -288,10 +325,7 @@ export class TemplateSealer {
     }
     const s = this.#current(header, recipientPublicKey);
     s.used++;
-    const iv = randomBytes(12);
-    const cipher = createCipheriv("aes-256-gcm", s.key, iv);
-    cipher.setAAD(Buffer.from(canonicalJson(header)));
-    const ct = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+    const { iv, ct } = gcmSeal(s.key, plaintext, Buffer.from(canonicalJson(header)));
     return { session: s.proof, iv: iv.toString("base64url"), ct: ct.toString("base64url") };
   }
 
@@ -325,11 +359,8 @@ export class TemplateSealer {
       nb = header.ts;
       na = header.ts + lifetime;
     }
-    const recipient = Buffer.from(recipientPublicKey, "base64url");
-    const eph = generateKeyPairSync("x25519");
-    const epk = Buffer.from(eph.publicKey.export({ format: "jwk" }).x as string, "base64url");
-    const shared = diffieHellman({ privateKey: eph.privateKey, publicKey: publicKeyObject("X25519", recipientPublicKey) });
-    const key = sessionKey(shared, epk, recipient, header.nodeId);
+    const { epk, shared } = ephemeralAgreement(recipientPublicKey);
+    const key = sessionKey(shared, epk, Buffer.from(recipientPublicKey, "base64url"), header.nodeId);
     shared.fill(0);
     const unsigned = { epk: epk.toString("base64url"), nb, na };
     const sig = signBytes(Buffer.from(sessionStatement(header.nodeId, header.kid, unsigned)), this.o.signingKey);
@@ -423,20 +454,15 @@ export class SessionKeyCache {
   }
 }
 
-function gcmOpen(key: Buffer, ivB64: string, ctB64: string, aad: Buffer): Buffer {
-  const iv = Buffer.from(ivB64, "base64url");
-  const ctTag = Buffer.from(ctB64, "base64url");
-  if (iv.length !== 12 || ctTag.length < 16) throw new Error("bad lengths");
-  const decipher = createDecipheriv("aes-256-gcm", key, iv);
-  decipher.setAAD(aad);
-  decipher.setAuthTag(ctTag.subarray(ctTag.length - 16));
-  return Buffer.concat([decipher.update(ctTag.subarray(0, ctTag.length - 16)), decipher.final()]);
-}
-
 const decryptFailed = (cause: unknown) =>
-  new GlanceError("DECRYPT_FAILED", "Sealed template could not be decrypted: wrong key or tampered message.", undefined, {
-    cause,
-  });
+  new GlanceError(
+    "DECRYPT_FAILED",
+    "Sealed template could not be decrypted: wrong key or tampered message.",
+    undefined,
+    {
+      cause,
+    },
+  );
 
 /**
  * Opens a v2 template: the header's ts lies in its session's window, the session statement is signed by
@@ -453,7 +479,10 @@ export function openSessionTemplate(
   const { session } = parts;
   const span = session.na - session.nb;
   if (!(span > 0 && span <= SESSION_MAX_SPAN_MS)) {
-    throw new GlanceError("SIGNATURE_INVALID", `Session window of ${span} ms is not in (0, ${SESSION_MAX_SPAN_MS}] ms.`);
+    throw new GlanceError(
+      "SIGNATURE_INVALID",
+      `Session window of ${span} ms is not in (0, ${SESSION_MAX_SPAN_MS}] ms.`,
+    );
   }
   if (header.ts < session.nb || header.ts > session.na) {
     throw new GlanceError(
@@ -470,7 +499,10 @@ export function openSessionTemplate(
   if (!key) {
     const statement = sessionStatement(header.nodeId, header.kid, session);
     if (!verifyBytes(Buffer.from(statement), session.sig, senderPublicKey)) {
-      throw new GlanceError("SIGNATURE_INVALID", "Template session signature does not verify against the node's registered key.");
+      throw new GlanceError(
+        "SIGNATURE_INVALID",
+        "Template session signature does not verify against the node's registered key.",
+      );
     }
     try {
       const epk = Buffer.from(session.epk, "base64url");
@@ -590,7 +622,12 @@ export function attestSealingKey(nodeId: string, sealingPublicKey: string, signi
   return signBytes(sealingKeyStatement(nodeId, sealingPublicKey), signingKey);
 }
 
-export function verifySealingKey(nodeId: string, sealingPublicKey: string, sig: string, signingPublicKey: string): boolean {
+export function verifySealingKey(
+  nodeId: string,
+  sealingPublicKey: string,
+  sig: string,
+  signingPublicKey: string,
+): boolean {
   return verifyBytes(sealingKeyStatement(nodeId, sealingPublicKey), sig, signingPublicKey);
 }
 
@@ -613,7 +650,8 @@ export function encodeEdgeGallery(entries: readonly EdgeGalleryEntry[]): Buffer 
   let at = 5;
   entries.forEach((e, i) => {
     const id = ids[i] as Buffer;
-    if (id.length > 255 || e.embedding.length > 0xffff) throw new GlanceError("PAYLOAD_INVALID", "Edge gallery entry too long.");
+    if (id.length > 255 || e.embedding.length > 0xffff)
+      throw new GlanceError("PAYLOAD_INVALID", "Edge gallery entry too long.");
     out.writeUInt8(id.length, at);
     id.copy(out, at + 1);
     at += 1 + id.length;
