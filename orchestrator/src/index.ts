@@ -373,10 +373,6 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       events,
       ...(external ? { filter: sharedFilterFor("template") } : {}),
       logger: log.child({ component: "ingest" }),
-      onAccepted: async (t) => {
-        const [outcome] = await recognizeBatch([t]);
-        if (outcome && "error" in outcome) throw outcome.error;
-      },
       onAcceptedBatch: async (templates) =>
         (await recognizeBatch(templates)).flatMap((o, i) =>
           "error" in o ? [{ template: templates[i] as (typeof templates)[number], error: o.error }] : [],

@@ -46,14 +46,13 @@ export interface IngestOptions {
   /** subscription filter; default every node's template topic (external brokers: `sharedFilterFor("template")`) */
   filter?: string;
   /**
-   * recognition of one accepted template (and the fallback when a batch fails as a whole); its failures are logged,
-   * never fatal
+   * recognition of one accepted template, when there is no `onAcceptedBatch`; its failures are logged, never fatal
    */
-  onAccepted(template: AcceptedTemplate): Promise<void>;
+  onAccepted?(template: AcceptedTemplate): Promise<void>;
   /**
    * recognition of accepted templates together, in arrival order, one batch at a time: resolves with the templates
    * whose recognition failed (the others' happened); a rejection means none of the batch was recognised, and each
-   * of its templates goes to `onAccepted` in turn. Without it, templates go to `onAccepted` one at a time.
+   * of its templates is then retried as a batch of one. One of `onAccepted` and `onAcceptedBatch` is required.
    */
   onAcceptedBatch?(templates: readonly AcceptedTemplate[]): Promise<readonly BatchFailure[]>;
   /** most messages checked together (one node lookup and one replay statement per batch); default 512 */
@@ -139,9 +138,14 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     metrics.recognition.failed++;
     log.error({ err: error, nodeId: template.node.id }, "recognition failed for an accepted template");
   };
+  const { onAccepted, onAcceptedBatch } = opts;
+  if (!onAccepted && !onAcceptedBatch) throw new Error("startIngest needs onAccepted or onAcceptedBatch");
   const one = async (template: AcceptedTemplate) => {
     try {
-      await opts.onAccepted(template);
+      if (onAccepted) await onAccepted(template);
+      else
+        for (const f of await (onAcceptedBatch as NonNullable<typeof onAcceptedBatch>)([template]))
+          failed(f.template, f.error);
     } catch (error) {
       failed(template, error);
     }
@@ -149,13 +153,13 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   const recogniseBatch = async (batch: AcceptedTemplate[]) => {
     metrics.recognition.batches++;
     metrics.recognition.templates += batch.length;
-    if (!opts.onAcceptedBatch) {
+    if (!onAcceptedBatch) {
       for (const t of batch) await one(t);
       return;
     }
     let failures: readonly BatchFailure[];
     try {
-      failures = await opts.onAcceptedBatch(batch);
+      failures = await onAcceptedBatch(batch);
     } catch (error) {
       // nothing of the batch was recognised: one by one, so that one bad template costs only itself
       metrics.recognition.fallbacks++;
