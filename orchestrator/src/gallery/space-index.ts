@@ -1,6 +1,6 @@
 import { AnnIndex, type AnnOptions } from "./index-ann.ts";
 import { ExactIndex, type Neighbour } from "./index-exact.ts";
-import { prng } from "./synthetic.ts";
+import { fillGaussian, prng } from "./synthetic.ts";
 
 export interface PersonHit {
   personId: string;
@@ -314,12 +314,7 @@ export class SpaceIndex {
       for (let d = 0; d < dim; d++) tt += (t[d] as number) ** 2;
       const tn = tt > 0 ? 1 / Math.sqrt(tt) : 0;
       // a Gaussian direction, less its component along the template, normalised
-      for (let d = 0; d < dim; d += 2) {
-        const r = Math.sqrt(-2 * Math.log(1 - random()));
-        const theta = 2 * Math.PI * random();
-        dir[d] = r * Math.cos(theta);
-        if (d + 1 < dim) dir[d + 1] = r * Math.sin(theta);
-      }
+      fillGaussian(dir, random);
       let along = 0;
       for (let d = 0; d < dim; d++) along += (dir[d] as number) * (t[d] as number) * tn;
       let norm = 0;

@@ -45,7 +45,7 @@ export function prng(seed: number): () => number {
 }
 
 /** Fills `out` with standard normal samples (Box–Muller, two per draw). */
-function fillGaussian(out: Float32Array, random: () => number): void {
+export function fillGaussian(out: Float32Array | Float64Array, random: () => number): void {
   for (let i = 0; i < out.length; i += 2) {
     const u = 1 - random();
     const r = Math.sqrt(-2 * Math.log(u));
