@@ -1,4 +1,4 @@
-import { eq, inArray } from "drizzle-orm";
+import { inArray } from "drizzle-orm";
 import type { Logger } from "pino";
 import postgres from "postgres";
 import type { Db } from "../db/client.ts";
@@ -63,8 +63,8 @@ export class PersonKeyCache {
   }
 
   /**
-   * `exists` for the people of a batch: cached answers as there, the others in one query. Returns those who hold a
-   * key.
+   * Which of these people still hold a data key: cached answers as they are (each kept `ttlMs`, and only while the
+   * deletion notifications are heard), the others in one query. Returns those who hold a key.
    */
   async existing(personIds: Iterable<string>, now = Date.now()): Promise<Set<string>> {
     const held = new Set<string>();
@@ -96,26 +96,5 @@ export class PersonKeyCache {
     if (unknown.length > 0 && this.external && !this.listening)
       this.logger.debug({ people: unknown.length }, "key notifications down: not caching");
     return held;
-  }
-
-  async exists(personId: string, now = Date.now()): Promise<boolean> {
-    const at = this.known.get(personId);
-    if (at !== undefined && now - at < this.ttlMs) {
-      this.stats.hits++;
-      return true;
-    }
-    this.stats.lookups++;
-    const [key] = await this.db
-      .select({ personId: personKeys.personId })
-      .from(personKeys)
-      .where(eq(personKeys.personId, personId))
-      .limit(1);
-    if (!key) {
-      this.known.delete(personId);
-      return false;
-    }
-    if (this.listening) this.known.set(personId, now);
-    else if (this.external) this.logger.debug({ personId }, "key notifications down: not caching");
-    return true;
   }
 }
