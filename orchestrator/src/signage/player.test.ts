@@ -72,8 +72,7 @@ describe.runIf(chromium)("the signage player in a browser", () => {
         "--disable-gpu",
         `--user-data-dir=${profile}`,
         "--window-size=1280,720",
-        `--screenshot=${join(profile, "shot.png")}`,
-        "--timeout=20000",
+        // no --screenshot/--timeout: the browser stays on the page until the test kills it, however slow the machine
         url,
       ],
       { stdio: "ignore" },
@@ -96,7 +95,7 @@ describe.runIf(chromium)("the signage player in a browser", () => {
           expect(played.length).toBeGreaterThan(0);
           expect(played[0]?.playedMs).toBeGreaterThanOrEqual(950);
         },
-        { timeout: 30_000, interval: 500 },
+        { timeout: 90_000, interval: 500 },
       );
     } finally {
       clearInterval(visitors);
