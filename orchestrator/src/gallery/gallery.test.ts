@@ -140,7 +140,7 @@ describe("gallery matching through the ANN graph (large galleries)", () => {
         if (e.kind === "member") {
           members++;
           // the graph must find the same best person with the same exact score; its runner-up may be one it missed
-          // (the graph is approximate and built in parallel), which only ever widens the margin
+          // (the graph is approximate), which only ever widens the margin
           const { margin, ...decision } = e;
           expect(a).toMatchObject(decision);
           expect(a.margin ?? 0).toBeGreaterThanOrEqual((margin ?? 0) - 1e-9);

@@ -76,8 +76,8 @@ export interface OpenSetState extends OpenSetThreshold {
  * template; open set: below the threshold the visitor is unknown, and so is a visitor whose best identity is not
  * ahead of the runner-up by the margin. Given the embedder's calibration (open-set.ts), the threshold holds the
  * configured 1:N false-accept rate and is recomputed when the number of identities changes; given a plain number,
- * it is that fixed cosine. Rebuilt from the database at start (in bulk, so a large gallery's graph is built in
- * parallel), updated on enrolment.
+ * it is that fixed cosine. Rebuilt from the database at start (in bulk: one pass over the templates, one graph
+ * insert), updated on enrolment.
  */
 export class Gallery {
   private readonly members = new Map<string, Member>();
@@ -259,7 +259,7 @@ export class Gallery {
   }
 
   /**
-   * A gallery of `people` built in bulk (a large gallery's graph is built in parallel). Reading the database is the
+   * A gallery of `people` built in bulk. Reading the database is the
    * caller's job: templates are sealed at rest, privacy/templates.ts `loadGallery` opens the consented ones.
    */
   static build(

@@ -24,7 +24,7 @@ export interface AnnOptions {
    * Given here it is fixed; otherwise SpaceIndex measures the graph's recall and sets `ef` (see its graphTuning)
    */
   expansionSearch?: number;
-  /** threads for bulk inserts; default: every core */
+  /** threads for batch searches; default: every core (inserts run on one, see `insert`) */
   threads?: number;
   /**
    * how the graph stores vectors. "i8" (default): a quarter of f32's memory, and candidates are re-scored exactly
@@ -129,7 +129,7 @@ export function principalAxes(rows: Float32Array, dim: number, r: number): { axe
 /**
  * HNSW graph (usearch) over inner product of L2-normalised vectors, i.e. cosine. Chosen over hnswlib-node by
  * measurement (see orchestrator/README and `npm run bench:match`): it ships prebuilt binaries for linux/macOS, so
- * `npm install --ignore-scripts` works offline, builds in parallel, and its queries are faster at equal recall.
+ * `npm install --ignore-scripts` works offline, searches batches on every core, and its queries are faster at equal recall.
  * usearch reports a distance of 1 − dot for "ip"; scores are turned back into similarities here.
  */
 export class AnnIndex implements VectorIndex {
@@ -241,7 +241,7 @@ export class AnnIndex implements VectorIndex {
   add(key: number, vector: Float32Array): void {
     if (vector.length !== this.dim) throw new Error(`index holds ${this.dim}-d vectors, not ${vector.length}-d`);
     this.learnProjection(vector);
-    this.index.add(BigInt(key), this.toGraph(vector), 1);
+    this.insert(BigUint64Array.of(BigInt(key)), this.toGraph(vector));
     this.count += 1;
   }
 
@@ -254,13 +254,29 @@ export class AnnIndex implements VectorIndex {
     const slice = 8192;
     for (let at = 0; at < keys.length; at += slice) {
       const end = Math.min(keys.length, at + slice);
-      this.index.add(
-        big.subarray(at, end),
-        this.toGraph(vectors.subarray(at * this.dim, end * this.dim)),
-        this.threads,
-      );
+      this.insert(big.subarray(at, end), this.toGraph(vectors.subarray(at * this.dim, end * this.dim)));
     }
     this.count += keys.length;
+  }
+
+  /**
+   * Inserts rows already in the graph's space, one at a time. usearch's parallel insert strands a few nodes that no
+   * search reaches whatever its breadth (unum-cloud/USearch#735, fix pending in #772): measured here, 4 to 9 of
+   * 20,000 vectors, and 1 to 4 of 300, a person who would never be recognised. A search may still use every core:
+   * usearch sizes its per-thread search contexts when an insert grows the index, so each growth is made by a
+   * one-row insert that names `threads` (one row, so nothing runs concurrently), and the rest go in on one thread.
+   */
+  private insert(keys: BigUint64Array, rows: Float32Array): void {
+    const index = this.index;
+    const width = rows.length / keys.length;
+    let at = 0;
+    while (at < keys.length) {
+      // usearch grows (and re-sizes its thread contexts) when size + rows ≥ capacity
+      const room = index.capacity() - index.size() - 1;
+      const end = room > 0 ? Math.min(keys.length, at + room) : at + 1;
+      index.add(keys.subarray(at, end), rows.subarray(at * width, end * width), room > 0 ? 1 : this.threads);
+      at = end;
+    }
   }
 
   remove(key: number): boolean {

@@ -15,7 +15,7 @@ export interface VectorIndex {
   readonly dim: number;
   readonly size: number;
   add(key: number, vector: Float32Array): void;
-  /** many rows at once (row-major `vectors`, keys.length × dim); the ANN index builds them in parallel */
+  /** many rows at once (row-major `vectors`, keys.length × dim) */
   addMany(keys: Uint32Array, vectors: Float32Array): void;
   remove(key: number): boolean;
   /** up to `k` neighbours, best first */

@@ -162,7 +162,7 @@ export class SpaceIndex {
 
   /**
    * Bulk load: `counts[i]` templates of `personIds[i]`, their rows consecutive in `vectors` (row-major). Used when
-   * the gallery is rebuilt from the database and by the benches; the graph inserts them in parallel.
+   * the gallery is rebuilt from the database and by the benches.
    */
   addMany(personIds: readonly string[], counts: readonly number[], vectors: Float32Array): void {
     const total = counts.reduce((a, b) => a + b, 0);
@@ -363,7 +363,7 @@ export class SpaceIndex {
     return this.tuning;
   }
 
-  /** (Re)places the graph nodes of these people at the normalised mean of their templates, in one parallel insert. */
+  /** (Re)places the graph nodes of these people at the normalised mean of their templates, in one insert. */
   private placeNodes(graph: AnnIndex, personIds: readonly string[]): void {
     const store = this.store as ExactIndex;
     const dim = store.dim;
