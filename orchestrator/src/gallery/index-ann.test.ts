@@ -6,22 +6,28 @@ const DIM = 128;
 
 describe("the ANN graph", () => {
   // usearch's parallel insert strands a few nodes that no search reaches (unum-cloud/USearch#735): 1 to 4 of these
-  // 2,000 in every build when inserted on two threads. A search asking for every node returns exactly the reachable ones.
-  it("reaches every node it holds, however many threads it may use", () => {
-    const n = 2000;
+  // 2,000 in nearly every build on two threads. A search asking for every node returns exactly the reachable ones.
+  it("reaches every node it holds, after bulk inserts on every core and small ones on one", () => {
+    const n = 2400;
     const g = syntheticGallery({ people: n, templatesPerPerson: 1, dim: DIM, seed: 4 });
     const keys = Uint32Array.from({ length: n }, (_, i) => i);
+    const rows = (from: number, to: number) => g.vectors.subarray(from * DIM, to * DIM);
+    let repaired = 0;
     for (let build = 0; build < 3; build++) {
       const index = new AnnIndex(DIM, { threads: 2 });
-      // in two calls, as a gallery grows: the second insert grows the graph's capacity again
-      index.addMany(keys.subarray(0, 700), g.vectors.subarray(0, 700 * DIM));
-      index.addMany(keys.subarray(700), g.vectors.subarray(700 * DIM));
+      // as a gallery grows: a bulk build, a doubling (bulk again), then enrolments smaller than the graph
+      index.addMany(keys.subarray(0, 700), rows(0, 700));
+      index.addMany(keys.subarray(700, 2000), rows(700, 2000));
+      for (let at = 2000; at < n; at += 100) index.addMany(keys.subarray(at, at + 100), rows(at, at + 100));
       expect(index.size).toBe(n);
       const reached = new Set(index.search(g.vectors.subarray(0, DIM), n, n).map((hit) => hit.key));
       expect(reached.size).toBe(n);
-      // batch search still runs on two threads after single-threaded inserts
-      const own = index.searchMany(g.vectors.subarray(0, 64 * DIM), 1, 2, 64);
+      repaired += index.repaired;
+      // batch search runs on two threads after the one-thread inserts grew the graph
+      const own = index.searchMany(rows(0, 64), 1, 2, 64);
       expect(own.map((hits) => hits[0]?.key)).toEqual([...keys.subarray(0, 64)]);
     }
+    // not asserted (a build on two threads may strand none), but seen in nearly every run here
+    console.info(`stranded by parallel inserts and re-inserted, in 3 builds: ${repaired}`);
   });
 });

@@ -24,7 +24,7 @@ export interface AnnOptions {
    * Given here it is fixed; otherwise SpaceIndex measures the graph's recall and sets `ef` (see its graphTuning)
    */
   expansionSearch?: number;
-  /** threads for batch searches; default: every core (inserts run on one, see `insert`) */
+  /** threads for bulk inserts and batch searches; default: every core */
   threads?: number;
   /**
    * how the graph stores vectors. "i8" (default): a quarter of f32's memory, and candidates are re-scored exactly
@@ -129,7 +129,7 @@ export function principalAxes(rows: Float32Array, dim: number, r: number): { axe
 /**
  * HNSW graph (usearch) over inner product of L2-normalised vectors, i.e. cosine. Chosen over hnswlib-node by
  * measurement (see orchestrator/README and `npm run bench:match`): it ships prebuilt binaries for linux/macOS, so
- * `npm install --ignore-scripts` works offline, searches batches on every core, and its queries are faster at equal recall.
+ * `npm install --ignore-scripts` works offline, builds and searches batches on every core, and its queries are faster at equal recall.
  * usearch reports a distance of 1 − dot for "ip"; scores are turned back into similarities here.
  */
 export class AnnIndex implements VectorIndex {
@@ -245,26 +245,64 @@ export class AnnIndex implements VectorIndex {
     this.count += 1;
   }
 
+  /**
+   * Inserts many rows. A bulk insert (at least as many rows as the graph holds: the build at start-up, or a
+   * doubling) runs on every core and is then checked for stranded nodes (see `repair`); a smaller one runs on one
+   * thread (see `insert`), where usearch strands none (100k × 128 inserted one at a time: all reached).
+   */
   addMany(keys: Uint32Array, vectors: Float32Array): void {
     if (vectors.length !== keys.length * this.dim) throw new Error("vectors must be keys.length × dim");
     if (keys.length === 0) return;
     this.learnProjection(vectors);
+    const bulk = keys.length >= this.count;
     const big = BigUint64Array.from(keys, (k) => BigInt(k));
-    // in slices, so one call never holds the event loop for more than a moment per slice
+    // projected in slices, so the projected copy never holds more than a slice
     const slice = 8192;
     for (let at = 0; at < keys.length; at += slice) {
       const end = Math.min(keys.length, at + slice);
-      this.insert(big.subarray(at, end), this.toGraph(vectors.subarray(at * this.dim, end * this.dim)));
+      const rows = this.toGraph(vectors.subarray(at * this.dim, end * this.dim));
+      if (bulk) this.index.add(big.subarray(at, end), rows, this.threads);
+      else this.insert(big.subarray(at, end), rows);
     }
     this.count += keys.length;
+    if (bulk) this.repair(keys, vectors);
+  }
+
+  /** nodes found stranded by a parallel insert and inserted again, since this index was made */
+  repaired = 0;
+
+  /**
+   * usearch's parallel insert strands a few nodes that no search reaches whatever its breadth
+   * (unum-cloud/USearch#735, fix pending in #772): measured here, 1 to 4 of 2,000 and 9 of 100,000, each a person
+   * who would never be recognised. A search asking for every node walks all the graph reaches (0.4–0.6 s at 100k,
+   * against 18 s for the parallel build and 38 s for a one-thread one), so the stranded ones among `keys` are
+   * found, removed and inserted again on one thread.
+   */
+  private repair(keys: Uint32Array, vectors: Float32Array): void {
+    const index = this.index;
+    const { dim } = this;
+    const probe = this.toGraph(vectors.subarray(0, dim));
+    // a re-insert on one thread is not stranded; the rounds only bound the work should usearch ever differ
+    for (let round = 0; round < 3; round++) {
+      const reached = new Set<bigint>(index.search(probe, index.size(), 1).keys);
+      const rows = [...keys.keys()].filter((i) => !reached.has(BigInt(keys[i] as number)));
+      if (rows.length === 0) return;
+      const stranded = BigUint64Array.from(rows, (i) => BigInt(keys[i] as number));
+      const again = new Float32Array(rows.length * dim);
+      rows.forEach((row, i) => {
+        again.set(vectors.subarray(row * dim, (row + 1) * dim), i * dim);
+      });
+      for (const key of stranded) index.remove(key);
+      this.insert(stranded, this.toGraph(again));
+      this.repaired += rows.length;
+    }
   }
 
   /**
-   * Inserts rows already in the graph's space, one at a time. usearch's parallel insert strands a few nodes that no
-   * search reaches whatever its breadth (unum-cloud/USearch#735, fix pending in #772): measured here, 4 to 9 of
-   * 20,000 vectors, and 1 to 4 of 300, a person who would never be recognised. A search may still use every core:
-   * usearch sizes its per-thread search contexts when an insert grows the index, so each growth is made by a
-   * one-row insert that names `threads` (one row, so nothing runs concurrently), and the rest go in on one thread.
+   * Inserts rows already in the graph's space, one at a time, so none is stranded (see `repair`). A search may still
+   * use every core: usearch sizes its per-thread search contexts when an insert grows the index, so each growth is
+   * made by a one-row insert that names `threads` (one row, so nothing runs concurrently), and the rest go in on one
+   * thread.
    */
   private insert(keys: BigUint64Array, rows: Float32Array): void {
     const index = this.index;
