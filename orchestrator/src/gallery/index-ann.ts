@@ -246,26 +246,35 @@ export class AnnIndex implements VectorIndex {
   }
 
   /**
-   * Inserts many rows. A bulk insert (at least as many rows as the graph holds: the build at start-up, or a
-   * doubling) runs on every core and is then checked for stranded nodes (see `repair`); a smaller one runs on one
-   * thread (see `insert`), where usearch strands none (100k × 128 inserted one at a time: all reached).
+   * Inserts many rows. A bulk insert (`parallel`; by default when there are at least as many rows as the graph
+   * holds: the build at start-up, or a doubling) runs on every core and is then checked for stranded nodes (see
+   * `repair`) unless `check` is false (the caller then repairs once after several bulk inserts); a smaller one runs
+   * on one thread (see `insert`), where usearch strands none (100k × 128 inserted one at a time: all reached).
    */
-  addMany(keys: Uint32Array, vectors: Float32Array): void {
-    if (vectors.length !== keys.length * this.dim) throw new Error("vectors must be keys.length × dim");
+  addMany(keys: Uint32Array, vectors: Float32Array, opts: { parallel?: boolean; check?: boolean } = {}): void {
+    const { dim } = this;
+    if (vectors.length !== keys.length * dim) throw new Error("vectors must be keys.length × dim");
     if (keys.length === 0) return;
     this.learnProjection(vectors);
-    const bulk = keys.length >= this.count;
+    const parallel = opts.parallel ?? keys.length >= this.count;
     const big = BigUint64Array.from(keys, (k) => BigInt(k));
     // projected in slices, so the projected copy never holds more than a slice
     const slice = 8192;
     for (let at = 0; at < keys.length; at += slice) {
       const end = Math.min(keys.length, at + slice);
-      const rows = this.toGraph(vectors.subarray(at * this.dim, end * this.dim));
-      if (bulk) this.index.add(big.subarray(at, end), rows, this.threads);
+      const rows = this.toGraph(vectors.subarray(at * dim, end * dim));
+      if (parallel) this.index.add(big.subarray(at, end), rows, this.threads);
       else this.insert(big.subarray(at, end), rows);
     }
     this.count += keys.length;
-    if (bulk) this.repair(keys, vectors);
+    if (parallel && opts.check !== false) {
+      const row = new Map<number, number>();
+      this.repair(keys, (key) => {
+        if (row.size === 0) keys.forEach((k, i) => row.set(k, i));
+        const i = row.get(key) as number;
+        return vectors.subarray(i * dim, (i + 1) * dim);
+      });
+    }
   }
 
   /** nodes found stranded by a parallel insert and inserted again, since this index was made */
@@ -275,27 +284,32 @@ export class AnnIndex implements VectorIndex {
    * usearch's parallel insert strands a few nodes that no search reaches whatever its breadth
    * (unum-cloud/USearch#735, fix pending in #772): measured here, 1 to 4 of 2,000 and 9 of 100,000, each a person
    * who would never be recognised. A search asking for every node walks all the graph reaches (0.4–0.6 s at 100k,
-   * against 18 s for the parallel build and 38 s for a one-thread one), so the stranded ones among `keys` are
-   * found, removed and inserted again on one thread.
+   * against 18 s for the parallel build and 38 s for a one-thread one), so the stranded ones among `keys` are found,
+   * removed and inserted again on one thread, each from `vectorOf(key)` (the vector as given to `addMany`).
+   * Returns how many were stranded.
    */
-  private repair(keys: Uint32Array, vectors: Float32Array): void {
+  repair(keys: Uint32Array, vectorOf: (key: number) => Float32Array): number {
     const index = this.index;
     const { dim } = this;
-    const probe = this.toGraph(vectors.subarray(0, dim));
+    if (keys.length === 0 || this.count === 0) return 0;
+    const probe = this.toGraph(vectorOf(keys[0] as number).slice());
+    let total = 0;
     // a re-insert on one thread is not stranded; the rounds only bound the work should usearch ever differ
     for (let round = 0; round < 3; round++) {
       const reached = new Set<bigint>(index.search(probe, index.size(), 1).keys);
-      const rows = [...keys.keys()].filter((i) => !reached.has(BigInt(keys[i] as number)));
-      if (rows.length === 0) return;
-      const stranded = BigUint64Array.from(rows, (i) => BigInt(keys[i] as number));
-      const again = new Float32Array(rows.length * dim);
-      rows.forEach((row, i) => {
-        again.set(vectors.subarray(row * dim, (row + 1) * dim), i * dim);
+      const stranded = keys.filter((key) => !reached.has(BigInt(key)));
+      if (stranded.length === 0) break;
+      const again = new Float32Array(stranded.length * dim);
+      stranded.forEach((key, i) => {
+        again.set(vectorOf(key), i * dim);
       });
-      for (const key of stranded) index.remove(key);
-      this.insert(stranded, this.toGraph(again));
-      this.repaired += rows.length;
+      const big = BigUint64Array.from(stranded, (k) => BigInt(k));
+      for (const key of big) index.remove(key);
+      this.insert(big, this.toGraph(again));
+      total += stranded.length;
     }
+    this.repaired += total;
+    return total;
   }
 
   /**

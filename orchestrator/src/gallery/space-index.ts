@@ -212,9 +212,15 @@ export class SpaceIndex {
     }
     const step = Math.max(1, Math.ceil(everyone.length / 10));
     for (let at = 0; at < everyone.length; at += step) {
-      this.placeNodes(graph, everyone.slice(at, at + step));
+      // on every core; the nodes a parallel insert strands are found once, below
+      this.placeNodes(graph, everyone.slice(at, at + step), { parallel: true, check: false });
       onProgress?.(Math.min(everyone.length, at + step), everyone.length);
     }
+    const mean = new Float32Array(this.store.dim);
+    graph.repair(Uint32Array.from(this.personAt.keys()), (node) => {
+      this.meanOf(this.personAt.get(node) as string, mean);
+      return mean;
+    });
     this.graph = graph;
     this.fixedEf = this.opts.ann?.expansionSearch;
     this.tuneGraph();
@@ -230,6 +236,11 @@ export class SpaceIndex {
   private annOptions(ann: AnnOptions = this.opts.ann ?? {}): AnnOptions {
     const dim = this.store?.dim ?? 0;
     return { ...(dim >= 512 ? { projection: 64 } : {}), ...ann };
+  }
+
+  /** people the graph's parallel inserts left unreachable and placed again (see AnnIndex.repair) */
+  get graphRepaired(): number {
+    return this.graph?.repaired ?? 0;
   }
 
   /** whether the graph's space is projected, and the share of variance its axes keep (known after a build) */
@@ -364,7 +375,11 @@ export class SpaceIndex {
   }
 
   /** (Re)places the graph nodes of these people at the normalised mean of their templates, in one insert. */
-  private placeNodes(graph: AnnIndex, personIds: readonly string[]): void {
+  private placeNodes(
+    graph: AnnIndex,
+    personIds: readonly string[],
+    opts?: { parallel?: boolean; check?: boolean },
+  ): void {
     const store = this.store as ExactIndex;
     const dim = store.dim;
     const unique = [...new Set(personIds)];
@@ -378,7 +393,7 @@ export class SpaceIndex {
       this.nodeOf.set(personId, node);
       this.personAt.set(node, personId);
     });
-    graph.addMany(nodes, means);
+    graph.addMany(nodes, means, opts);
   }
 
   /** Writes the normalised mean of a person's templates into `out` (zeros first). */
