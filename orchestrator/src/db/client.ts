@@ -39,3 +39,19 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
   await migratePglite(db, { migrationsFolder });
   return { db: db as unknown as Db, driver: "pglite", close: () => client.close() };
 }
+
+/**
+ * LISTEN on `channel` on a connection of its own to the shared Postgres (notifications are how instances tell each
+ * other of changes): `onNotify(payload)` for each one, `onListen()` on every (re)subscription, since whatever was
+ * announced while the connection was down was missed. Returns the stop function.
+ */
+export async function listen(
+  databaseUrl: string,
+  channel: string,
+  onNotify: (payload: string) => void,
+  onListen: () => void,
+): Promise<() => Promise<void>> {
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  await sql.listen(channel, onNotify, onListen);
+  return () => sql.end({ timeout: 5 });
+}

@@ -21,8 +21,7 @@ import type { Aedes } from "aedes";
 import { and, eq, gt, inArray, isNotNull, isNull, min, or } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
-import postgres from "postgres";
-import type { Db } from "../db/client.ts";
+import { type Db, listen } from "../db/client.ts";
 import { consents, nodes, personKeys, stores as storesTable, templates } from "../db/schema.ts";
 import { matchesFilter } from "../ingest/ingest.ts";
 import { type DataKey, type MasterKey, openTemplate } from "../privacy/keyring.ts";
@@ -398,11 +397,7 @@ async function listenForChanges(
   onChange: () => void,
   log: Logger,
 ): Promise<{ stop(): Promise<void> }> {
-  if (databaseUrl) {
-    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-    await sql.listen(EDGE_GALLERY_CHANGED, onChange, onChange);
-    return { stop: () => sql.end({ timeout: 5 }) };
-  }
+  if (databaseUrl) return { stop: await listen(databaseUrl, EDGE_GALLERY_CHANGED, onChange, onChange) };
   const pglite = (db as unknown as { $client?: Partial<PGlite> }).$client;
   if (typeof pglite?.listen !== "function") {
     log.warn("no change notifications from this database: edge galleries follow the fallback re-read only");

@@ -1,7 +1,6 @@
 import { inArray } from "drizzle-orm";
 import type { Logger } from "pino";
-import postgres from "postgres";
-import type { Db } from "../db/client.ts";
+import { type Db, listen } from "../db/client.ts";
 import { personKeys } from "../db/schema.ts";
 
 /** Channel of the person_keys delete trigger (migration 0007). */
@@ -38,8 +37,8 @@ export class PersonKeyCache {
   }): Promise<{ cache: PersonKeyCache; stop(): Promise<void> }> {
     const cache = new PersonKeyCache(opts.db, opts.ttlMs ?? 60_000, opts.logger, !!opts.databaseUrl);
     if (!opts.databaseUrl) return { cache, stop: async () => {} };
-    const sql = postgres(opts.databaseUrl, { max: 1, onnotice: () => {} });
-    await sql.listen(
+    const stop = await listen(
+      opts.databaseUrl,
       PERSON_KEY_DELETED,
       (personId) => cache.invalidate(personId),
       () => {
@@ -52,7 +51,7 @@ export class PersonKeyCache {
       cache,
       async stop() {
         cache.listening = false;
-        await sql.end({ timeout: 5 });
+        await stop();
       },
     };
   }
