@@ -508,9 +508,15 @@ export class SpaceIndex {
     const size = this.store?.size ?? 0;
     const want = opts.people ?? 2;
     if (size === 0 || probe.length !== this.dim) return [];
-    // a person holds a few templates: ask for enough neighbours to see `want` people, widen if consent filtered
-    // them out and the candidates could still be above the floor
-    for (let k = Math.min(size, Math.max(16, want * 8)); ; k = Math.min(size, k * 4)) {
+    // a person holds a few templates: ask for enough neighbours to see `want` people
+    return this.widen(probe, opts, Math.min(size, Math.max(16, want * 8)));
+  }
+
+  /** `search` from `k` neighbours on, widening while consent filtered people out and candidates could still count */
+  private widen(probe: Float32Array, opts: SearchOptions, k: number): PersonHit[] {
+    const size = this.store?.size ?? 0;
+    const want = opts.people ?? 2;
+    for (; ; k = Math.min(size, k * 4)) {
       const found = this.pick(this.neighbours(probe, k), want, opts);
       if (found) return found;
     }
@@ -519,8 +525,8 @@ export class SpaceIndex {
   /**
    * `search` for each of many probes (a micro-batch of incoming templates): the first, usual breadth is searched
    * for all of them at once on every core (usearch's batch search over the graph, or one batched SIMD scan below
-   * the ANN threshold); the few probes that must widen (consent filtered their people out) go on one by one.
-   * The answer for each probe is the one `search` gives.
+   * the ANN threshold); the few probes that must widen (consent filtered their people out) go on one by one, from
+   * the next breadth. The answer for each probe is the one `search` gives.
    */
   searchMany(probes: readonly Float32Array[], opts: SearchOptions = {}): PersonHit[][] {
     const size = this.store?.size ?? 0;
@@ -534,7 +540,9 @@ export class SpaceIndex {
       k,
     );
     usable.forEach((i, j) => {
-      out[i] = this.pick(hits[j] as Candidates, want, opts) ?? this.search(probes[i] as Float32Array, opts);
+      out[i] =
+        this.pick(hits[j] as Candidates, want, opts) ??
+        this.widen(probes[i] as Float32Array, opts, Math.min(size, k * 4));
     });
     return out;
   }
