@@ -208,7 +208,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     if (tuning) {
       const { ef, source, recall, target, reached, ms } = tuning;
       log.info(
-        { ef, source, recall, ms: ms === undefined ? undefined : Math.round(ms) },
+        // stranded: people the parallel build left unreachable, found and placed again (usearch#735)
+        { ef, source, recall, ms: ms === undefined ? undefined : Math.round(ms), stranded: gallery.graphRepaired },
         "gallery graph search breadth",
       );
       if (reached === false)

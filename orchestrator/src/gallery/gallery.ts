@@ -156,6 +156,11 @@ export class Gallery {
     return this.index.graphTuning;
   }
 
+  /** people the graph's parallel build left unreachable and placed again (usearch#735, SpaceIndex.graphRepaired) */
+  get graphRepaired(): number {
+    return this.index.graphRepaired;
+  }
+
   get size(): { people: number; templates: number } {
     return { people: this.members.size, templates: this.index.templates };
   }
