@@ -13,7 +13,7 @@ import {
   TemplateSealer,
   topicFor,
 } from "@glance/shared";
-import mqtt, { type MqttClient } from "mqtt";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 
 // harness.ts is not imported here: it pulls in onnxruntime-node, whose native addon cannot load in a worker thread
 
@@ -43,7 +43,11 @@ export interface PublisherData {
   nodes: {
     nodeId: string;
     cameraId: string;
-    mqtt: { url: string; username: string; password: string };
+    /**
+     * where and how the node connects (the broker URL and mqtt.js connect options): user name and password to the
+     * embedded broker, or its certificate, key and `glance-node-<nodeId>` client id over mutual TLS to mosquitto
+     */
+    mqtt: { url: string } & IClientOptions;
     signingKey: KeyPair;
   }[];
   recipient: { kid: string; publicKey: string };
@@ -70,10 +74,9 @@ const seqs = data.nodes.map(() => 0);
 const sealers = data.nodes.map((n) => new TemplateSealer({ nodeId: n.nodeId, signingKey: n.signingKey }));
 let probe = 0;
 const clients: MqttClient[] = await Promise.all(
-  data.nodes.map((n) =>
-    mqtt.connectAsync(n.mqtt.url, {
-      username: n.mqtt.username,
-      password: n.mqtt.password,
+  data.nodes.map(({ mqtt: { url, ...options } }) =>
+    mqtt.connectAsync(url, {
+      ...options,
       protocolVersion: 4,
       reconnectPeriod: 0,
       connectTimeout: 10_000,

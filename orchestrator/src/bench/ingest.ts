@@ -13,26 +13,46 @@
  *   --burst 1000                    templates per node published as fast as possible (throughput)
  *   --rate 200 --paced 100          steady phase: overall templates/s, templates per node (latency)
  *   --database-url postgres://…     a real Postgres (a throwaway database is created on it) instead of PGlite
+ *   --instances N                   scale-out: mosquitto with the generated configuration (mutual TLS, contract ACL,
+ *                                   dynamic security) and N orchestrator instances, each its own process
+ *                                   (bench/ingest-instance.ts), on the one Postgres and one data dir, sharing the
+ *                                   template subscription; needs --database-url. The nodes connect with their
+ *                                   certificates. Without it: one orchestrator in this process, embedded broker.
+ *   --max-queued N                  with --instances: append `max_queued_messages N` (0: no limit) to the generated
+ *                                   mosquitto configuration. It sets none, so mosquitto's default 1000 holds: an
+ *                                   instance more than ~1,000 templates behind has the rest DROPPED ("Outgoing
+ *                                   messages are being dropped"), and a 16,000 burst never completes.
  *
- * Latency is publish → "recognition" event; templates of one node are processed in order, so the i-th recognition
- * of a node answers its i-th publish.
+ * Latency is publish → "recognition" event. A node's i-th recognition (by time, across instances) is paired with its
+ * i-th publish: one instance processes a node's templates in order, so with one instance that pairing is exact; with
+ * several it pairs order statistics: where a template is overtaken by a later one of its node on another instance,
+ * their two latencies are replaced by the sorted pairing, which can shift single values more than the percentiles.
+ * Instances stamp their events with their own clock (epoch ms) and send them in batches every 20 ms. The CPU profile
+ * and the stage budget are of the in-process orchestrator only: with --instances there is none (the table shows each
+ * instance's CPU, mosquitto's and the publishers' instead).
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { type ChildProcess, fork } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { Session } from "node:inspector/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import { FacePipeline } from "@glance/models";
+import { generateSigningKeyPair } from "@glance/shared";
 import { pino } from "pino";
 import { openDatabase } from "../db/client.ts";
 import type { GraphTuning } from "../gallery/space-index.ts";
 import type { SyntheticCentres } from "../gallery/synthetic.ts";
-import { type Orchestrator, type Recognition, type Rejection, startOrchestrator } from "../index.ts";
+import { type Orchestrator, type Recognition, startOrchestrator } from "../index.ts";
 import type { IngestMetrics } from "../ingest/ingest.ts";
+import { loadOrCreateFleetCa, signingKeyPem } from "../pki/fleet-ca.ts";
 import { loadOrCreateMasterKey } from "../privacy/keyring.ts";
-import { createStore, freshPostgres, type Harness, registerNode } from "../testing/harness.ts";
+import { createStore, freshPostgres, type Harness } from "../testing/harness.ts";
+import { type MosquittoBroker, startMosquitto } from "../testing/mosquitto.ts";
 import { bulkLoadGallery } from "./bulk-load.ts";
+import type { InstanceMessage, InstanceRequest } from "./ingest-instance.ts";
 import type { PhaseRequest, PublisherData } from "./ingest-publisher.ts";
 import { INGEST_STAGES, stageSplit, summariseProfile } from "./profile.ts";
 import { machine, percentile, repoRoot, table, writeResults } from "./stats.ts";
@@ -47,6 +67,8 @@ const { values: args } = parseArgs({
     paced: { type: "string", default: "100" },
     "database-url": { type: "string" },
     data: { type: "string", default: "isotropic" },
+    instances: { type: "string" },
+    "max-queued": { type: "string" },
   },
 });
 if (args.data !== "isotropic" && args.data !== "lfw-spectrum")
@@ -58,14 +80,61 @@ const nodeCount = Number(args.nodes);
 const burst = Number(args.burst);
 const paced = Number(args.paced);
 const rate = Number(args.rate);
+const instanceCount = args.instances === undefined ? undefined : Number(args.instances);
+if (instanceCount !== undefined && !(Number.isInteger(instanceCount) && instanceCount >= 1))
+  throw new Error(`--instances must be a whole number ≥ 1, not ${args.instances}`);
+const maxQueued = args["max-queued"] === undefined ? undefined : Number(args["max-queued"]);
+if (maxQueued !== undefined && !(Number.isInteger(maxQueued) && maxQueued >= 0 && instanceCount !== undefined))
+  throw new Error(`--max-queued takes a whole number ≥ 0 (0: no limit) and goes with --instances, not ${maxQueued}`);
+if (instanceCount !== undefined && !args["database-url"])
+  throw new Error("--instances needs --database-url: the instances share one Postgres database");
 const now = () => performance.timeOrigin + performance.now();
 const log = (msg: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
-const dataDir = await mkdtemp(join(tmpdir(), "glance-bench-ingest-"));
+const root = await mkdtemp(join(tmpdir(), "glance-bench-ingest-"));
+// the orchestrators' data dir (shared by the instances); mosquitto's configuration beside it
+const dataDir = join(root, "orchestrator");
+await mkdir(dataDir, { recursive: true, mode: 0o700 });
 const pg = args["database-url"] ? await freshPostgres(args["database-url"]) : undefined;
 const databaseUrl = pg?.url;
 let orch: Orchestrator | undefined;
 let worker: Worker | undefined;
+let broker: MosquittoBroker | undefined;
+const children: ChildProcess[] = [];
+/** set when an instance process dies: the phase under way fails instead of waiting for ever */
+let crashed: Error | undefined;
+
+/** One orchestrator as the bench sees it: in this process, or a child process behind mosquitto. */
+interface Instance {
+  httpUrl: string;
+  adminToken: string;
+  sealingKey: { kid: string; publicKey: string };
+  startSeconds: number;
+  /** a child's CPU seconds since its last `phase-start` (undefined in-process: the process figure covers it) */
+  phaseStart(): void;
+  phaseCpu(): Promise<number | undefined>;
+}
+
+/** a process's user + system CPU seconds from /proc (Linux; clock ticks of 1/100 s); undefined elsewhere */
+async function procCpuSeconds(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+  // the fields after the command name, which is in parentheses and may hold spaces: utime and stime are 14 and 15
+  const fields = stat?.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return fields ? (Number(fields[11]) + Number(fields[12])) / 100 : undefined;
+}
+
+const exited = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null;
+async function stopChild(c: ChildProcess): Promise<void> {
+  if (exited(c)) return;
+  const gone = new Promise<void>((resolve) => c.once("exit", () => resolve()));
+  if (c.connected) c.send({ kind: "stop" } satisfies InstanceRequest);
+  else c.kill("SIGTERM");
+  const timer = setTimeout(() => c.kill("SIGKILL"), 20_000);
+  await gone;
+  clearTimeout(timer);
+}
+
 try {
   const faces = await FacePipeline.load();
   const space = faces.space;
@@ -91,32 +160,125 @@ try {
   const bulkSeconds = (performance.now() - t) / 1000;
   log(`bulk-loaded ${peopleCount * perPerson} templates (${dim}-d, space ${space}) in ${bulkSeconds.toFixed(1)} s`);
 
-  t = performance.now();
-  orch = await startOrchestrator({
-    dataDir,
-    ...(databaseUrl ? { databaseUrl } : {}),
-    logger: pino({ level: "warn" }),
-    mqttPort: 0,
-    httpPort: 0,
-  });
-  const startSeconds = (performance.now() - t) / 1000;
-  log(`orchestrator started (gallery loaded from the database) in ${startSeconds.toFixed(1)} s`);
-  const o = orch;
-  const h = {
-    orch: o,
-    dataDir,
-    api(path: string, init: RequestInit & { json?: unknown } = {}) {
+  // what the instances report during a phase: per node the times of its recognitions, in arrival order
+  let nodeIndex = new Map<string, number>();
+  let recognitionTimes: number[][] = [];
+  let lastEventAt = 0;
+  let recognised = 0;
+  let members$ = 0;
+  let rejected = 0;
+  let onProgress = () => {};
+  const onRecognition = (at: number, nodeId: string, member: boolean) => {
+    recognitionTimes[nodeIndex.get(nodeId) as number]?.push(at);
+    lastEventAt = Math.max(lastEventAt, at);
+    recognised++;
+    if (member) members$++;
+    onProgress();
+  };
+  const onRejection = (at: number) => {
+    lastEventAt = Math.max(lastEventAt, at);
+    rejected++;
+    onProgress();
+  };
+
+  const instances: Instance[] = [];
+  if (instanceCount === undefined) {
+    t = performance.now();
+    orch = await startOrchestrator({
+      dataDir,
+      ...(databaseUrl ? { databaseUrl } : {}),
+      logger: pino({ level: "warn" }),
+      mqttPort: 0,
+      httpPort: 0,
+    });
+    orch.events.on("recognition", (r: Recognition) => onRecognition(now(), r.nodeId, r.visitor === "member"));
+    orch.events.on("rejection", () => onRejection(now()));
+    instances.push({
+      httpUrl: orch.httpUrl,
+      adminToken: orch.adminToken,
+      sealingKey: orch.sealingKey,
+      startSeconds: (performance.now() - t) / 1000,
+      phaseStart() {},
+      phaseCpu: async () => undefined,
+    });
+    log(`orchestrator started (gallery loaded from the database) in ${instances[0]?.startSeconds.toFixed(1)} s`);
+  } else {
+    // as startMosquittoFleet does: the fleet CA of the shared data dir signs mosquitto's certificate
+    broker = await startMosquitto(join(root, "mosquitto"), await loadOrCreateFleetCa(dataDir), {
+      extraConfig: maxQueued === undefined ? [] : [`max_queued_messages ${maxQueued}`],
+    });
+    const b = broker;
+    log(`mosquitto listening on ${b.url}`);
+    const entry = fileURLToPath(new URL("./ingest-instance.ts", import.meta.url));
+    // one after the other: the first writes the admin token file the others read, and each gallery load uses every core
+    for (let i = 0; i < instanceCount; i++) {
+      const child = fork(entry, [], { execArgv: process.execArgv });
+      children.push(child);
+      const cpuWaiters: ((seconds: number) => void)[] = [];
+      const ready = new Promise<Instance>((resolve, reject) => {
+        child.on("message", (m: InstanceMessage) => {
+          switch (m.kind) {
+            case "ready":
+              resolve({
+                httpUrl: m.httpUrl,
+                adminToken: m.adminToken,
+                sealingKey: m.sealingKey,
+                startSeconds: m.startSeconds,
+                phaseStart: () => child.send({ kind: "phase-start" } satisfies InstanceRequest),
+                phaseCpu: () =>
+                  new Promise<number>((r) => {
+                    cpuWaiters.push(r);
+                    child.send({ kind: "phase-end" } satisfies InstanceRequest);
+                  }),
+              });
+              break;
+            case "failed":
+              reject(new Error(`orchestrator instance ${i + 1} failed to start: ${m.error}`));
+              break;
+            case "events":
+              for (const [at, nodeId, member] of m.recognitions) onRecognition(at, nodeId, member);
+              for (const at of m.rejections) onRejection(at);
+              break;
+            case "cpu":
+              cpuWaiters.shift()?.((m.user + m.system) / 1e6);
+              break;
+          }
+        });
+        child.once("exit", (code, signal) => {
+          const e = new Error(`orchestrator instance ${i + 1} exited (${code ?? signal})`);
+          crashed ??= e;
+          reject(e);
+        });
+      });
+      child.send({
+        kind: "start",
+        dataDir,
+        databaseUrl: databaseUrl as string,
+        brokerUrl: b.url,
+        reload: { pidFile: b.pidFile },
+      } satisfies InstanceRequest);
+      instances.push(await ready);
+      log(
+        `orchestrator instance ${i + 1}/${instanceCount} started (own process, gallery loaded from the database) in ${instances[i]?.startSeconds.toFixed(1)} s`,
+      );
+    }
+  }
+  const startSeconds = instances.map((x) => x.startSeconds);
+  const first = instances[0] as Instance;
+  const apiOf =
+    (x: Instance) =>
+    (path: string, init: RequestInit & { json?: unknown } = {}) => {
       const { json, ...rest } = init;
       const headers = new Headers(rest.headers);
-      headers.set("authorization", `Bearer ${o.adminToken}`);
+      headers.set("authorization", `Bearer ${x.adminToken}`);
       if (json !== undefined) headers.set("content-type", "application/json");
-      return fetch(new URL(path, o.httpUrl), {
+      return fetch(new URL(path, x.httpUrl), {
         ...rest,
         headers,
         ...(json !== undefined ? { body: JSON.stringify(json) } : {}),
       });
-    },
-  } as unknown as Harness;
+    };
+  const h = { dataDir, api: apiOf(first) } as unknown as Harness;
   const health = (await (await h.api("/api/health")).json()) as {
     graph: (Partial<GraphTuning> & { ef: number; source: string }) | null;
   };
@@ -124,10 +286,33 @@ try {
   const graphLine = graph
     ? `graph ef ${graph.ef} (${graph.source}${graph.recall !== undefined ? `, recall@1 ${graph.recall.toFixed(3)} on ${graph.probes} probes${graph.reached ? "" : " BELOW target"}, tuned in ${graph.ms} ms` : ""})`
     : "exact search (no graph)";
-  log(graphLine);
+  log(`${graphLine}${instanceCount ? " (instance 1)" : ""}`);
   const storeId = await createStore(h);
-  const nodes = [];
-  for (let n = 0; n < nodeCount; n++) nodes.push(await registerNode(h, storeId, `bench-node-${n}`));
+  // through the first instance's API, as HQ registers nodes; the answer holds both a password for the embedded
+  // broker and the node's certificate, which mosquitto wants (client id `glance-node-<nodeId>`)
+  const nodes: PublisherData["nodes"] = [];
+  for (let n = 0; n < nodeCount; n++) {
+    const nodeId = `bench-node-${n}`;
+    const signingKey = generateSigningKeyPair();
+    const res = await h.api("/api/nodes", {
+      method: "POST",
+      json: { nodeId, storeId, cameraId: "entrance", signingPublicKey: signingKey.publicKey },
+    });
+    const body = (await res.json()) as {
+      mqtt: { url: string; username: string; password: string };
+      tls: { ca: string; cert: string };
+    };
+    if (res.status !== 201) throw new Error(`POST /api/nodes: ${res.status} ${JSON.stringify(body)}`);
+    nodes.push({
+      nodeId,
+      cameraId: "entrance",
+      signingKey,
+      mqtt: instanceCount
+        ? { url: body.mqtt.url, ...body.tls, key: signingKeyPem(signingKey), clientId: `glance-node-${nodeId}` }
+        : body.mqtt,
+    });
+  }
+  nodeIndex = new Map(nodes.map((n, i) => [n.nodeId, i]));
 
   // probes: 80 % fresh samples of enrolled members, 20 % strangers (from a gallery nobody enrolled)
   const members = gallery.queries(1600).map((q) => q.vector);
@@ -140,27 +325,6 @@ try {
   const total = nodeCount * (burst + paced);
   const published = new SharedArrayBuffer(total * 8);
   const publishedAt = new Float64Array(published);
-  const recognisedAt = new Float64Array(total);
-  const seen = new Map<string, number>();
-  const nodeIndex = new Map(nodes.map((n, i) => [n.nodeId, i]));
-  let phase = { offset: 0, perNode: 0 };
-  let recognised = 0;
-  let members$ = 0;
-  let rejected = 0;
-  let onProgress = () => {};
-  o.events.on("recognition", (r: Recognition) => {
-    const n = nodeIndex.get(r.nodeId) as number;
-    const i = seen.get(r.nodeId) ?? 0;
-    seen.set(r.nodeId, i + 1);
-    recognisedAt[phase.offset + n * phase.perNode + i] = now();
-    recognised++;
-    if (r.visitor === "member") members$++;
-    onProgress();
-  });
-  o.events.on("rejection", (_r: Rejection) => {
-    rejected++;
-    onProgress();
-  });
 
   // a worker does not inherit tsx's loader: register it there before importing the TypeScript entry
   const entry = new URL("./ingest-publisher.ts", import.meta.url).href;
@@ -169,8 +333,8 @@ try {
   worker = new Worker(boot, {
     eval: true,
     workerData: {
-      nodes: nodes.map((n) => ({ nodeId: n.nodeId, cameraId: n.cameraId, mqtt: n.mqtt, signingKey: n.signingKey })),
-      recipient: o.sealingKey,
+      nodes,
+      recipient: first.sealingKey,
       space,
       probes,
       published,
@@ -190,16 +354,32 @@ try {
     });
   log("nodes registered; starting the publisher worker");
   await next("ready");
-  log("publisher connected");
+  log(`publisher connected${instanceCount ? " (mutual TLS to mosquitto)" : ""}`);
 
   const runPhase = async (req: PhaseRequest, profile: boolean) => {
-    phase = { offset: req.offset, perNode: req.perNode };
-    seen.clear();
+    recognitionTimes = nodes.map(() => []);
     const target = recognised + rejected + req.perNode * nodeCount;
-    const done = new Promise<void>((resolve) => {
+    let watchdog: NodeJS.Timeout | undefined;
+    const done = new Promise<void>((resolve, reject) => {
       onProgress = () => {
         if (recognised + rejected >= target) resolve();
       };
+      // a dead instance, or templates lost on the way, would otherwise leave the bench waiting for ever
+      let seen = -1;
+      let still = 0;
+      watchdog = setInterval(() => {
+        if (crashed) reject(crashed);
+        still = recognised + rejected === seen ? still + 1 : 0;
+        seen = recognised + rejected;
+        if (still >= 60) {
+          const drops = (broker?.log() ?? "").split("\n").filter((l) => /dropped/i.test(l));
+          reject(
+            new Error(
+              `no progress for 60 s: ${seen} of ${target} templates recognised or rejected${drops.length ? `; mosquitto dropped messages (${drops.length} warnings; an instance fell more than max_queued_messages behind, see --max-queued), the first: ${drops[0]}` : ""}`,
+            ),
+          );
+        }
+      }, 1000);
     });
     const sealed = next("sealed");
     w.postMessage(req);
@@ -210,11 +390,16 @@ try {
       await session.post("Profiler.enable");
       await session.post("Profiler.start");
     }
+    for (const x of instances) x.phaseStart();
+    const brokerCpu0 = await procCpuSeconds(broker?.broker.pid);
     const cpu0 = process.cpuUsage();
     const start = now();
-    await done;
-    const seconds = (now() - start) / 1000;
+    await done.finally(() => clearInterval(watchdog));
+    const seconds = (lastEventAt - start) / 1000;
     const cpu = process.cpuUsage(cpu0);
+    const cpuWall = (now() - start) / 1000;
+    const instanceCpu = await Promise.all(instances.map((x) => x.phaseCpu()));
+    const brokerCpu1 = await procCpuSeconds(broker?.broker.pid);
     let profileFile: string | undefined;
     let hot: ReturnType<typeof summariseProfile> | undefined;
     let stages: ReturnType<typeof stageSplit> | undefined;
@@ -231,8 +416,13 @@ try {
       stages = stageSplit(p, INGEST_STAGES);
     }
     const lat: number[] = [];
-    for (let j = req.offset; j < req.offset + req.perNode * nodeCount; j++)
-      if (recognisedAt[j] && publishedAt[j]) lat.push((recognisedAt[j] as number) - (publishedAt[j] as number));
+    recognitionTimes.forEach((times, n) => {
+      times.sort((a, b) => a - b);
+      times.forEach((at, i) => {
+        const sent = i < req.perNode ? publishedAt[req.offset + n * req.perNode + i] : undefined;
+        if (sent) lat.push(at - sent);
+      });
+    });
     lat.sort((a, b) => a - b);
     return {
       templates: req.perNode * nodeCount,
@@ -240,7 +430,12 @@ try {
       rate: (req.perNode * nodeCount) / seconds,
       p50: percentile(lat, 0.5),
       p99: percentile(lat, 0.99),
-      orchestratorThreadCpuShare: (cpu.user + cpu.system) / 1e6 / seconds,
+      /** this process: the in-process orchestrator and the publishers, or (--instances) the publishers alone */
+      orchestratorThreadCpuShare: (cpu.user + cpu.system) / 1e6 / cpuWall,
+      /** --instances: each instance process's CPU (cores) over the phase */
+      instanceCpu: instanceCount ? instanceCpu.map((c) => (c ?? 0) / cpuWall) : undefined,
+      /** --instances: mosquitto's CPU (cores) over the phase */
+      brokerCpu: brokerCpu0 !== undefined && brokerCpu1 !== undefined ? (brokerCpu1 - brokerCpu0) / cpuWall : undefined,
       profileFile,
       hot,
       stages,
@@ -248,7 +443,7 @@ try {
   };
 
   log(`burst: ${nodeCount} nodes × ${burst} templates`);
-  const burstResult = await runPhase({ kind: "burst", perNode: burst, offset: 0 }, true);
+  const burstResult = await runPhase({ kind: "burst", perNode: burst, offset: 0 }, instanceCount === undefined);
   log(
     `burst done: ${burstResult.rate.toFixed(0)} templates/s, p50 ${burstResult.p50.toFixed(0)} ms, load average ${machine().loadavg1m}`,
   );
@@ -261,21 +456,50 @@ try {
         })()
       : undefined;
 
-  const printed = table(
-    ["phase", "templates", "seconds", "templates/s", "p50 ms", "p99 ms", "process CPU (cores)"],
-    [["burst", burstResult, "max"], ...(pacedResult ? [["paced", pacedResult, `${rate}/s`]] : [])].map(([name, r]) => {
-      const x = r as typeof burstResult;
-      return [
-        name as string,
-        x.templates,
-        x.seconds.toFixed(1),
-        x.rate.toFixed(0),
-        x.p50.toFixed(1),
-        x.p99.toFixed(1),
-        x.orchestratorThreadCpuShare.toFixed(2),
-      ];
-    }),
-  );
+  const phases = [["burst", burstResult, "max"], ...(pacedResult ? [["paced", pacedResult, `${rate}/s`]] : [])] as [
+    string,
+    typeof burstResult,
+    string,
+  ][];
+  const printed = instanceCount
+    ? table(
+        [
+          "phase",
+          "templates",
+          "seconds",
+          "templates/s",
+          "p50 ms",
+          "p99 ms",
+          ...instances.map((_, i) => `instance ${i + 1} CPU`),
+          "instances CPU",
+          "mosquitto CPU",
+          "publishers CPU",
+        ],
+        phases.map(([name, x]) => [
+          name,
+          x.templates,
+          x.seconds.toFixed(1),
+          x.rate.toFixed(0),
+          x.p50.toFixed(1),
+          x.p99.toFixed(1),
+          ...(x.instanceCpu ?? []).map((c) => c.toFixed(2)),
+          (x.instanceCpu ?? []).reduce((a, b) => a + b, 0).toFixed(2),
+          x.brokerCpu?.toFixed(2) ?? "?",
+          x.orchestratorThreadCpuShare.toFixed(2),
+        ]),
+      )
+    : table(
+        ["phase", "templates", "seconds", "templates/s", "p50 ms", "p99 ms", "process CPU (cores)"],
+        phases.map(([name, x]) => [
+          name,
+          x.templates,
+          x.seconds.toFixed(1),
+          x.rate.toFixed(0),
+          x.p50.toFixed(1),
+          x.p99.toFixed(1),
+          x.orchestratorThreadCpuShare.toFixed(2),
+        ]),
+      );
   const hotTable = table(
     ["self ms", "%", "function", "where"],
     (burstResult.hot?.functions ?? []).map((f) => [f.selfMs.toFixed(0), f.share.toFixed(1), f.name, f.where]),
@@ -295,44 +519,66 @@ try {
     ]),
   );
   // partial when run against an ingest from before micro-batching (for before/after figures)
-  const m = ((await (await h.api("/api/metrics")).json()) as { ingest: Partial<IngestMetrics> & IngestMetrics }).ingest;
-  console.log(
-    `\nbench:ingest on ${JSON.stringify(machine())}; ${databaseUrl ? "Postgres" : "PGlite"}; gallery ${peopleCount * perPerson} templates (${centres}), ${graphLine}, ${nodeCount} nodes`,
+  const ms = await Promise.all(
+    instances.map(
+      async (x) =>
+        ((await (await apiOf(x)("/api/metrics")).json()) as { ingest: Partial<IngestMetrics> & IngestMetrics }).ingest,
+    ),
   );
+  const topology = instanceCount
+    ? `${instanceCount} orchestrator instance${instanceCount > 1 ? "s" : ""} (own processes) behind mosquitto (max_queued_messages ${maxQueued === undefined ? "as generated: mosquitto's default 1000" : maxQueued === 0 ? "0, no limit" : maxQueued})`
+    : "1 orchestrator (in-process, embedded broker)";
   console.log(
-    m.statements
-      ? `ingest: ${m.batches} batches (${((m.accepted + Object.values(m.rejected).reduce((a, b) => a + b, 0)) / Math.max(1, m.batches)).toFixed(1)} templates each), ${m.statements.lookups} node lookups, ${m.statements.compareAndSets} replay statements, ${m.statements.conflicts} lost compare-and-sets`
-      : "ingest: one template at a time (no batch metrics)",
+    `\nbench:ingest on ${JSON.stringify(machine())}; ${databaseUrl ? "Postgres" : "PGlite"}; ${topology}; gallery ${peopleCount * perPerson} templates (${centres}), ${graphLine}, ${nodeCount} nodes`,
   );
-  if (m.recognition)
+  ms.forEach((m, i) => {
+    const who = instanceCount ? `instance ${i + 1} ` : "";
     console.log(
-      `recognition: ${m.recognition.batches} batches (${(m.recognition.templates / Math.max(1, m.recognition.batches)).toFixed(1)} templates each), ${m.recognition.failed} failed, ${m.recognition.fallbacks} retried one by one`,
+      m.statements
+        ? `${who}ingest: ${m.batches} batches (${((m.accepted + Object.values(m.rejected).reduce((a, b) => a + b, 0)) / Math.max(1, m.batches)).toFixed(1)} templates each), ${m.statements.lookups} node lookups, ${m.statements.compareAndSets} replay statements, ${m.statements.conflicts} lost compare-and-sets`
+        : `${who}ingest: one template at a time (no batch metrics)`,
     );
+    if (m.recognition)
+      console.log(
+        `${who}recognition: ${m.recognition.batches} batches (${(m.recognition.templates / Math.max(1, m.recognition.batches)).toFixed(1)} templates each), ${m.recognition.failed} failed, ${m.recognition.fallbacks} retried one by one`,
+      );
+  });
   console.log(`recognitions ${recognised} (members ${members$}), rejections ${rejected}\n`);
   console.log(
-    `${printed}\n\nburst CPU budget per template:\n${budget}\n\nburst CPU profile, orchestrator thread (self time):\n${hotTable}\n\n${byPackage}\n`,
+    instanceCount
+      ? `${printed}\n\nCPU in cores over each phase (mosquitto's from /proc); publishers = this process (the simulated nodes' worker). No CPU profile or stage budget with --instances: the orchestrators run in other processes.\n`
+      : `${printed}\n\nburst CPU budget per template:\n${budget}\n\nburst CPU profile, orchestrator thread (self time):\n${hotTable}\n\n${byPackage}\n`,
   );
   const file = await writeResults("ingest", {
     machine: machine(),
     gallery: { templates: peopleCount * perPerson, people: peopleCount, dim, space, threshold, centres, graph },
     nodes: nodeCount,
+    instances: instanceCount ?? 1,
+    broker: instanceCount ? "mosquitto" : "embedded",
+    ...(maxQueued !== undefined ? { mosquittoMaxQueuedMessages: maxQueued } : {}),
     bulkLoadSeconds: bulkSeconds,
-    orchestratorStartSeconds: startSeconds,
+    orchestratorStartSeconds: instanceCount ? startSeconds : startSeconds[0],
     recognised,
     members: members$,
     rejected,
     burst: burstResult,
     paced: pacedResult,
     database: databaseUrl ? "postgres" : "pglite",
-    ingest: m,
-    tables: { phases: printed, budget, hot: hotTable, packages: byPackage },
+    ingest: instanceCount ? ms : ms[0],
+    tables: instanceCount ? { phases: printed } : { phases: printed, budget, hot: hotTable, packages: byPackage },
   });
-  console.log(`results: ${file}\nprofile: ${burstResult.profileFile}`);
+  console.log(`results: ${file}${burstResult.profileFile ? `\nprofile: ${burstResult.profileFile}` : ""}`);
   w.postMessage({ kind: "close" });
   await next("closed");
 } finally {
   await worker?.terminate();
   await orch?.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await Promise.all(children.map(stopChild));
+  if (broker && !exited(broker.broker)) {
+    const gone = new Promise((resolve) => broker?.broker.once("exit", resolve));
+    broker.broker.kill("SIGTERM");
+    await gone;
+  }
+  await rm(root, { recursive: true, force: true });
   await pg?.drop();
 }
