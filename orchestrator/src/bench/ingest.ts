@@ -18,10 +18,6 @@
  *                                   (bench/ingest-instance.ts), on the one Postgres and one data dir, sharing the
  *                                   template subscription; needs --database-url. The nodes connect with their
  *                                   certificates. Without it: one orchestrator in this process, embedded broker.
- *   --max-queued N                  with --instances: append `max_queued_messages N` (0: no limit) to the generated
- *                                   mosquitto configuration. It sets none, so mosquitto's default 1000 holds: an
- *                                   instance more than ~1,000 templates behind has the rest DROPPED ("Outgoing
- *                                   messages are being dropped"), and a 16,000 burst never completes.
  *
  * Latency is publish → "recognition" event. A node's i-th recognition (by time, across instances) is paired with its
  * i-th publish: one instance processes a node's templates in order, so with one instance that pairing is exact; with
@@ -68,7 +64,6 @@ const { values: args } = parseArgs({
     "database-url": { type: "string" },
     data: { type: "string", default: "isotropic" },
     instances: { type: "string" },
-    "max-queued": { type: "string" },
   },
 });
 if (args.data !== "isotropic" && args.data !== "lfw-spectrum")
@@ -83,9 +78,6 @@ const rate = Number(args.rate);
 const instanceCount = args.instances === undefined ? undefined : Number(args.instances);
 if (instanceCount !== undefined && !(Number.isInteger(instanceCount) && instanceCount >= 1))
   throw new Error(`--instances must be a whole number ≥ 1, not ${args.instances}`);
-const maxQueued = args["max-queued"] === undefined ? undefined : Number(args["max-queued"]);
-if (maxQueued !== undefined && !(Number.isInteger(maxQueued) && maxQueued >= 0 && instanceCount !== undefined))
-  throw new Error(`--max-queued takes a whole number ≥ 0 (0: no limit) and goes with --instances, not ${maxQueued}`);
 if (instanceCount !== undefined && !args["database-url"])
   throw new Error("--instances needs --database-url: the instances share one Postgres database");
 const now = () => performance.timeOrigin + performance.now();
@@ -204,9 +196,7 @@ try {
     log(`orchestrator started (gallery loaded from the database) in ${instances[0]?.startSeconds.toFixed(1)} s`);
   } else {
     // as startMosquittoFleet does: the fleet CA of the shared data dir signs mosquitto's certificate
-    broker = await startMosquitto(join(root, "mosquitto"), await loadOrCreateFleetCa(dataDir), {
-      extraConfig: maxQueued === undefined ? [] : [`max_queued_messages ${maxQueued}`],
-    });
+    broker = await startMosquitto(join(root, "mosquitto"), await loadOrCreateFleetCa(dataDir));
     const b = broker;
     log(`mosquitto listening on ${b.url}`);
     const entry = fileURLToPath(new URL("./ingest-instance.ts", import.meta.url));
@@ -375,7 +365,7 @@ try {
           const drops = (broker?.log() ?? "").split("\n").filter((l) => /dropped/i.test(l));
           reject(
             new Error(
-              `no progress for 60 s: ${seen} of ${target} templates recognised or rejected${drops.length ? `; mosquitto dropped messages (${drops.length} warnings; an instance fell more than max_queued_messages behind, see --max-queued), the first: ${drops[0]}` : ""}`,
+              `no progress for 60 s: ${seen} of ${target} templates recognised or rejected${drops.length ? `; mosquitto dropped messages (${drops.length} warnings; an instance fell more than max_queued_bytes behind), the first: ${drops[0]}` : ""}`,
             ),
           );
         }
@@ -526,7 +516,7 @@ try {
     ),
   );
   const topology = instanceCount
-    ? `${instanceCount} orchestrator instance${instanceCount > 1 ? "s" : ""} (own processes) behind mosquitto (max_queued_messages ${maxQueued === undefined ? "as generated: mosquitto's default 1000" : maxQueued === 0 ? "0, no limit" : maxQueued})`
+    ? `${instanceCount} orchestrator instance${instanceCount > 1 ? "s" : ""} (own processes) behind mosquitto`
     : "1 orchestrator (in-process, embedded broker)";
   console.log(
     `\nbench:ingest on ${JSON.stringify(machine())}; ${databaseUrl ? "Postgres" : "PGlite"}; ${topology}; gallery ${peopleCount * perPerson} templates (${centres}), ${graphLine}, ${nodeCount} nodes`,
@@ -555,7 +545,6 @@ try {
     nodes: nodeCount,
     instances: instanceCount ?? 1,
     broker: instanceCount ? "mosquitto" : "embedded",
-    ...(maxQueued !== undefined ? { mosquittoMaxQueuedMessages: maxQueued } : {}),
     bulkLoadSeconds: bulkSeconds,
     orchestratorStartSeconds: instanceCount ? startSeconds : startSeconds[0],
     recognised,

@@ -67,4 +67,35 @@ describe.runIf(runMosquitto)("a burst shared by two orchestrators behind mosquit
     const replayed = orchs.reduce((sum, x) => sum + (x.metrics().rejected.REPLAYED_SEQUENCE ?? 0), 0);
     expect(replayed).toBe(perNode);
   }, 120_000);
+
+  // mosquitto holds at most max_queued_messages (default 1,000) for a subscriber that is behind, and drops the rest
+  // silently after acknowledging them to the node: the generated configuration must not lose a burst that way
+  it("a burst far deeper than mosquitto's default queue reaches the instances whole", async () => {
+    const { orchs, api } = fleet;
+    const o = orchs[0] as Orchestrator;
+    await api("/api/stores", { id: "store-deep", name: "Glance Deep" });
+    const space = ((await (await fetch(new URL("/api/health", o.httpUrl))).json()) as { space: string }).space;
+    const nodes = [];
+    for (let n = 0; n < 4; n++) nodes.push(await registerAndConnect("store-deep"));
+    const perNode = 1000;
+    const before = orchs.reduce((sum, x) => sum + x.metrics().accepted, 0);
+    const payloads = nodes.map(({ node }) =>
+      Array.from({ length: perNode }, (_, i) =>
+        encodeMessage(
+          "template",
+          sealTemplate({ node, seq: i + 1, embedding: randomEmbedding(), recipient: o.sealingKey, space }),
+        ),
+      ),
+    );
+    await Promise.all(
+      nodes.map(({ node, client }, n) =>
+        Promise.all(
+          (payloads[n] as Buffer[]).map((p) => client.publishAsync(topicFor("template", node.nodeId), p, { qos: 1 })),
+        ),
+      ),
+    );
+    const accepted = () => orchs.reduce((sum, x) => sum + x.metrics().accepted, 0) - before;
+    await expect.poll(accepted, { timeout: 90_000, interval: 100 }).toBe(nodes.length * perNode);
+    expect(fleet.log()).not.toMatch(/messages are being dropped/);
+  }, 180_000);
 });

@@ -26,6 +26,12 @@ export interface MosquittoConfigOptions {
    */
   maxPacketBytes?: number;
   /**
+   * bytes of QoS 1 messages mosquitto holds for one connected client that is behind (an orchestrator instance in a
+   * burst); default `MOSQUITTO_MAX_QUEUED_BYTES`. There is no count limit: mosquitto's default of 1,000 messages
+   * silently dropped templates it had already acknowledged to their nodes
+   */
+  maxQueuedBytes?: number;
+  /**
    * the fleet CRL (`FleetCa.crlFile`, kept current by the orchestrator): mosquitto refuses the certificates it lists.
    * It is read when the TLS context is built: at start and on SIGHUP (the orchestrator sends it after each revocation,
    * see `reload` in ./revocation.ts). The file must exist before mosquitto starts.
@@ -73,6 +79,13 @@ const PUBLISH_OVERHEAD_BYTES = 4096;
  * contract's limit (a template is 4 KiB) with PAYLOAD_TOO_LARGE before parsing it.
  */
 export const MOSQUITTO_MAX_PACKET_BYTES = contract.gallery.maxBytes + PUBLISH_OVERHEAD_BYTES;
+
+/**
+ * What mosquitto may queue for one slow connected client: 256 MiB, about 230,000 templates (over a minute of a chain's
+ * burst for one instance), or 64 full edge galleries. Nodes and orchestrators connect with clean sessions, so nothing
+ * queues for a client that is away. Beyond it mosquitto drops (and logs "Outgoing messages are being dropped").
+ */
+export const MOSQUITTO_MAX_QUEUED_BYTES = 256 * 1024 * 1024;
 
 /** The largest gallery message that fits a broker packet limit of `maxPacketBytes`. */
 export function galleryBytesWithin(maxPacketBytes: number): number {
@@ -149,6 +162,9 @@ export async function generateMosquittoConfig(
     "persistence false",
     `pid_file ${pidFile}`,
     `max_packet_size ${opts.maxPacketBytes ?? MOSQUITTO_MAX_PACKET_BYTES}`,
+    // a subscriber that falls behind is held to a memory bound, not to mosquitto's default 1,000 messages
+    "max_queued_messages 0",
+    `max_queued_bytes ${opts.maxQueuedBytes ?? MOSQUITTO_MAX_QUEUED_BYTES}`,
     `acl_file ${file("acl")}`,
     // plugin ACL checks come first: a node the plugin knows (a revoked one) is denied before the ACL file is read;
     // every other client is not in it, and the ACL file decides

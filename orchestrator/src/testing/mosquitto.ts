@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { appendFile, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createConnection, createServer } from "node:net";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
@@ -154,14 +154,9 @@ export interface MosquittoBroker {
 
 /**
  * mosquitto on a free loopback port with the generated configuration in `dir` and `ca`'s certificates (an empty CRL
- * is written first: mosquitto wants it at start). Killed by the caller (`broker.kill()`). `extraConfig`: lines
- * appended to the generated file (bench:ingest's `--max-queued`); the tests add none.
+ * is written first: mosquitto wants it at start). Killed by the caller (`broker.kill()`).
  */
-export async function startMosquitto(
-  dir: string,
-  ca: FleetCa,
-  opts: { extraConfig?: string[] } = {},
-): Promise<MosquittoBroker> {
+export async function startMosquitto(dir: string, ca: FleetCa): Promise<MosquittoBroker> {
   if (!haveMosquitto) throw new Error(`${MOSQUITTO} is missing: apt-get install mosquitto`);
   const port = await freePort();
   // the orchestrators rewrite it as they start and at each revocation
@@ -173,7 +168,6 @@ export async function startMosquitto(
     tls: await ca.issueServerCertificate(["localhost"]),
     crlFile: ca.crlFile,
   });
-  if (opts.extraConfig?.length) await appendFile(confFile, `${opts.extraConfig.join("\n")}\n`);
   let log = "";
   const broker = spawn(MOSQUITTO, ["-c", confFile], { stdio: ["ignore", "pipe", "pipe"] });
   broker.stdout?.on("data", (d: Buffer) => {
