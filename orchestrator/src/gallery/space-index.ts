@@ -63,8 +63,11 @@ export interface GraphTuning {
 
 const DEFAULT_LADDER = [16, 32, 64, 128, 256, 512] as const;
 
+/** The people found for one probe, each with their best template's exact score, best first. */
 interface Candidates {
-  hits: Neighbour[];
+  people: PersonHit[];
+  /** the lowest template score among the candidates: nobody further can score above it */
+  lowest: number;
   exhausted: boolean;
 }
 
@@ -344,8 +347,8 @@ export class SpaceIndex {
       const found = graph.searchMany(probes, k, undefined, ef);
       let right = 0;
       found.forEach((nodes, i) => {
-        const best = this.rescore(nodes, probes.subarray(i * dim, (i + 1) * dim))[0];
-        if (best && this.owner.get(best.key) === truth[i]) right++;
+        const best = this.rescore(nodes, probes.subarray(i * dim, (i + 1) * dim)).people[0];
+        if (best && best.personId === truth[i]) right++;
       });
       tried.push({ ef, recall: right / n });
       if (right / n >= target) break;
@@ -432,33 +435,56 @@ export class SpaceIndex {
     return keys.length;
   }
 
-  /** Every template of the candidate people (graph nodes), scored exactly from the store, best first. */
-  private rescore(candidates: readonly Neighbour[], probe: Float32Array): Neighbour[] {
+  /**
+   * The candidate people (graph nodes), each scored exactly from the store by their best template, best first.
+   * One entry per person and one sort of those few (profiled in bench:ingest: sorting every template's hit, then
+   * grouping them by person, was a quarter of the orchestrator thread).
+   */
+  private rescore(nodes: readonly Neighbour[], probe: Float32Array): Omit<Candidates, "exhausted"> {
     const store = this.store as ExactIndex;
-    const hits: Neighbour[] = [];
-    for (const { key: node } of candidates) {
+    const people: PersonHit[] = [];
+    let lowest = Number.POSITIVE_INFINITY;
+    for (const { key: node } of nodes) {
       const personId = this.personAt.get(node);
       if (personId === undefined) continue;
+      let best = Number.NEGATIVE_INFINITY;
       for (const key of this.keysOf.get(personId) ?? []) {
         const score = store.score(key, probe);
-        if (score !== undefined) hits.push({ key, score });
+        if (score === undefined) continue;
+        if (score > best) best = score;
+        if (score < lowest) lowest = score;
       }
+      if (best > Number.NEGATIVE_INFINITY) people.push({ personId, score: best });
     }
-    return hits.sort((a, b) => b.score - a.score);
+    people.sort((a, b) => b.score - a.score);
+    return { people, lowest: people.length > 0 ? lowest : Number.NEGATIVE_INFINITY };
+  }
+
+  /** Template hits (best first) as people, each at their first (best) hit. */
+  private byPerson(hits: readonly Neighbour[]): Omit<Candidates, "exhausted"> {
+    const people: PersonHit[] = [];
+    const seen = new Set<string>();
+    for (const { key, score } of hits) {
+      const personId = this.owner.get(key);
+      if (personId === undefined || seen.has(personId)) continue;
+      seen.add(personId);
+      people.push({ personId, score });
+    }
+    return { people, lowest: hits.at(-1)?.score ?? Number.NEGATIVE_INFINITY };
   }
 
   /**
-   * The templates nearest to the probe, best first, with exact scores: the `k` nearest from the store, or every
-   * template of the `k` people whose graph nodes are nearest. `exhausted` when nobody further could be found.
+   * The people nearest to the probe, best first, with exact scores: the owners of the `k` nearest templates in the
+   * store, or the `k` people whose graph nodes are nearest. `exhausted` when nobody further could be found.
    */
   private neighbours(probe: Float32Array, k: number): Candidates {
     const store = this.store as ExactIndex;
     if (!this.graph) {
       const hits = store.search(probe, k);
-      return { hits, exhausted: hits.length < k || k >= store.size };
+      return { ...this.byPerson(hits), exhausted: hits.length < k || k >= store.size };
     }
     const nodes = this.graph.search(probe, k);
-    return { hits: this.rescore(nodes, probe), exhausted: nodes.length < k || k >= this.graph.size };
+    return { ...this.rescore(nodes, probe), exhausted: nodes.length < k || k >= this.graph.size };
   }
 
   /** `neighbours` for many probes at once: one batched scan or graph search on every core. */
@@ -471,35 +497,27 @@ export class SpaceIndex {
     const store = this.store as ExactIndex;
     const graph = this.graph;
     if (!graph)
-      return store.searchMany(flat, k).map((hits) => ({ hits, exhausted: hits.length < k || k >= store.size }));
+      return store
+        .searchMany(flat, k)
+        .map((hits) => ({ ...this.byPerson(hits), exhausted: hits.length < k || k >= store.size }));
     return graph.searchMany(flat, k).map((nodes, i) => ({
-      hits: this.rescore(nodes, probes[i] as Float32Array),
+      ...this.rescore(nodes, probes[i] as Float32Array),
       exhausted: nodes.length < k || k >= graph.size,
     }));
   }
 
   /**
-   * People for one probe from its `k` nearest templates, or undefined when the search must widen: too few people
+   * The best `want` accepted people among one probe's candidates, or undefined when the search must widen: too few
    * were accepted while more templates exist and the candidates could still reach the floor.
    */
-  private pick({ hits, exhausted }: Candidates, want: number, opts: SearchOptions): PersonHit[] | undefined {
+  private pick({ people, lowest, exhausted }: Candidates, want: number, opts: SearchOptions): PersonHit[] | undefined {
     const accept = opts.accept ?? (() => true);
-    const floor = opts.floor ?? -Infinity;
-    const best = new Map<string, number>();
-    const refused = new Set<string>();
-    for (const { key, score } of hits) {
-      const personId = this.owner.get(key);
-      if (personId === undefined || best.has(personId) || refused.has(personId)) continue;
-      if (!accept(personId)) {
-        refused.add(personId);
-        continue;
-      }
-      best.set(personId, score);
+    const found: PersonHit[] = [];
+    for (const hit of people) {
+      if (found.length === want) break;
+      if (accept(hit.personId)) found.push(hit);
     }
-    const found = [...best].map(([personId, score]) => ({ personId, score }));
-    const lowest = hits.length > 0 ? (hits[hits.length - 1] as Neighbour).score : -Infinity;
-    if (found.length >= want || exhausted || lowest < floor)
-      return found.sort((a, b) => b.score - a.score).slice(0, want);
+    if (found.length >= want || exhausted || lowest < (opts.floor ?? Number.NEGATIVE_INFINITY)) return found;
     return undefined;
   }
 
