@@ -451,45 +451,29 @@ try {
     typeof burstResult,
     string,
   ][];
-  const printed = instanceCount
-    ? table(
-        [
-          "phase",
-          "templates",
-          "seconds",
-          "templates/s",
-          "p50 ms",
-          "p99 ms",
-          ...instances.map((_, i) => `instance ${i + 1} CPU`),
-          "instances CPU",
-          "mosquitto CPU",
-          "publishers CPU",
-        ],
-        phases.map(([name, x]) => [
-          name,
-          x.templates,
-          x.seconds.toFixed(1),
-          x.rate.toFixed(0),
-          x.p50.toFixed(1),
-          x.p99.toFixed(1),
-          ...(x.instanceCpu ?? []).map((c) => c.toFixed(2)),
-          (x.instanceCpu ?? []).reduce((a, b) => a + b, 0).toFixed(2),
-          x.brokerCpu?.toFixed(2) ?? "?",
-          x.orchestratorThreadCpuShare.toFixed(2),
-        ]),
-      )
-    : table(
-        ["phase", "templates", "seconds", "templates/s", "p50 ms", "p99 ms", "process CPU (cores)"],
-        phases.map(([name, x]) => [
-          name,
-          x.templates,
-          x.seconds.toFixed(1),
-          x.rate.toFixed(0),
-          x.p50.toFixed(1),
-          x.p99.toFixed(1),
-          x.orchestratorThreadCpuShare.toFixed(2),
-        ]),
-      );
+  // with --instances: each instance's CPU, their sum, mosquitto's and the publishers' (this process); else this process
+  const cpuColumns = instanceCount
+    ? [...instances.map((_, i) => `instance ${i + 1} CPU`), "instances CPU", "mosquitto CPU", "publishers CPU"]
+    : ["process CPU (cores)"];
+  const printed = table(
+    ["phase", "templates", "seconds", "templates/s", "p50 ms", "p99 ms", ...cpuColumns],
+    phases.map(([name, x]) => [
+      name,
+      x.templates,
+      x.seconds.toFixed(1),
+      x.rate.toFixed(0),
+      x.p50.toFixed(1),
+      x.p99.toFixed(1),
+      ...(instanceCount
+        ? [
+            ...(x.instanceCpu ?? []).map((c) => c.toFixed(2)),
+            (x.instanceCpu ?? []).reduce((a, b) => a + b, 0).toFixed(2),
+            x.brokerCpu?.toFixed(2) ?? "?",
+          ]
+        : []),
+      x.orchestratorThreadCpuShare.toFixed(2),
+    ]),
+  );
   const hotTable = table(
     ["self ms", "%", "function", "where"],
     (burstResult.hot?.functions ?? []).map((f) => [f.selfMs.toFixed(0), f.share.toFixed(1), f.name, f.where]),
