@@ -113,10 +113,11 @@ describe("gallery matching (open set)", () => {
 
 describe("gallery matching through the ANN graph (large galleries)", () => {
   const g = syntheticGallery({ people: 1500, templatesPerPerson: 2, dim: 64, seed: 21 });
+  const THRESHOLD = 0.45;
   const build = (annThreshold: number) => {
     // the search breadth pinned wide: these tests are about exact re-scoring and consent through the graph, not
     // about the ~1% of probes a graph tuned to recall@1 0.99 may miss (space-index.test.ts measures that)
-    const gallery = new Gallery("s@1", 0.45, { annThreshold, ann: { expansionSearch: 512 } });
+    const gallery = new Gallery("s@1", THRESHOLD, { annThreshold, ann: { expansionSearch: 512 } });
     g.personIds.forEach((personId, p) => {
       const scope = p % 2 === 0 ? "all-stores" : "soho";
       gallery.add(
@@ -149,7 +150,7 @@ describe("gallery matching through the ANN graph (large galleries)", () => {
           // member, and only of a weak match
           if (a.kind === "unknown") {
             missed++;
-            expect(e.score).toBeLessThan(e.threshold + 0.05);
+            expect(e.score).toBeLessThan(THRESHOLD + 0.05);
             continue;
           }
           // found: the same best person with the same exact score; its runner-up may be one it missed (the graph
