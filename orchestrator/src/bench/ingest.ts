@@ -36,16 +36,15 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import { FacePipeline } from "@glance/models";
-import { generateSigningKeyPair } from "@glance/shared";
 import { pino } from "pino";
 import { openDatabase } from "../db/client.ts";
 import type { GraphTuning } from "../gallery/space-index.ts";
 import type { SyntheticCentres } from "../gallery/synthetic.ts";
 import { type Orchestrator, type Recognition, startOrchestrator } from "../index.ts";
 import type { IngestMetrics } from "../ingest/ingest.ts";
-import { loadOrCreateFleetCa, signingKeyPem } from "../pki/fleet-ca.ts";
+import { loadOrCreateFleetCa } from "../pki/fleet-ca.ts";
 import { loadOrCreateMasterKey } from "../privacy/keyring.ts";
-import { createStore, freshPostgres, type Harness } from "../testing/harness.ts";
+import { createStore, freshPostgres, type Harness, registerNode } from "../testing/harness.ts";
 import { type MosquittoBroker, startMosquitto } from "../testing/mosquitto.ts";
 import { bulkLoadGallery } from "./bulk-load.ts";
 import type { InstanceMessage, InstanceRequest } from "./ingest-instance.ts";
@@ -278,28 +277,16 @@ try {
     : "exact search (no graph)";
   log(`${graphLine}${instanceCount ? " (instance 1)" : ""}`);
   const storeId = await createStore(h);
-  // through the first instance's API, as HQ registers nodes; the answer holds both a password for the embedded
-  // broker and the node's certificate, which mosquitto wants (client id `glance-node-<nodeId>`)
+  // through the first instance's API, as HQ registers nodes: a password for the embedded broker, or the node's
+  // certificate for mosquitto (client id `glance-node-<nodeId>`)
   const nodes: PublisherData["nodes"] = [];
   for (let n = 0; n < nodeCount; n++) {
-    const nodeId = `bench-node-${n}`;
-    const signingKey = generateSigningKeyPair();
-    const res = await h.api("/api/nodes", {
-      method: "POST",
-      json: { nodeId, storeId, cameraId: "entrance", signingPublicKey: signingKey.publicKey },
-    });
-    const body = (await res.json()) as {
-      mqtt: { url: string; username: string; password: string };
-      tls: { ca: string; cert: string };
-    };
-    if (res.status !== 201) throw new Error(`POST /api/nodes: ${res.status} ${JSON.stringify(body)}`);
+    const { nodeId, cameraId, signingKey, mqtt, tls } = await registerNode(h, storeId, `bench-node-${n}`);
     nodes.push({
       nodeId,
-      cameraId: "entrance",
+      cameraId,
       signingKey,
-      mqtt: instanceCount
-        ? { url: body.mqtt.url, ...body.tls, key: signingKeyPem(signingKey), clientId: `glance-node-${nodeId}` }
-        : body.mqtt,
+      mqtt: instanceCount ? { url: mqtt.url, ...tls, clientId: `glance-node-${nodeId}` } : mqtt,
     });
   }
   nodeIndex = new Map(nodes.map((n, i) => [n.nodeId, i]));

@@ -14,6 +14,7 @@ import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
 import postgres from "postgres";
 import { type Orchestrator, type OrchestratorOptions, startOrchestrator } from "../index.ts";
+import { signingKeyPem } from "../pki/fleet-ca.ts";
 
 /**
  * Test support: a real orchestrator (PGlite in a temp dir or a fresh database on DATABASE_URL, broker and HTTP on
@@ -146,6 +147,8 @@ export interface TestNode {
   cameraId: string;
   signingKey: KeyPair;
   mqtt: { url: string; username: string; password: string };
+  /** the node's mutual-TLS files as a claimed node holds them (an external broker such as mosquitto wants them) */
+  tls: { ca: string; cert: string; key: string };
 }
 
 export async function createStore(
@@ -172,14 +175,14 @@ export async function registerNode(
 ): Promise<TestNode> {
   const signingKey = generateSigningKeyPair();
   const cameraId = "entrance";
-  const body = await expectJson<{ mqtt: TestNode["mqtt"] }>(
+  const body = await expectJson<{ mqtt: TestNode["mqtt"]; tls: { ca: string; cert: string } }>(
     await h.api("/api/nodes", {
       method: "POST",
       json: { nodeId, storeId, cameraId, signingPublicKey: signingKey.publicKey },
     }),
     201,
   );
-  return { nodeId, cameraId, signingKey, mqtt: body.mqtt };
+  return { nodeId, cameraId, signingKey, mqtt: body.mqtt, tls: { ...body.tls, key: signingKeyPem(signingKey) } };
 }
 
 export function connectNode(node: Pick<TestNode, "mqtt">, password = node.mqtt.password): Promise<MqttClient> {
