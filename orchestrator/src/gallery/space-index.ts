@@ -341,7 +341,8 @@ export class SpaceIndex {
         probes[i * dim + d] = similarity * (t[d] as number) * tn + turn * (dir[d] as number) * dn;
     }
     const truth = store.searchMany(probes, 1).map((hits) => this.owner.get(hits[0]?.key ?? -1));
-    const k = Math.min(store.size, 16);
+    // the breadth `search` asks for one person
+    const k = this.firstBreadth(1);
     const tried: { ef: number; recall: number }[] = [];
     for (const ef of ladder) {
       const found = graph.searchMany(probes, k, undefined, ef);
@@ -526,8 +527,12 @@ export class SpaceIndex {
     const size = this.store?.size ?? 0;
     const want = opts.people ?? 2;
     if (size === 0 || probe.length !== this.dim) return [];
-    // a person holds a few templates: ask for enough neighbours to see `want` people
-    return this.widen(probe, opts, Math.min(size, Math.max(16, want * 8)));
+    return this.widen(probe, opts, this.firstBreadth(want));
+  }
+
+  /** Neighbours asked for first: a person holds a few templates, so enough to see `want` people. */
+  private firstBreadth(want: number): number {
+    return Math.min(this.store?.size ?? 0, Math.max(16, want * 8));
   }
 
   /** `search` from `k` neighbours on, widening while consent filtered people out and candidates could still count */
@@ -552,7 +557,7 @@ export class SpaceIndex {
     const out: PersonHit[][] = probes.map(() => []);
     const usable = probes.flatMap((p, i) => (size > 0 && p.length === this.dim ? [i] : []));
     if (usable.length === 0) return out;
-    const k = Math.min(size, Math.max(16, want * 8));
+    const k = this.firstBreadth(want);
     const hits = this.neighboursMany(
       usable.map((i) => probes[i] as Float32Array),
       k,
