@@ -37,9 +37,10 @@ describe("the ANN graph", () => {
     const g = syntheticGallery({ people, templatesPerPerson: 2, dim: DIM, seed: 12 });
     let stranded = 0;
     for (let build = 0; build < 3; build++) {
-      const index = new SpaceIndex({ annThreshold: 0, ann: { threads: 2, expansionSearch: 256 } });
+      const index = new SpaceIndex({ annThreshold: 0, ann: { threads: 2, expansionSearch: people } });
       index.addMany(g.personIds, g.counts, g.vectors.slice());
-      // a probe at a person's graph node (the mean of their templates) finds that person
+      // a probe at a person's graph node (the mean of their templates) finds that person, with a breadth as wide as
+      // the graph: every node it reaches is a candidate, so only a stranded one could be missed
       const own = index.searchMany(
         g.personIds.map((_, p) => {
           const v = new Float32Array(DIM);
