@@ -29,7 +29,7 @@ import { openSetFromEnv } from "./gallery/open-set.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
 import { startIngest } from "./ingest/ingest.ts";
-import { galleryBytesWithin, MOSQUITTO_MAX_PACKET_BYTES } from "./mosquitto/config.ts";
+import { galleryBytesWithin, MOSQUITTO_MAX_PACKET_BYTES, orchestratorUser } from "./mosquitto/config.ts";
 import { type MosquittoReload, startMosquittoRevocation } from "./mosquitto/revocation.ts";
 import { startCrlPublisher } from "./pki/crl.ts";
 import { type FleetCa, loadOrCreateFleetCa } from "./pki/fleet-ca.ts";
@@ -86,8 +86,11 @@ export interface OrchestratorOptions {
   mqttTls?: { port?: number; hostnames?: string[] };
   /**
    * An external broker (mosquitto, see `generateMosquittoConfig`) instead of the embedded one: this instance connects
-   * to `url` and takes templates through a shared subscription, so N instances each process a template once. `tls`
-   * defaults to a client certificate issued by this instance's fleet CA (CN `$orchestrator`). `reload`: how mosquitto
+   * to `url` and takes templates through a shared subscription, so N instances each process a template once.
+   * `instance`: this instance's name, its own among the instances (`orchestratorInstances` of the generated config):
+   * mosquitto takes the client id from the certificate CN, so two instances with one name would disconnect each other;
+   * leave it out for a single instance. `tls` defaults to a client certificate issued by this instance's fleet CA (CN
+   * `$orchestrator.<instance>`, or `$orchestrator` without one; `orchestratorUser`). `reload`: how mosquitto
    * is told to re-read the fleet CRL after each write (mosquitto/revocation.ts); `dynamicSecurity` (default true):
    * revoked nodes' live sessions are closed through mosquitto's dynamic-security plugin; `maxPacketBytes`: the
    * broker's `max_packet_size` (default the generated config's), which bounds the edge galleries sent through it.
@@ -95,6 +98,7 @@ export interface OrchestratorOptions {
   broker?: {
     external: {
       url: string;
+      instance?: string;
       tls?: { ca: string; cert: string; key: string };
       reload?: MosquittoReload;
       dynamicSecurity?: boolean;
@@ -226,7 +230,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     let clientTls: { ca: string; cert: string; key: string } | undefined;
     let internalUrl: string;
     if (external) {
-      clientTls = external.tls ?? (await fleetCa.issueOrchestratorCertificate(ORCHESTRATOR_USERNAME));
+      const user = orchestratorUser(external.instance); // a bad name fails here, even with `tls` given
+      clientTls = external.tls ?? (await fleetCa.issueOrchestratorCertificate(user));
       internalUrl = external.url;
     } else {
       const wildcard = host === "0.0.0.0" || host === "::";

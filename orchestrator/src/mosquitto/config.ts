@@ -1,6 +1,6 @@
 import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type contract as Contract, contract, filterFor, type MessageName } from "@glance/shared";
+import { type contract as Contract, contract, filterFor, GlanceError, type MessageName } from "@glance/shared";
 import { ORCHESTRATOR_USERNAME } from "../broker/broker.ts";
 import type { TlsMaterial } from "../pki/fleet-ca.ts";
 
@@ -13,8 +13,16 @@ export interface MosquittoConfigOptions {
   host?: string;
   /** broker server certificate, its key and the fleet CA (e.g. from `FleetCa.issueServerCertificate`) */
   tls: TlsMaterial;
-  /** user name (certificate CN) of the orchestrator instances; default `$orchestrator` */
-  orchestratorUser?: string;
+  /**
+   * names of the orchestrator instances behind this broker, as each is started (`broker.external.instance`): the ACL
+   * grants the orchestrator topics to the user `$orchestrator.<name>` of each (`orchestratorUser`). Default: one
+   * unnamed instance, `$orchestrator`. mosquitto makes a client's id its user name (`use_username_as_clientid`), so
+   * two instances with one name would disconnect each other, and an instance not listed here is refused its
+   * subscriptions at start. To add an instance: generate again with the longer list (same `dir`; the dynamic-security
+   * state is kept), send mosquitto SIGHUP (`systemctl reload mosquitto`: it re-reads the ACL file, live sessions
+   * stay), then start the new instance with its name.
+   */
+  orchestratorInstances?: string[];
   /**
    * the account mosquitto runs as when started by root (its `user` option); mosquitto's default is `mosquitto`, which
    * must then be able to read `dir` (chown it). Pass the current user to run it from a test or a shell.
@@ -70,6 +78,39 @@ export const REVOKED_ROLE_ACLS = ["publishClientSend", "publishClientReceive", "
   allow: false,
 }));
 
+/** an instance name: short, and nothing mosquitto's ACL file or topic patterns read specially (`/ + # $ %`, space) */
+const INSTANCE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/;
+
+/**
+ * The MQTT user name, certificate CN and (on mosquitto) client id of an orchestrator instance: `$orchestrator.<instance>`,
+ * or `$orchestrator` for an unnamed one. A node id never starts with `$` (shared `Id`), so no node's certificate can
+ * name an orchestrator, nor take its client id.
+ */
+export function orchestratorUser(instance?: string): string {
+  if (instance === undefined) return ORCHESTRATOR_USERNAME;
+  if (!INSTANCE_NAME.test(instance)) {
+    throw new GlanceError(
+      "CONFIG_INVALID",
+      `Orchestrator instance name ${JSON.stringify(instance)} is not 1-32 of A-Z a-z 0-9 _ - (starting with a letter or digit); choose one such as "hq-1".`,
+    );
+  }
+  return `${ORCHESTRATOR_USERNAME}.${instance}`;
+}
+
+/** the user names the ACL grants the orchestrator topics to: one per named instance, else the one unnamed instance */
+function orchestratorUsers(instances: string[] | undefined): string[] {
+  if (!instances?.length) return [ORCHESTRATOR_USERNAME];
+  const users = instances.map(orchestratorUser);
+  const twice = users.find((u, i) => users.indexOf(u) !== i);
+  if (twice) {
+    throw new GlanceError(
+      "CONFIG_INVALID",
+      `Orchestrator instance ${twice} is listed twice; each instance needs its own name (two with one name disconnect each other).`,
+    );
+  }
+  return users;
+}
+
 /** PUBLISH fixed header, topic and packet id of a gallery: far less than this */
 const PUBLISH_OVERHEAD_BYTES = 4096;
 /**
@@ -95,12 +136,12 @@ export function galleryBytesWithin(maxPacketBytes: number): number {
 /**
  * ACL for mosquitto derived from the contract, like `mayPublish`/`maySubscribe` for the embedded broker: a node
  * (user name = its certificate's CN = its node id, `%u`) writes only its own node-originated topics and reads only
- * what the orchestrator sends it; the orchestrator reads every node-originated topic and writes the rest.
+ * what the orchestrator sends it; each orchestrator instance (`orchestratorInstances`, see `MosquittoConfigOptions`)
+ * reads every node-originated topic and writes the rest.
  */
 export function mosquittoAcl(
   c: typeof Contract,
-  orchestratorUser = ORCHESTRATOR_USERNAME,
-  opts: { dynamicSecurity?: boolean } = {},
+  opts: { orchestratorInstances?: string[]; dynamicSecurity?: boolean } = {},
 ): string {
   const names = Object.keys(c) as MessageName[];
   const lines = ["# generated from shared/src/contract.ts by generateMosquittoConfig; do not edit", ""];
@@ -109,35 +150,42 @@ export function mosquittoAcl(
     const access = c[name].from === "node" ? "write" : "read";
     lines.push(`pattern ${access} ${filterFor(name, "%u")}`);
   }
-  lines.push("", `user ${orchestratorUser}`);
-  for (const name of names) {
-    const access = c[name].from === "node" ? "read" : "write";
-    lines.push(`topic ${access} ${filterFor(name)}`);
-  }
-  if (opts.dynamicSecurity) {
-    lines.push("# revocation: the orchestrator commands the dynamic-security plugin and reads its answers");
-    lines.push(`topic write ${DYNSEC_TOPIC}`, `topic read ${DYNSEC_TOPIC}/response`);
+  for (const user of orchestratorUsers(opts.orchestratorInstances)) {
+    lines.push("", `user ${user}`);
+    for (const name of names) {
+      const access = c[name].from === "node" ? "read" : "write";
+      lines.push(`topic ${access} ${filterFor(name)}`);
+    }
+    if (opts.dynamicSecurity) {
+      lines.push("# revocation: the orchestrator commands the dynamic-security plugin and reads its answers");
+      lines.push(`topic write ${DYNSEC_TOPIC}`, `topic read ${DYNSEC_TOPIC}/response`);
+    }
   }
   return `${lines.join("\n")}\n`;
 }
 
 /**
  * Writes a mosquitto (≥ 2.0) configuration for chains that outgrow one box: one TLS listener that requires a client
- * certificate of the fleet CA and takes the user name from its CN (`use_identity_as_username`), no anonymous access,
- * and the contract-derived ACL. Orchestrator instances then connect with `broker: { external: { url } }`.
+ * certificate of the fleet CA and takes the user name, and the client id, from its CN (`use_identity_as_username`,
+ * `use_username_as_clientid`), no anonymous access, and the contract-derived ACL.
+ * Orchestrator instances then connect with `broker: { external: { url, instance } }`, one name each.
  */
 export async function generateMosquittoConfig(
   c: typeof Contract,
   opts: MosquittoConfigOptions,
 ): Promise<MosquittoConfig> {
+  const plugin = opts.dynamicSecurityPlugin === undefined ? DYNSEC_PLUGIN : opts.dynamicSecurityPlugin;
+  // first: a bad instance name fails before any file is written
+  const acl = mosquittoAcl(c, {
+    ...(opts.orchestratorInstances ? { orchestratorInstances: opts.orchestratorInstances } : {}),
+    dynamicSecurity: !!plugin,
+  });
   await mkdir(opts.dir, { recursive: true, mode: 0o700 });
   const file = (name: string) => join(opts.dir, name);
   await writeFile(file("ca.pem"), opts.tls.ca);
   await writeFile(file("server.pem"), opts.tls.cert);
   await writeFile(file("server-key.pem"), opts.tls.key, { mode: 0o600 });
   await chmod(file("server-key.pem"), 0o600);
-  const plugin = opts.dynamicSecurityPlugin === undefined ? DYNSEC_PLUGIN : opts.dynamicSecurityPlugin;
-  const acl = mosquittoAcl(c, opts.orchestratorUser, { dynamicSecurity: !!plugin });
   await writeFile(file("acl"), acl);
   const pidFile = opts.pidFile ?? file("mosquitto.pid");
   if (plugin) {
@@ -178,6 +226,9 @@ export async function generateMosquittoConfig(
     "tls_version tlsv1.3",
     "require_certificate true",
     "use_identity_as_username true",
+    // the client id becomes the certificate CN: a node that sends another node's (or an orchestrator's) client id
+    // would otherwise close that client's session (MQTT takeover). Not re-read on SIGHUP
+    "use_username_as_clientid true",
     "",
   ].join("\n");
   await writeFile(file("mosquitto.conf"), conf);

@@ -7,9 +7,8 @@ import { join } from "node:path";
 import { contract, generateSigningKeyPair, type KeyPair } from "@glance/shared";
 import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
-import { ORCHESTRATOR_USERNAME } from "../broker/broker.ts";
 import { type Orchestrator, startOrchestrator } from "../index.ts";
-import { generateMosquittoConfig } from "../mosquitto/config.ts";
+import { generateMosquittoConfig, orchestratorUser } from "../mosquitto/config.ts";
 import { type FleetCa, loadOrCreateFleetCa, signingKeyPem } from "../pki/fleet-ca.ts";
 import { freshPostgres, requiredPostgresUrl, runPostgres } from "./harness.ts";
 
@@ -35,6 +34,8 @@ export interface MosquittoFleet {
   url: string;
   broker: ChildProcess;
   orchs: Orchestrator[];
+  /** each instance's name (`broker.external.instance`), in the order of `orchs` */
+  instances: string[];
   /** everything mosquitto printed so far */
   log(): string;
   /** POST to the first instance's API as admin; anything but 201 throws */
@@ -42,10 +43,16 @@ export interface MosquittoFleet {
   register(storeId: string): Promise<FleetNode>;
   /** a node's MQTT connection over mutual TLS, closed by `stop` */
   connect(node: FleetNode): Promise<MqttClient>;
-  /** a connection with an orchestrator certificate (CN `$orchestrator`), closed by `stop` */
+  /**
+   * a connection with an orchestrator certificate (CN `$orchestrator.${TOOL_INSTANCE}`, which the ACL lists beside
+   * the instances), as an operator's tool would have; closed by `stop`
+   */
   connectOrchestrator(): Promise<MqttClient>;
   stop(): Promise<void>;
 }
+
+/** the instance name of `connectOrchestrator`'s connection: an orchestrator that is none of the fleet's instances */
+export const TOOL_INSTANCE = "tool";
 
 /**
  * Chains that outgrow one box: mosquitto with the generated configuration (mutual TLS, certificate CN as user name,
@@ -65,9 +72,13 @@ export async function startMosquittoFleet(
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const dataDir = join(dir, "orchestrator");
   const ca = await loadOrCreateFleetCa(dataDir);
-  const { url, broker, pidFile, log } = await startMosquitto(join(dir, "mosquitto"), ca);
+  // each its own name: mosquitto makes the certificate CN the client id, so two of one name would kick each other off
+  const names = Array.from({ length: instances }, (_, i) => `instance-${i + 1}`);
+  const { url, broker, pidFile, log } = await startMosquitto(join(dir, "mosquitto"), ca, {
+    orchestratorInstances: [...names, TOOL_INSTANCE],
+  });
   const orchs: Orchestrator[] = [];
-  for (let i = 0; i < instances; i++) {
+  for (const instance of names) {
     orchs.push(
       await startOrchestrator({
         dataDir,
@@ -75,7 +86,7 @@ export async function startMosquittoFleet(
         httpPort: 0,
         logger: pino({ level: process.env.LOG_LEVEL ?? "silent" }),
         // the instances tell mosquitto to reload the CRL themselves, as in production: the tests send no signal
-        broker: { external: { url, ...(opts.reloadCrl === false ? {} : { reload: { pidFile } }) } },
+        broker: { external: { url, instance, ...(opts.reloadCrl === false ? {} : { reload: { pidFile } }) } },
       }),
     );
   }
@@ -98,6 +109,7 @@ export async function startMosquittoFleet(
     url,
     broker,
     orchs,
+    instances: names,
     log,
     api,
     async register(storeId) {
@@ -124,7 +136,7 @@ export async function startMosquittoFleet(
       return client;
     },
     async connectOrchestrator() {
-      const tls = await ca.issueOrchestratorCertificate(ORCHESTRATOR_USERNAME);
+      const tls = await ca.issueOrchestratorCertificate(orchestratorUser(TOOL_INSTANCE));
       const client = await mqtt.connectAsync(url, {
         ...tls,
         clientId: `orchestrator-test-${Math.random().toString(36).slice(2, 10)}`,
@@ -154,9 +166,14 @@ export interface MosquittoBroker {
 
 /**
  * mosquitto on a free loopback port with the generated configuration in `dir` and `ca`'s certificates (an empty CRL
- * is written first: mosquitto wants it at start). Killed by the caller (`broker.kill()`).
+ * is written first: mosquitto wants it at start). `orchestratorInstances`: the instances' names, as for
+ * `generateMosquittoConfig` (default one unnamed instance, `$orchestrator`). Killed by the caller (`broker.kill()`).
  */
-export async function startMosquitto(dir: string, ca: FleetCa): Promise<MosquittoBroker> {
+export async function startMosquitto(
+  dir: string,
+  ca: FleetCa,
+  opts: { orchestratorInstances?: string[] } = {},
+): Promise<MosquittoBroker> {
   if (!haveMosquitto) throw new Error(`${MOSQUITTO} is missing: apt-get install mosquitto`);
   const port = await freePort();
   // the orchestrators rewrite it as they start and at each revocation
@@ -167,6 +184,7 @@ export async function startMosquitto(dir: string, ca: FleetCa): Promise<Mosquitt
     user: userInfo().username,
     tls: await ca.issueServerCertificate(["localhost"]),
     crlFile: ca.crlFile,
+    ...(opts.orchestratorInstances ? { orchestratorInstances: opts.orchestratorInstances } : {}),
   });
   let log = "";
   const broker = spawn(MOSQUITTO, ["-c", confFile], { stdio: ["ignore", "pipe", "pipe"] });
