@@ -18,6 +18,7 @@ import {
   writeAdminTokenFile,
 } from "./auth/secrets.ts";
 import { ORCHESTRATOR_USERNAME, startBroker } from "./broker/broker.ts";
+import { aedesSource, clientSource } from "./broker/source.ts";
 import { type Db, openDatabase } from "./db/client.ts";
 import { apiTokens, nodes, stores } from "./db/schema.ts";
 import { aedesPublisher, edgeFirst, startEdgeGalleries } from "./edge/edge-galleries.ts";
@@ -374,7 +375,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     // node session keys (one signature check + X25519 per node session); a revoked node's are dropped at once
     const sessions = new SessionKeyCache(8192);
     const ingest = await startIngest({
-      client,
+      // embedded: templates straight from the broker in this process; external: the shared subscription
+      source: broker ? aedesSource(broker.aedes) : clientSource(client),
       deps: { db, sealingKey, space: gallery.space, sessions },
       events,
       ...(external ? { filter: sharedFilterFor("template") } : {}),

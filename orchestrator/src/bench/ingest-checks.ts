@@ -21,6 +21,7 @@ import mqtt from "mqtt";
 import { pino } from "pino";
 import { hashSecret, newSecret, secretMatches } from "../auth/secrets.ts";
 import { ORCHESTRATOR_USERNAME, startBroker } from "../broker/broker.ts";
+import { clientSource } from "../broker/source.ts";
 import { openDatabase } from "../db/client.ts";
 import { nodes, stores } from "../db/schema.ts";
 import { startIngest } from "../ingest/ingest.ts";
@@ -99,7 +100,7 @@ try {
     onProgress();
   });
   const ingest = await startIngest({
-    client,
+    source: clientSource(client),
     deps: { db, sealingKey: sealing, space },
     events,
     logger,

@@ -23,7 +23,7 @@ import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import { type Db, listen } from "../db/client.ts";
 import { consents, nodes, personKeys, stores as storesTable, templates } from "../db/schema.ts";
-import { matchesFilter } from "../ingest/ingest.ts";
+import { matchesFilter } from "../broker/source.ts";
 import { type DataKey, type MasterKey, openTemplate } from "../privacy/keyring.ts";
 
 export interface EdgeGalleryOptions {

@@ -4,7 +4,7 @@ import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { Db } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
-import { matchesFilter } from "../ingest/ingest.ts";
+import { matchesFilter } from "../broker/source.ts";
 
 /**
  * Reported state: each node keeps a retained status (and a last will saying offline); the orchestrator records

@@ -1,3 +1,7 @@
+import { EventEmitter } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   DesiredState,
   generateSealingKeyPair,
@@ -5,20 +9,15 @@ import {
   type SealedTemplate,
   topicFor,
 } from "@glance/shared";
-import { EventEmitter } from "node:events";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashSecret, newSecret, secretMatches } from "../auth/secrets.ts";
 import { type Broker, ORCHESTRATOR_USERNAME, startBroker } from "../broker/broker.ts";
+import { clientSource, matchesFilter } from "../broker/source.ts";
 import { type Database, openDatabase } from "../db/client.ts";
 import { nodes, stores } from "../db/schema.ts";
 import type { Recognition, Rejection } from "../index.ts";
-import { type Ingest, matchesFilter, startIngest } from "./ingest.ts";
-import type { AcceptedTemplate } from "./open-template.ts";
 import {
   connectNode,
   createStore,
@@ -32,6 +31,8 @@ import {
   startHarness,
   type TestNode,
 } from "../testing/harness.ts";
+import { type Ingest, startIngest } from "./ingest.ts";
+import type { AcceptedTemplate } from "./open-template.ts";
 
 function ingestSuite(label: string, pg: () => string | undefined) {
   describe(`template ingest (${label})`, () => {
@@ -428,7 +429,7 @@ describe("recognition batches of the ingest (real broker, PGlite)", () => {
       protocolVersion: 4,
     });
     ingest = await startIngest({
-      client: orchestrator,
+      source: clientSource(orchestrator),
       deps: { db, sealingKey: sealing, space },
       events: new EventEmitter(),
       logger,

@@ -1,7 +1,7 @@
 import type { EventEmitter } from "node:events";
 import { type ErrorCode, filterFor, isGlanceError } from "@glance/shared";
-import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
+import type { MessageSource } from "../broker/source.ts";
 import {
   type AcceptedTemplate,
   admissionError,
@@ -39,7 +39,8 @@ export interface Rejection {
 }
 
 export interface IngestOptions {
-  client: MqttClient;
+  /** the embedded broker itself (`aedesSource`), or the orchestrator's client of an external one (`clientSource`) */
+  source: MessageSource;
   deps: OpenTemplateDeps;
   events: EventEmitter;
   logger: Logger;
@@ -70,21 +71,6 @@ export interface Ingest {
   stop(): Promise<void>;
 }
 
-/** MQTT single-level wildcard match (`+`), enough for the contract's filters. */
-export function matchesFilter(filter: string, topic: string): boolean {
-  // every handler on the orchestrator's client asks this of every message: compiled once per filter, not split each time
-  let pattern = compiledFilters.get(filter);
-  if (!pattern) {
-    const levels = filter
-      .split("/")
-      .map((part) => (part === "+" ? "[^/]*" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")));
-    pattern = new RegExp(`^${levels.join("/")}$`);
-    compiledFilters.set(filter, pattern);
-  }
-  return pattern.test(topic);
-}
-const compiledFilters = new Map<string, RegExp>();
-
 interface Received {
   topic: string;
   payload: Buffer;
@@ -102,7 +88,6 @@ interface Received {
  * "rejection"; a failed recognition is counted and logged; neither ever stops the loop.
  */
 export async function startIngest(opts: IngestOptions): Promise<Ingest> {
-  const templateFilter = filterFor("template");
   const log = opts.logger;
   const guard = new ReplayGuard(opts.deps.db);
   const metrics: IngestMetrics = {
@@ -260,15 +245,10 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     });
   };
 
-  const onMessage = (topic: string, payload: Buffer) => {
-    // the orchestrator's client carries other subscriptions too (status)
-    if (!matchesFilter(templateFilter, topic)) return;
+  const unsubscribe = await opts.source.subscribe(opts.filter ?? filterFor("template"), (topic, payload) => {
     inbox.push({ topic, payload });
     schedule();
-  };
-
-  opts.client.on("message", onMessage);
-  await opts.client.subscribeAsync(opts.filter ?? templateFilter, { qos: 1 });
+  });
   log.info("ingest subscribed to node templates");
 
   const idle = async () => {
@@ -283,7 +263,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     guard,
     idle,
     async stop() {
-      opts.client.off("message", onMessage);
+      await unsubscribe();
       await idle();
     },
   };

@@ -16,7 +16,7 @@ import type { Db } from "../db/client.ts";
 import { consents, edgeErasures, erasedKeys, nodes, people, personKeys, templates } from "../db/schema.ts";
 import type { Gallery } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
-import { matchesFilter } from "../ingest/ingest.ts";
+import { matchesFilter } from "../broker/source.ts";
 import type { MasterKey } from "./keyring.ts";
 
 export interface ErasureDeps {
