@@ -94,7 +94,8 @@ describe("session-sealed templates (v2)", () => {
     trackId: `t-${seq}`,
     quality: 0.5,
   });
-  const sealerFor = (nodeId: string, signingKey = nodeA, now = () => t0) => new TemplateSealer({ nodeId, signingKey, now });
+  const sealerFor = (nodeId: string, signingKey = nodeA, now = () => t0) =>
+    new TemplateSealer({ nodeId, signingKey, now });
   const codeOf = (attempt: () => unknown): string | undefined => {
     try {
       attempt();
@@ -140,16 +141,26 @@ describe("session-sealed templates (v2)", () => {
     const sealer = sealerFor("node-a");
     const cache = new SessionKeyCache(16, () => t0);
     const h1 = headerOf("node-a", 1);
-    openSessionTemplate(sealer.seal(encodeEmbedding(randomUnit(512)), h1, orchestrator.publicKey), h1, orchestrator, nodeA.publicKey, cache);
+    openSessionTemplate(
+      sealer.seal(encodeEmbedding(randomUnit(512)), h1, orchestrator.publicKey),
+      h1,
+      orchestrator,
+      nodeA.publicKey,
+      cache,
+    );
     const h2 = headerOf("node-a", 2);
     const sealed = sealer.seal(encodeEmbedding(randomUnit(512)), h2, orchestrator.publicKey);
     const forged = { ...sealed, session: { ...sealed.session, sig: flip(sealed.session.sig, 5) } };
-    expect(codeOf(() => openSessionTemplate(forged, h2, orchestrator, nodeA.publicKey, cache))).toBe("SIGNATURE_INVALID");
+    expect(codeOf(() => openSessionTemplate(forged, h2, orchestrator, nodeA.publicKey, cache))).toBe(
+      "SIGNATURE_INVALID",
+    );
     // a statement signed by another key, or a changed window, does not verify either
     const byB = sealerFor("node-a", nodeB).seal(encodeEmbedding(randomUnit(512)), h2, orchestrator.publicKey);
     expect(codeOf(() => openSessionTemplate(byB, h2, orchestrator, nodeA.publicKey, cache))).toBe("SIGNATURE_INVALID");
     const stretched = { ...sealed, session: { ...sealed.session, na: sealed.session.na + 1 } };
-    expect(codeOf(() => openSessionTemplate(stretched, h2, orchestrator, nodeA.publicKey, cache))).toBe("SIGNATURE_INVALID");
+    expect(codeOf(() => openSessionTemplate(stretched, h2, orchestrator, nodeA.publicKey, cache))).toBe(
+      "SIGNATURE_INVALID",
+    );
     expect(openSessionTemplate(sealed, h2, orchestrator, nodeA.publicKey, cache).length).toBeGreaterThan(0);
   });
 
@@ -160,8 +171,12 @@ describe("session-sealed templates (v2)", () => {
     openSessionTemplate(fromA, hA, orchestrator, nodeA.publicKey, cache);
     const asB = headerOf("node-b", 1);
     // the statement names node A: it does not verify as B's, whoever's key is tried
-    expect(codeOf(() => openSessionTemplate(fromA, asB, orchestrator, nodeB.publicKey, cache))).toBe("SIGNATURE_INVALID");
-    expect(codeOf(() => openSessionTemplate(fromA, asB, orchestrator, nodeA.publicKey, cache))).toBe("SIGNATURE_INVALID");
+    expect(codeOf(() => openSessionTemplate(fromA, asB, orchestrator, nodeB.publicKey, cache))).toBe(
+      "SIGNATURE_INVALID",
+    );
+    expect(codeOf(() => openSessionTemplate(fromA, asB, orchestrator, nodeA.publicKey, cache))).toBe(
+      "SIGNATURE_INVALID",
+    );
     // B re-signs A's ephemeral key as its own session: B's K differs and the AAD names B, so A's ciphertext fails
     const sealerB = sealerFor("node-b", nodeB);
     const ownB = sealerB.seal(encodeEmbedding(randomUnit(512)), asB, orchestrator.publicKey);
@@ -170,12 +185,23 @@ describe("session-sealed templates (v2)", () => {
     const resigned = {
       ...stolenEpk,
       sig: signBytes(
-        Buffer.from(canonicalJson({ use: "glance/v2/template-session", nodeId: "node-b", kid: "k1", epk: unsigned.epk, notBefore: unsigned.nb, notAfter: unsigned.na })),
+        Buffer.from(
+          canonicalJson({
+            use: "glance/v2/template-session",
+            nodeId: "node-b",
+            kid: "k1",
+            epk: unsigned.epk,
+            notBefore: unsigned.nb,
+            notAfter: unsigned.na,
+          }),
+        ),
         nodeB,
       ),
     };
     const relabelled: SessionSealedParts = { session: resigned, iv: fromA.iv, ct: fromA.ct };
-    expect(codeOf(() => openSessionTemplate(relabelled, asB, orchestrator, nodeB.publicKey, cache))).toBe("DECRYPT_FAILED");
+    expect(codeOf(() => openSessionTemplate(relabelled, asB, orchestrator, nodeB.publicKey, cache))).toBe(
+      "DECRYPT_FAILED",
+    );
   });
 
   it("a template stamped outside its session's window, or a window over a day long, is refused", () => {
@@ -187,7 +213,12 @@ describe("session-sealed templates (v2)", () => {
     expect(codeOf(() => openSessionTemplate(sealed, late, orchestrator, nodeA.publicKey))).toBe("SIGNATURE_INVALID");
     expect(codeOf(() => openSessionTemplate(sealed, early, orchestrator, nodeA.publicKey))).toBe("SIGNATURE_INVALID");
     // a node that signs itself a week-long session is still refused
-    const long = new TemplateSealer({ nodeId: "node-a", signingKey: nodeA, now: () => t0, lifetimeMs: 7 * SESSION_MAX_SPAN_MS });
+    const long = new TemplateSealer({
+      nodeId: "node-a",
+      signingKey: nodeA,
+      now: () => t0,
+      lifetimeMs: 7 * SESSION_MAX_SPAN_MS,
+    });
     const hl = headerOf("node-a", 2);
     const l = long.seal(encodeEmbedding(randomUnit(512)), hl, orchestrator.publicKey);
     expect(l.session.na - l.session.nb).toBeLessThanOrEqual(SESSION_MAX_SPAN_MS);
@@ -223,11 +254,13 @@ describe("session-sealed templates (v2)", () => {
     openSessionTemplate(sealed, h, orchestrator, nodeA.publicKey, cache);
     // the node's registered key changed: the session signed by the old key no longer opens
     const rekeyed = generateSigningKeyPair();
-    expect(codeOf(() => openSessionTemplate(sealed, h, orchestrator, rekeyed.publicKey, cache))).toBe("SIGNATURE_INVALID");
+    expect(codeOf(() => openSessionTemplate(sealed, h, orchestrator, rekeyed.publicKey, cache))).toBe(
+      "SIGNATURE_INVALID",
+    );
     expect(cache.size).toBe(0);
   });
 
-  it("a cached key is never used past notAfter plus the skew; a late backlog still opens, without caching", () => {
+  it("a cached key is never used past notAfter plus the skew; a late backlog still opens", () => {
     let now = t0;
     const cache = new SessionKeyCache(16, () => now);
     const sealer = sealerFor("node-a");
@@ -236,11 +269,32 @@ describe("session-sealed templates (v2)", () => {
     openSessionTemplate(sealed, h, orchestrator, nodeA.publicKey, cache);
     now = sealed.session.na + SESSION_CLOCK_SKEW_MS + 1;
     const forged = { ...sealed, session: { ...sealed.session, sig: flip(sealed.session.sig, 3) } };
-    expect(codeOf(() => openSessionTemplate(forged, h, orchestrator, nodeA.publicKey, cache))).toBe("SIGNATURE_INVALID");
+    expect(codeOf(() => openSessionTemplate(forged, h, orchestrator, nodeA.publicKey, cache))).toBe(
+      "SIGNATURE_INVALID",
+    );
     const before = { ...cache.stats };
     expect(openSessionTemplate(sealed, h, orchestrator, nodeA.publicKey, cache).length).toBeGreaterThan(0);
     expect(cache.stats.misses).toBe(before.misses + 1);
-    expect(cache.size).toBe(0);
+  });
+
+  it("a node whose clock is hours off has its session cached all the same, for what remained of it", () => {
+    for (const offset of [-3 * 3600_000, 3 * 3600_000]) {
+      // the node's clock reads t0 + offset while the orchestrator's reads t0
+      let now = t0;
+      const cache = new SessionKeyCache(16, () => now);
+      const sealer = sealerFor("node-a", nodeA, () => t0 + offset);
+      const h = headerOf("node-a", 1, t0 + offset);
+      const sealed = sealer.seal(encodeEmbedding(randomUnit(512)), h, orchestrator.publicKey);
+      const remaining = sealed.session.na - h.ts;
+      openSessionTemplate(sealed, h, orchestrator, nodeA.publicKey, cache);
+      expect(cache.sessionsOf("node-a")).toBe(1);
+      now = t0 + remaining + SESSION_CLOCK_SKEW_MS;
+      openSessionTemplate(sealed, h, orchestrator, nodeA.publicKey, cache);
+      expect(cache.stats).toEqual({ hits: 1, misses: 1 });
+      now += 1;
+      openSessionTemplate(sealed, h, orchestrator, nodeA.publicKey, cache);
+      expect(cache.stats).toEqual({ hits: 1, misses: 2 });
+    }
   });
 
   it("the cache holds at most its size, least recently used out first", () => {
@@ -279,7 +333,13 @@ describe("session-sealed templates (v2)", () => {
 
   it("a node rotates its session on time, message count, recipient change and a frame outside the window", () => {
     let now = t0;
-    const sealer = new TemplateSealer({ nodeId: "node-a", signingKey: nodeA, now: () => now, lifetimeMs: 60_000, maxMessages: 3 });
+    const sealer = new TemplateSealer({
+      nodeId: "node-a",
+      signingKey: nodeA,
+      now: () => now,
+      lifetimeMs: 60_000,
+      maxMessages: 3,
+    });
     const p = encodeEmbedding(randomUnit(64));
     const epkOf = (h: SessionHeader, recipient = orchestrator.publicKey) => sealer.seal(p, h, recipient).session.epk;
     const first = epkOf(headerOf("node-a", 1, now));

@@ -250,7 +250,10 @@ export const SESSION_LIFETIME_MS = 60 * 60 * 1000;
 export const SESSION_MAX_MESSAGES = 2 ** 20;
 /** The longest session window an orchestrator accepts (notAfter − notBefore). */
 export const SESSION_MAX_SPAN_MS = 24 * 60 * 60 * 1000;
-/** Orchestrator clock vs node clock: a cached session key is used until its notAfter plus this, never later. */
+/**
+ * Slack between the two clocks a cached session key spans: it is kept for what remained of its session, by the
+ * node's clock, when first opened, plus this.
+ */
 export const SESSION_CLOCK_SKEW_MS = 5 * 60 * 1000;
 
 /**
@@ -372,16 +375,18 @@ export class TemplateSealer {
 
 interface CachedSession {
   key: Buffer;
+  /** orchestrator clock */
+  expiresAt: number;
   nodeId: string;
   /** the node key the statement was verified with: a re-keyed node's old sessions no longer match */
   signer: string;
-  /** orchestrator clock: notAfter + SESSION_CLOCK_SKEW_MS */
-  expiresAt: number;
 }
 
 /**
  * The orchestrator's session keys, derived once per session (signature verification + X25519 + HKDF) and kept,
- * least recently used first out, until notAfter + SESSION_CLOCK_SKEW_MS by the orchestrator's clock. Keyed by the
+ * least recently used first out, for what remained of the session when it was first opened (notAfter − the
+ * template's ts, both by the node's clock, so a node whose clock is off by hours is cached all the same) plus
+ * SESSION_CLOCK_SKEW_MS, by the orchestrator's clock; a key is never kept past its session's span. Keyed by the
  * statement and its signature, so a forged signature never finds a cached key. Drop a node's sessions when it is
  * revoked (`forgetNode`).
  */
@@ -418,9 +423,14 @@ export class SessionKeyCache {
     return e.key;
   }
 
-  /** Keeps `entry` unless it has expired already; says whether it was kept. */
-  set(id: string, entry: CachedSession): boolean {
-    if (entry.expiresAt < this.now() || this.#entries.has(id)) return false;
+  /**
+   * Keeps `entry` for `ttlMs` from now (orchestrator clock): the caller passes notAfter − the template's ts, the
+   * session's remaining time by the node's clock whatever the offset between the clocks, + SESSION_CLOCK_SKEW_MS.
+   * Says whether it was kept.
+   */
+  set(id: string, { ttlMs, ...kept }: Omit<CachedSession, "expiresAt"> & { ttlMs: number }): boolean {
+    const entry: CachedSession = { ...kept, expiresAt: this.now() + ttlMs };
+    if (ttlMs < 0 || this.#entries.has(id)) return false;
     let own = this.#byNode.get(entry.nodeId);
     if (own && own.size >= this.perNode) {
       const oldest = own.values().next().value as string;
@@ -529,9 +539,10 @@ export function openSessionTemplate(
       key,
       nodeId: header.nodeId,
       signer: senderPublicKey,
-      expiresAt: session.na + SESSION_CLOCK_SKEW_MS,
+      // header.ts ≤ na (checked above): the session's remaining time, by the node's clock
+      ttlMs: session.na - header.ts + SESSION_CLOCK_SKEW_MS,
     });
-    // an expired session (a backlog delivered late) still opens, at the v1 price: its key is not kept
+    // not kept (already held): this copy is dropped
     if (!kept) key.fill(0);
   }
   return plaintext;
