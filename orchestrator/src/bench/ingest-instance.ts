@@ -15,6 +15,8 @@ export interface InstanceStart {
   dataDir: string;
   databaseUrl: string;
   brokerUrl: string;
+  /** this instance's name (`broker.external.instance`), one of the generated config's `orchestratorInstances` */
+  instance: string;
   reload: MosquittoReload;
 }
 
@@ -69,7 +71,7 @@ async function start(req: InstanceStart) {
     databaseUrl: req.databaseUrl,
     httpPort: 0,
     logger: pino({ level: "warn" }),
-    broker: { external: { url: req.brokerUrl, reload: req.reload } },
+    broker: { external: { url: req.brokerUrl, instance: req.instance, reload: req.reload } },
   });
   orch.events.on("recognition", (r: Recognition) => {
     recognitions.push([now(), r.nodeId, r.visitor === "member"]);

@@ -195,7 +195,11 @@ try {
     log(`orchestrator started (gallery loaded from the database) in ${instances[0]?.startSeconds.toFixed(1)} s`);
   } else {
     // as startMosquittoFleet does: the fleet CA of the shared data dir signs mosquitto's certificate
-    broker = await startMosquitto(join(root, "mosquitto"), await loadOrCreateFleetCa(dataDir));
+    // each instance its own name: mosquitto makes the certificate CN the client id (two of one name kick each other off)
+    const names = Array.from({ length: instanceCount }, (_, i) => `instance-${i + 1}`);
+    broker = await startMosquitto(join(root, "mosquitto"), await loadOrCreateFleetCa(dataDir), {
+      orchestratorInstances: names,
+    });
     const b = broker;
     log(`mosquitto listening on ${b.url}`);
     const entry = fileURLToPath(new URL("./ingest-instance.ts", import.meta.url));
@@ -244,6 +248,7 @@ try {
         dataDir,
         databaseUrl: databaseUrl as string,
         brokerUrl: b.url,
+        instance: names[i] as string,
         reload: { pidFile: b.pidFile },
       } satisfies InstanceRequest);
       instances.push(await ready);

@@ -17,10 +17,12 @@ export interface MosquittoConfigOptions {
    * names of the orchestrator instances behind this broker, as each is started (`broker.external.instance`): the ACL
    * grants the orchestrator topics to the user `$orchestrator.<name>` of each (`orchestratorUser`). Default: one
    * unnamed instance, `$orchestrator`. mosquitto makes a client's id its user name (`use_username_as_clientid`), so
-   * two instances with one name would disconnect each other, and an instance not listed here is refused its
-   * subscriptions at start. To add an instance: generate again with the longer list (same `dir`; the dynamic-security
-   * state is kept), send mosquitto SIGHUP (`systemctl reload mosquitto`: it re-reads the ACL file, live sessions
-   * stay), then start the new instance with its name.
+   * two instances with one name would disconnect each other. An instance not listed here fails to start
+   * (CONFIG_INVALID: the dynamic-security plugin does not answer it, ./revocation.ts); with `dynamicSecurity: false`
+   * nothing would stop it, and it would silently lose its share of the templates (the ACL is checked at delivery).
+   * To add an instance: generate again with the longer list (same `dir`; the dynamic-security state is kept), send
+   * mosquitto SIGHUP (`systemctl reload mosquitto`: it re-reads the ACL file, live sessions stay), then start the new
+   * instance with its name.
    */
   orchestratorInstances?: string[];
   /**

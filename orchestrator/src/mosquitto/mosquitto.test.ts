@@ -6,10 +6,12 @@ import { contract, encodeMessage, topicFor } from "@glance/shared";
 import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Orchestrator } from "../index.ts";
+import { ORCHESTRATOR_USERNAME } from "../broker/broker.ts";
+import { Id } from "../http/ids.ts";
+import { type Orchestrator, startOrchestrator } from "../index.ts";
 import { randomEmbedding, sealTemplate } from "../testing/harness.ts";
-import { type MosquittoFleet, runMosquitto, startMosquittoFleet } from "../testing/mosquitto.ts";
-import { mosquittoAcl } from "./config.ts";
+import { type MosquittoFleet, runMosquitto, startMosquittoFleet, TOOL_INSTANCE } from "../testing/mosquitto.ts";
+import { generateMosquittoConfig, mosquittoAcl, orchestratorUser } from "./config.ts";
 import { startMosquittoRevocation } from "./revocation.ts";
 
 describe("mosquitto configuration from the contract", () => {
@@ -22,6 +24,57 @@ describe("mosquitto configuration from the contract", () => {
     expect(acl).not.toContain("pattern write glance/v1/node/%u/desired");
     const rules = acl.split("\n").filter((l) => l && !l.startsWith("#"));
     expect(rules.join("\n")).not.toMatch(/readwrite|#/);
+  });
+
+  it("makes each client's id its certificate CN and grants the orchestrator topics to every named instance", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "glance-mosquitto-conf-"));
+    const { acl, confFile } = await generateMosquittoConfig(contract, {
+      dir,
+      port: 8883,
+      tls: { ca: "ca", cert: "cert", key: "key" },
+      orchestratorInstances: ["hq-1", "hq-2"],
+      dynamicSecurityPlugin: "/usr/lib/mosquitto_dynamic_security.so",
+    });
+    const conf = await readFile(confFile, "utf8");
+    expect(conf).toContain("use_identity_as_username true\n");
+    expect(conf).toContain("use_username_as_clientid true\n");
+    expect(await readFile(join(dir, "acl"), "utf8")).toBe(acl);
+    for (const user of ["$orchestrator.hq-1", "$orchestrator.hq-2"]) {
+      const block = acl.slice(acl.indexOf(`user ${user}\n`)).split("\n\n")[0] as string;
+      expect(block).toContain("topic read glance/v1/node/+/template\n");
+      expect(block).toContain("topic write glance/v1/node/+/desired\n");
+      expect(block).toContain("topic write $CONTROL/dynamic-security/v1\n");
+      expect(block).toContain("topic read $CONTROL/dynamic-security/v1/response");
+    }
+    // the unnamed user is not granted beside named instances: an instance started without its name gets nothing
+    expect(acl.match(/^user .*$/gm)).toEqual(["user $orchestrator.hq-1", "user $orchestrator.hq-2"]);
+    expect(mosquittoAcl(contract).match(/^user .*$/gm)).toEqual(["user $orchestrator"]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("refuses instance names mosquitto would read specially, and one name twice, before writing anything", async () => {
+    const dir = join(tmpdir(), `glance-mosquitto-bad-${Math.random().toString(36).slice(2, 8)}`);
+    const bad = ["a/b", "+", "#", "a#", "$x", "%u", "a b", "a.b", "", "-a", "x".repeat(33)];
+    for (const name of bad) {
+      expect(() => orchestratorUser(name), name).toThrow(expect.objectContaining({ code: "CONFIG_INVALID" }));
+      await expect(
+        generateMosquittoConfig(contract, {
+          dir,
+          port: 8883,
+          tls: { ca: "ca", cert: "cert", key: "key" },
+          orchestratorInstances: ["hq-1", name],
+        }),
+        name,
+      ).rejects.toMatchObject({ code: "CONFIG_INVALID" });
+    }
+    expect(() => mosquittoAcl(contract, { orchestratorInstances: ["hq-1", "hq-1"] })).toThrow(/listed twice/);
+    await expect(readFile(join(dir, "acl"), "utf8")).rejects.toThrow(/ENOENT/);
+  });
+
+  it("an orchestrator's user name can never be a node id", () => {
+    for (const user of [ORCHESTRATOR_USERNAME, orchestratorUser("hq-1"), orchestratorUser("node-1")]) {
+      expect(Id.safeParse(user).success, user).toBe(false);
+    }
   });
 });
 
@@ -149,6 +202,135 @@ describe.runIf(runMosquitto)("two orchestrators behind mosquitto", () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(orchs.map((x) => x.metrics())).toEqual(before);
     expect(await readFile(join(fleet.dir, "mosquitto", "acl"), "utf8")).toContain("%u");
+  });
+
+  /** connects with `clientId` and leaves again: what a node trying to take another client's session over does */
+  const connectAs = async (tls: { ca: string; cert: string; key: string }, clientId: string) => {
+    const c = await mqtt.connectAsync(fleet.url, {
+      ...tls,
+      clientId,
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+      connectTimeout: 5000,
+    });
+    // mosquitto closes a session it hands over while it handles the CONNECT; the victim's close arrives by now
+    await new Promise((r) => setTimeout(r, 300));
+    await c.endAsync();
+  };
+  const takeovers = (since: number) =>
+    fleet
+      .log()
+      .slice(since)
+      .match(/already connected, closing old connection/g);
+
+  it("a node that sends another node's client id does not disconnect that node, which keeps receiving and publishing", async () => {
+    const { orchs, api } = fleet;
+    const o = orchs[0] as Orchestrator;
+    const storeId = `store-${Math.random().toString(36).slice(2, 8)}`;
+    await api("/api/stores", { id: storeId, name: "Glance Soho" });
+    const space = ((await (await fetch(new URL("/api/health", o.httpUrl))).json()) as { space: string }).space;
+    const victim = await registerAndConnect(storeId);
+    const attacker = await fleet.register(storeId);
+    await victim.client.subscribeAsync(topicFor("command", victim.node.nodeId), { qos: 1 });
+    let closed = false;
+    victim.client.on("close", () => {
+      closed = true;
+    });
+    const since = fleet.log().length;
+
+    // the client id the victim sent, and the one mosquitto now gives it (its CN)
+    for (const clientId of [victim.client.options.clientId as string, victim.node.nodeId]) {
+      await connectAs(attacker.tls, clientId);
+    }
+    expect(closed, fleet.log().slice(since)).toBe(false);
+    expect(victim.client.connected).toBe(true);
+    expect(takeovers(since), fleet.log().slice(since)).toBeNull();
+    // mosquitto gave the attacker its own CN as client id, whatever it sent
+    expect(fleet.log().slice(since)).toContain(` as ${attacker.nodeId} (`);
+
+    const got: string[] = [];
+    victim.client.on("message", (topic) => got.push(topic));
+    const tool = await fleet.connectOrchestrator();
+    const command = encodeMessage("command", { id: "cmd-still-there", kind: "restart-pipeline", ts: Date.now() });
+    await tool.publishAsync(topicFor("command", victim.node.nodeId), command, { qos: 1 });
+    await waitFor(() => got.length === 1);
+    const accepted = () => orchs.reduce((sum, x) => sum + x.metrics().accepted, 0);
+    const before = accepted();
+    const template = sealTemplate({
+      node: victim.node,
+      seq: 1,
+      embedding: randomEmbedding(),
+      recipient: o.sealingKey,
+      space,
+    });
+    await victim.client.publishAsync(topicFor("template", victim.node.nodeId), encodeMessage("template", template), {
+      qos: 1,
+    });
+    await waitFor(() => accepted() === before + 1);
+  });
+
+  it("a node that sends an orchestrator's client id disconnects no orchestrator", async () => {
+    const storeId = `store-${Math.random().toString(36).slice(2, 8)}`;
+    await fleet.api("/api/stores", { id: storeId, name: "Glance Soho" });
+    const attacker = await fleet.register(storeId);
+    const tool = await fleet.connectOrchestrator();
+    let closed = false;
+    tool.on("close", () => {
+      closed = true;
+    });
+    const since = fleet.log().length;
+    const ids = [
+      tool.options.clientId as string,
+      orchestratorUser(TOOL_INSTANCE),
+      ...fleet.instances.map((name) => orchestratorUser(name)),
+      ORCHESTRATOR_USERNAME,
+    ];
+    for (const clientId of ids) await connectAs(attacker.tls, clientId);
+    expect(closed, fleet.log().slice(since)).toBe(false);
+    expect(tool.connected).toBe(true);
+    // the instances' own sessions: an instance would reconnect by itself, but mosquitto logs each session it hands over
+    expect(takeovers(since), fleet.log().slice(since)).toBeNull();
+    // and the tool's connection still carries what an orchestrator sends
+    const node = await registerAndConnect(storeId);
+    const got: string[] = [];
+    node.client.on("message", (topic) => got.push(topic));
+    await node.client.subscribeAsync(topicFor("command", node.node.nodeId), { qos: 1 });
+    const command = encodeMessage("command", { id: "cmd-from-tool", kind: "restart-pipeline", ts: Date.now() });
+    await tool.publishAsync(topicFor("command", node.node.nodeId), command, { qos: 1 });
+    await waitFor(() => got.length === 1);
+  });
+
+  it("an instance added later is refused until the configuration is generated with its name and mosquitto reloaded, and nobody is dropped meanwhile", async () => {
+    const storeId = `store-${Math.random().toString(36).slice(2, 8)}`;
+    await fleet.api("/api/stores", { id: storeId, name: "Glance Soho" });
+    const node = await registerAndConnect(storeId);
+    let closed = false;
+    node.client.on("close", () => {
+      closed = true;
+    });
+    const third = "instance-3";
+    const start = () =>
+      startOrchestrator({
+        dataDir: join(fleet.dir, "orchestrator"),
+        databaseUrl: fleet.databaseUrl,
+        httpPort: 0,
+        logger: pino({ level: "silent" }),
+        broker: { external: { url: fleet.url, instance: third } },
+      });
+    // not in the ACL: mosquitto would let it subscribe and then deliver it nothing, so it refuses to start
+    await expect(start()).rejects.toMatchObject({
+      code: "CONFIG_INVALID",
+      message: expect.stringMatching(/instance-3|orchestratorInstances/),
+    });
+    await fleet.reconfigure([...fleet.instances, TOOL_INSTANCE, third]);
+    const o = await start();
+    try {
+      expect(closed).toBe(false);
+      expect(node.client.connected).toBe(true);
+    } finally {
+      await o.stop();
+      await fleet.reconfigure([...fleet.instances, TOOL_INSTANCE]);
+    }
   });
 
   it("refuses a client without a fleet certificate", async () => {

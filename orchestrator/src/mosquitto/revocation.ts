@@ -122,6 +122,18 @@ export async function startMosquittoRevocation(opts: MosquittoRevocationOptions)
     return Promise.all(answers);
   };
 
+  if (useDynsec) {
+    // mosquitto's ACL file refuses nothing at subscribe time: an instance whose user name it does not list would start,
+    // then silently lose its share of the templates (a shared subscription does not pass a message it may not read on
+    // to another member). The plugin answers only a client the ACL lets write its topic and read the answers.
+    await dynsec([{ command: "getDefaultACLAccess" }]).catch((error: Error) => {
+      throw new GlanceError(
+        "CONFIG_INVALID",
+        `${error.message} Is this instance's name (broker.external.instance) among generateMosquittoConfig's orchestratorInstances? Generate the configuration again with it and reload mosquitto (systemctl reload mosquitto).`,
+      );
+    });
+  }
+
   return {
     reloadCrl: reload,
     async dropNode(nodeId) {

@@ -33,6 +33,8 @@ export interface MosquittoFleet {
   dir: string;
   url: string;
   broker: ChildProcess;
+  /** the instances' Postgres database (dropped by `stop`) */
+  databaseUrl: string;
   orchs: Orchestrator[];
   /** each instance's name (`broker.external.instance`), in the order of `orchs` */
   instances: string[];
@@ -44,10 +46,12 @@ export interface MosquittoFleet {
   /** a node's MQTT connection over mutual TLS, closed by `stop` */
   connect(node: FleetNode): Promise<MqttClient>;
   /**
-   * a connection with an orchestrator certificate (CN `$orchestrator.${TOOL_INSTANCE}`, which the ACL lists beside
-   * the instances), as an operator's tool would have; closed by `stop`
+   * a connection with the orchestrator certificate of `instance` (default `TOOL_INSTANCE`, which the ACL lists beside
+   * the instances: an operator's tool), with a client id of its own choosing; closed by `stop`
    */
-  connectOrchestrator(): Promise<MqttClient>;
+  connectOrchestrator(instance?: string): Promise<MqttClient>;
+  /** as an operator adds or removes an instance: the configuration generated again for these names, then SIGHUP */
+  reconfigure(orchestratorInstances: string[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -74,7 +78,7 @@ export async function startMosquittoFleet(
   const ca = await loadOrCreateFleetCa(dataDir);
   // each its own name: mosquitto makes the certificate CN the client id, so two of one name would kick each other off
   const names = Array.from({ length: instances }, (_, i) => `instance-${i + 1}`);
-  const { url, broker, pidFile, log } = await startMosquitto(join(dir, "mosquitto"), ca, {
+  const { url, broker, pidFile, log, reconfigure } = await startMosquitto(join(dir, "mosquitto"), ca, {
     orchestratorInstances: [...names, TOOL_INSTANCE],
   });
   const orchs: Orchestrator[] = [];
@@ -108,6 +112,7 @@ export async function startMosquittoFleet(
     dir,
     url,
     broker,
+    databaseUrl: pg.url,
     orchs,
     instances: names,
     log,
@@ -135,8 +140,8 @@ export async function startMosquittoFleet(
       clients.push(client);
       return client;
     },
-    async connectOrchestrator() {
-      const tls = await ca.issueOrchestratorCertificate(orchestratorUser(TOOL_INSTANCE));
+    async connectOrchestrator(instance = TOOL_INSTANCE) {
+      const tls = await ca.issueOrchestratorCertificate(orchestratorUser(instance));
       const client = await mqtt.connectAsync(url, {
         ...tls,
         clientId: `orchestrator-test-${Math.random().toString(36).slice(2, 10)}`,
@@ -146,6 +151,7 @@ export async function startMosquittoFleet(
       clients.push(client);
       return client;
     },
+    reconfigure: (orchestratorInstances) => reconfigure({ orchestratorInstances }),
     async stop() {
       await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
       for (const o of orchs) await o.stop();
@@ -162,6 +168,8 @@ export interface MosquittoBroker {
   pidFile: string;
   /** everything mosquitto printed so far */
   log(): string;
+  /** the configuration generated again (same port, certificates and CRL) with `opts`, then SIGHUP; resolves once reloaded */
+  reconfigure(opts: { orchestratorInstances?: string[] }): Promise<void>;
 }
 
 /**
@@ -178,14 +186,17 @@ export async function startMosquitto(
   const port = await freePort();
   // the orchestrators rewrite it as they start and at each revocation
   await writeFile(ca.crlFile, await ca.createCrl([]));
-  const { confFile, pidFile } = await generateMosquittoConfig(contract, {
-    dir,
-    port,
-    user: userInfo().username,
-    tls: await ca.issueServerCertificate(["localhost"]),
-    crlFile: ca.crlFile,
-    ...(opts.orchestratorInstances ? { orchestratorInstances: opts.orchestratorInstances } : {}),
-  });
+  const tls = await ca.issueServerCertificate(["localhost"]);
+  const generate = (o: typeof opts) =>
+    generateMosquittoConfig(contract, {
+      dir,
+      port,
+      user: userInfo().username,
+      tls,
+      crlFile: ca.crlFile,
+      ...(o.orchestratorInstances ? { orchestratorInstances: o.orchestratorInstances } : {}),
+    });
+  const { confFile, pidFile } = await generate(opts);
   let log = "";
   const broker = spawn(MOSQUITTO, ["-c", confFile], { stdio: ["ignore", "pipe", "pipe"] });
   broker.stdout?.on("data", (d: Buffer) => {
@@ -198,7 +209,23 @@ export async function startMosquitto(
     broker.kill("SIGTERM");
     throw new Error(`${e.message}: ${log}`);
   });
-  return { url: `mqtts://127.0.0.1:${port}`, broker, pidFile, log: () => log };
+  const reloads = () => log.split("Reloading config").length;
+  return {
+    url: `mqtts://127.0.0.1:${port}`,
+    broker,
+    pidFile,
+    log: () => log,
+    async reconfigure(o) {
+      await generate(o);
+      const before = reloads();
+      broker.kill("SIGHUP");
+      const until = Date.now() + 10_000;
+      while (reloads() === before) {
+        if (Date.now() > until) throw new Error(`mosquitto did not reload: ${log}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+  };
 }
 
 async function freePort(): Promise<number> {
