@@ -35,11 +35,31 @@ export function auditAdminActions(s: Services): MiddlewareHandler<Env> {
   };
 }
 
+/**
+ * A head from an earlier verification (its `rows` and `head`): the chain must still hold that entry unchanged, which
+ * is what shows the newest entries deleted. Both or neither.
+ */
+export const AuditVerifyQuery = z
+  .object({
+    anchorSeq: z.coerce.number().int().positive().optional(),
+    anchorHash: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, "a sha256 head in hex")
+      .optional(),
+  })
+  .refine(
+    (q) => (q.anchorSeq === undefined) === (q.anchorHash === undefined),
+    "give anchorSeq and anchorHash together",
+  );
+export type AuditVerifyQuery = z.infer<typeof AuditVerifyQuery>;
+
 /** The auditor's view: recent entries and a full verification of the hash chain. */
 export function auditRouter(s: Services) {
   return new Hono<Env>()
-    .get("/verify", requireRole(s.db, ["auditor", "hq-admin"]), async (c) => {
-      const verdict = await verifyAudit(s.db);
+    .get("/verify", requireRole(s.db, ["auditor", "hq-admin"]), valid("query", AuditVerifyQuery), async (c) => {
+      const { anchorSeq, anchorHash } = c.req.valid("query");
+      const anchor = anchorSeq !== undefined && anchorHash ? { seq: anchorSeq, hash: anchorHash } : undefined;
+      const verdict = await verifyAudit(s.db, { anchor });
       return c.json(verdict, verdict.ok ? 200 : 409);
     })
     .get(

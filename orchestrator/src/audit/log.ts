@@ -6,7 +6,9 @@ import { auditLog } from "../db/schema.ts";
 /**
  * Append-only, hash-chained audit log. Each row's hash is sha256 over the canonical JSON (keys sorted, no spaces) of
  * {seq, at, actor, action, subject, details, prevHash}; prevHash is the previous row's hash (GENESIS for the first).
- * Editing a row breaks its own hash; deleting one breaks the next row's link (and leaves a gap in seq).
+ * Editing a row breaks its own hash; deleting one breaks the next row's link (and leaves a gap in seq). Deleting the
+ * newest rows leaves a shorter chain that still links, so the database alone cannot show it: an auditor keeps the
+ * head a verification reported (`AuditAnchor`, outside this database) and verifies later runs against it.
  */
 
 export const GENESIS = "0".repeat(64);
@@ -88,8 +90,33 @@ export type AuditVerdict =
   | { ok: true; rows: number; head: string }
   | { ok: false; rows: number; brokenAt: number; reason: string };
 
-/** Walks the chain in seq order; reports the first row whose hash, link or sequence does not hold. */
-export async function verifyAudit(db: Db, batch = 5000): Promise<AuditVerdict> {
+/** A head seen by an earlier verification (its `rows` and `head`): the chain must still hold that entry unchanged. */
+export interface AuditAnchor {
+  seq: number;
+  hash: string;
+}
+
+/**
+ * Walks the chain in seq order; reports the first row whose hash, link or sequence does not hold. With `anchor`, the
+ * entry at anchor.seq must also be there with anchor.hash: a chain cut short (or cut and appended to again) below a
+ * head the auditor kept fails at the first entry missing or changed since.
+ */
+export async function verifyAudit(
+  db: Db,
+  opts: { anchor?: AuditAnchor | undefined; batch?: number } = {},
+): Promise<AuditVerdict> {
+  const { anchor, batch = 5000 } = opts;
+  const verdict = await walkChain(db, batch, anchor);
+  if (!verdict.ok || !anchor || verdict.rows >= anchor.seq) return verdict;
+  return {
+    ok: false,
+    rows: verdict.rows,
+    brokenAt: verdict.rows + 1,
+    reason: `the log ends at entry ${verdict.rows} but entry ${anchor.seq} was verified before (head ${anchor.hash}): entries were removed from its end`,
+  };
+}
+
+async function walkChain(db: Db, batch: number, anchor: AuditAnchor | undefined): Promise<AuditVerdict> {
   let prevHash = GENESIS;
   let expectedSeq = 1;
   let rows = 0;
@@ -109,6 +136,15 @@ export async function verifyAudit(db: Db, batch = 5000): Promise<AuditVerdict> {
       }
       if (hashRow(r) !== r.hash) {
         return { ok: false, rows, brokenAt: r.seq, reason: `row ${r.seq} was altered (hash mismatch)` };
+      }
+      if (anchor && r.seq === anchor.seq && r.hash !== anchor.hash) {
+        // rewritten with every hash recomputed (or cut short and appended to again): links alone cannot show it
+        return {
+          ok: false,
+          rows,
+          brokenAt: r.seq,
+          reason: `row ${r.seq} is not the entry verified before (head ${anchor.hash}): the log was rewritten at or before it`,
+        };
       }
       prevHash = r.hash;
       expectedSeq++;

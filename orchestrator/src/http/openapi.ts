@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { AuditVerifyQuery } from "../audit/http.ts";
 import type { Role } from "../db/schema.ts";
 import { NotThisPerson } from "../feedback/http.ts";
 import { PromotionEvent } from "../signage/hub.ts";
@@ -173,8 +174,10 @@ const operations: Operation[] = [
   {
     method: "get",
     path: "/api/audit/verify",
-    summary: "Verify the audit hash chain; 409 names the first broken entry",
+    summary:
+      "Verify the audit hash chain; 409 names the first broken entry. Keep `rows` and `head` and pass them back as anchorSeq/anchorHash: entries deleted from the end then fail too",
     roles: ["auditor", "hq-admin"],
+    query: AuditVerifyQuery,
   },
   {
     method: "post",
