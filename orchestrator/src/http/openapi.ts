@@ -43,6 +43,18 @@ const operations: Operation[] = [
     roles: ["hq-admin"],
     json: CreateToken,
   },
+  {
+    method: "get",
+    path: "/api/tokens",
+    summary: "List issued tokens: id, role, label, store, screen, created, revoked (never the token or its hash)",
+    roles: ["hq-admin", "auditor"],
+  },
+  {
+    method: "post",
+    path: "/api/tokens/{tokenId}/revoke",
+    summary: "Revoke a token (lost, leaked, staff left): refused from the next request on; not the caller's own",
+    roles: ["hq-admin"],
+  },
   { method: "post", path: "/api/stores", summary: "Create a store", roles: ["hq-admin"], json: CreateStore },
   {
     method: "patch",

@@ -1,5 +1,5 @@
 import { GlanceError } from "@glance/shared";
-import { eq } from "drizzle-orm";
+import { and, eq, isNull } from "drizzle-orm";
 import { Hono } from "hono";
 import { z } from "zod";
 import { hashSecret, newSecret } from "../../auth/secrets.ts";
@@ -26,29 +26,70 @@ export const CreateToken = z
   });
 export type CreateToken = z.infer<typeof CreateToken>;
 
-/** HQ hands out role tokens; the plaintext is in this response only. */
+const TokenParam = z.object({ tokenId: z.string().min(1).max(64) });
+
+/**
+ * HQ hands out role tokens (the plaintext is in the creation response only), lists them (never a token or its hash)
+ * and revokes one that leaked: the next request with it is refused.
+ */
 export function tokensRouter(s: Services) {
-  return new Hono<Env>().post("/", requireRole(s.db, ["hq-admin"]), valid("json", CreateToken), async (c) => {
-    const body = c.req.valid("json");
-    let storeId = body.storeId ?? null;
-    if (body.screenId) {
-      const [screen] = await s.db.select().from(screens).where(eq(screens.id, body.screenId));
-      if (!screen) throw new GlanceError("NOT_FOUND", `Screen ${body.screenId} does not exist.`);
-      storeId = screen.storeId;
-    } else if (storeId) {
-      const found = await s.db.select({ id: stores.id }).from(stores).where(eq(stores.id, storeId));
-      if (found.length === 0) throw new GlanceError("NOT_FOUND", `Store ${storeId} does not exist.`);
-    }
-    const token = newSecret("gl_");
-    const id = newId();
-    await s.db.insert(apiTokens).values({
-      id,
-      tokenHash: hashSecret(token),
-      role: body.role,
-      storeId,
-      screenId: body.screenId ?? null,
-      label: body.label,
+  return new Hono<Env>()
+    .get("/", requireRole(s.db, ["hq-admin", "auditor"]), async (c) => {
+      const rows = await s.db
+        .select({
+          id: apiTokens.id,
+          role: apiTokens.role,
+          label: apiTokens.label,
+          storeId: apiTokens.storeId,
+          screenId: apiTokens.screenId,
+          createdAt: apiTokens.createdAt,
+          revokedAt: apiTokens.revokedAt,
+        })
+        .from(apiTokens)
+        .orderBy(apiTokens.createdAt);
+      return c.json(rows);
+    })
+    .post("/:tokenId/revoke", requireRole(s.db, ["hq-admin"]), valid("param", TokenParam), async (c) => {
+      const { tokenId } = c.req.valid("param");
+      if (tokenId === c.get("principal").tokenId) {
+        throw new GlanceError("CONFLICT", "This is the token you are using; revoke it with another hq-admin token.");
+      }
+      const [revoked] = await s.db
+        .update(apiTokens)
+        .set({ revokedAt: new Date() })
+        .where(and(eq(apiTokens.id, tokenId), isNull(apiTokens.revokedAt)))
+        .returning({ id: apiTokens.id, role: apiTokens.role, revokedAt: apiTokens.revokedAt });
+      if (!revoked) {
+        const [row] = await s.db
+          .select({ revokedAt: apiTokens.revokedAt })
+          .from(apiTokens)
+          .where(eq(apiTokens.id, tokenId));
+        if (!row) throw new GlanceError("NOT_FOUND", `Token ${tokenId} does not exist.`);
+        throw new GlanceError("CONFLICT", `Token ${tokenId} was already revoked at ${row.revokedAt?.toISOString()}.`);
+      }
+      return c.json(revoked);
+    })
+    .post("/", requireRole(s.db, ["hq-admin"]), valid("json", CreateToken), async (c) => {
+      const body = c.req.valid("json");
+      let storeId = body.storeId ?? null;
+      if (body.screenId) {
+        const [screen] = await s.db.select().from(screens).where(eq(screens.id, body.screenId));
+        if (!screen) throw new GlanceError("NOT_FOUND", `Screen ${body.screenId} does not exist.`);
+        storeId = screen.storeId;
+      } else if (storeId) {
+        const found = await s.db.select({ id: stores.id }).from(stores).where(eq(stores.id, storeId));
+        if (found.length === 0) throw new GlanceError("NOT_FOUND", `Store ${storeId} does not exist.`);
+      }
+      const token = newSecret("gl_");
+      const id = newId();
+      await s.db.insert(apiTokens).values({
+        id,
+        tokenHash: hashSecret(token),
+        role: body.role,
+        storeId,
+        screenId: body.screenId ?? null,
+        label: body.label,
+      });
+      return c.json({ id, role: body.role, storeId, screenId: body.screenId ?? null, token }, 201);
     });
-    return c.json({ id, role: body.role, storeId, screenId: body.screenId ?? null, token }, 201);
-  });
 }

@@ -1,0 +1,134 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Role } from "../db/schema.ts";
+import {
+  createScreen,
+  createStore,
+  databaseBackends,
+  enrolDemoPerson,
+  expectJson,
+  type Harness,
+  startHarness,
+} from "../testing/harness.ts";
+
+type Who = Role | "none";
+const WHO: readonly Who[] = ["hq-admin", "store-manager", "technician", "signage-screen", "auditor", "none"];
+
+/**
+ * Who may call what. Each request is shaped to pass authorisation and then stop at validation or a missing id
+ * (400/404), so the matrix changes nothing; "allow" means anything but 401/403.
+ */
+function routes(ids: { store: string; screen: string; person: string }) {
+  const bad = { reason: 5 }; // fails every small JSON body's validation
+  return [
+    ["GET", "/api/metrics", undefined, ["hq-admin", "auditor", "technician"]],
+    ["GET", "/api/audit", undefined, ["hq-admin", "auditor"]],
+    ["GET", "/api/audit/verify", undefined, ["hq-admin", "auditor"]],
+    ["POST", "/api/tokens", bad, ["hq-admin"]],
+    ["GET", "/api/tokens", undefined, ["hq-admin", "auditor"]],
+    ["POST", "/api/tokens/no-such-token/revoke", undefined, ["hq-admin"]],
+    ["POST", "/api/stores", bad, ["hq-admin"]],
+    ["GET", "/api/stores", undefined, ["hq-admin", "auditor", "store-manager", "technician"]],
+    ["PATCH", `/api/stores/${ids.store}`, bad, ["hq-admin"]],
+    ["GET", `/api/stores/${ids.store}/visitors`, undefined, ["hq-admin", "auditor", "store-manager"]],
+    ["GET", `/api/stores/${ids.store}/footfall`, undefined, ["hq-admin", "auditor", "store-manager"]],
+    ["POST", "/api/screens", bad, ["hq-admin", "store-manager"]],
+    ["GET", `/api/screens/${ids.screen}/events`, undefined, ["hq-admin", "signage-screen"]],
+    ["GET", `/api/screens/${ids.screen}/plays`, undefined, ["hq-admin", "auditor", "store-manager"]],
+    ["POST", `/api/screens/${ids.screen}/plays`, bad, ["signage-screen"]],
+    ["POST", "/api/nodes", bad, ["hq-admin", "technician"]],
+    ["POST", "/api/nodes/no-such-node/revoke", undefined, ["hq-admin", "technician"]],
+    ["GET", "/api/nodes", undefined, ["hq-admin", "technician", "auditor", "store-manager"]],
+    // node certificate renewal has no token: the request is signed by the node's key
+    ["POST", "/api/nodes/no-such-node/certificate", bad, [...WHO]],
+    ["POST", "/api/people", new FormData(), ["hq-admin", "store-manager"]],
+    ["GET", "/api/people", undefined, ["hq-admin", "auditor", "store-manager"]],
+    ["GET", `/api/people/${ids.person}/export`, undefined, ["hq-admin", "auditor"]],
+    ["GET", `/api/people/${ids.person}/erasure`, undefined, ["hq-admin", "auditor"]],
+    ["POST", `/api/people/${ids.person}/withdraw-consent`, bad, ["hq-admin", "store-manager"]],
+    ["DELETE", "/api/people/no-such-person", undefined, ["hq-admin"]],
+    ["POST", "/api/promotions", bad, ["hq-admin", "store-manager"]],
+    ["GET", "/api/promotions", undefined, ["hq-admin", "auditor", "store-manager"]],
+    ["GET", "/api/visits", undefined, ["hq-admin", "auditor", "store-manager"]],
+    ["POST", "/api/visits/no-such-visit/not-this-person", bad, ["hq-admin", "store-manager"]],
+    ["GET", `/signage/${ids.screen}`, undefined, ["signage-screen"]],
+  ] as const;
+}
+
+for (const backend of databaseBackends) {
+  describe.skipIf(!backend.enabled)(`least privilege on ${backend.name}`, () => {
+    let h: Harness;
+    let storeA: string;
+    let storeB: string;
+    const tokens = {} as Record<Who, string | null>;
+
+    beforeAll(async () => {
+      h = await startHarness({ databaseUrl: backend.url() });
+      storeA = await createStore(h, "store-a", "Glance A");
+      storeB = await createStore(h, "store-b", "Glance B");
+      const issue = async (json: Record<string, string>) =>
+        (await expectJson<{ token: string }>(await h.api("/api/tokens", { method: "POST", json }), 201)).token;
+      tokens["hq-admin"] = h.orch.adminToken;
+      tokens["store-manager"] = await issue({ role: "store-manager", storeId: storeA, label: "manager A" });
+      tokens.technician = await issue({ role: "technician", label: "tech" });
+      tokens.auditor = await issue({ role: "auditor", label: "auditor" });
+      tokens.none = null;
+    }, 120_000);
+
+    afterAll(async () => {
+      await h?.close();
+    });
+
+    it("every route answers only the roles that need it", async () => {
+      const screen = await createScreen(h, storeA);
+      tokens["signage-screen"] = screen.token;
+      const { personId } = await enrolDemoPerson(h, "Kit Harington", ["enroll/kit_harington/1.jpg"], {
+        consentScope: storeA,
+      });
+      const ids = { store: storeA, screen: screen.screenId, person: personId };
+      const expected: string[] = [];
+      const actual: string[] = [];
+      for (const [method, path, body, allowed] of routes(ids)) {
+        for (const who of WHO) {
+          const abort = new AbortController();
+          const res = await h.api(path, {
+            method,
+            token: tokens[who],
+            signal: abort.signal,
+            ...(body instanceof FormData ? { body } : body !== undefined ? { json: body } : {}),
+          });
+          abort.abort(); // the screen's event stream stays open otherwise
+          const verdict = res.status === 401 || res.status === 403 ? "deny" : "allow";
+          expected.push(`${method} ${path} ${who}: ${(allowed as readonly Who[]).includes(who) ? "allow" : "deny"}`);
+          actual.push(`${method} ${path} ${who}: ${verdict} (${res.status})`);
+        }
+      }
+      expect(actual.map((a) => a.replace(/ \(\d+\)$/, ""))).toEqual(expected);
+    }, 120_000);
+
+    it("HQ lists the tokens it issued (never a token or its hash) and revokes a leaked one: it stops working at once", async () => {
+      const leaked = await expectJson<{ id: string; token: string }>(
+        await h.api("/api/tokens", { method: "POST", json: { role: "technician", label: "lost laptop" } }),
+        201,
+      );
+      expect((await h.api("/api/nodes", { token: leaked.token })).status).toBe(200);
+      const listed = await expectJson<Record<string, unknown>[]>(await h.api("/api/tokens"), 200);
+      expect(listed.find((t) => t.id === leaked.id)).toMatchObject({ role: "technician", label: "lost laptop" });
+      expect(JSON.stringify(listed)).not.toMatch(/gl_|tokenHash|token_hash/);
+      expect(JSON.stringify(listed)).not.toContain(leaked.token);
+
+      const revoked = await h.api(`/api/tokens/${leaked.id}/revoke`, { method: "POST" });
+      expect(revoked.status).toBe(200);
+      expect((await h.api("/api/nodes", { token: leaked.token })).status).toBe(401);
+      expect((await h.api(`/api/tokens/${leaked.id}/revoke`, { method: "POST" })).status).toBe(409);
+      // HQ cannot lock itself out with the token it is using
+      const self = await expectJson<{ id: string }[]>(await h.api("/api/tokens"), 200).then((rows) =>
+        rows.find((t) => (t as { label?: string }).label === "bootstrap admin"),
+      );
+      expect((await h.api(`/api/tokens/${self?.id}/revoke`, { method: "POST" })).status).toBe(409);
+      const actions = (await expectJson<{ action: string; subject: string }[]>(await h.api("/api/audit"), 200)).map(
+        (a) => `${a.action} ${a.subject}`,
+      );
+      expect(actions).toContain(`admin POST /api/tokens/:tokenId/revoke /api/tokens/${leaked.id}/revoke`);
+    });
+  });
+}
