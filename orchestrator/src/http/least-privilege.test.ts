@@ -105,6 +105,22 @@ for (const backend of databaseBackends) {
       expect(actual.map((a) => a.replace(/ \(\d+\)$/, ""))).toEqual(expected);
     }, 120_000);
 
+    it("a store manager's people list holds only people who consented at their store", async () => {
+      const atA = await enrolDemoPerson(h, "Barack Obama", ["enroll/barack_obama/1.jpg"], { consentScope: storeA });
+      const atB = await enrolDemoPerson(h, "Rose Leslie", ["enroll/rose_leslie/1.jpg"], { consentScope: storeB });
+      const everywhere = await enrolDemoPerson(h, "Joe Biden", ["enroll/joe_biden/1.jpg"]);
+      const mgr = await expectJson<{ id: string; personKey: string | null; consents: { scope: string }[] }[]>(
+        await h.api("/api/people", { token: tokens["store-manager"] }),
+        200,
+      );
+      const hq = await expectJson<{ id: string }[]>(await h.api("/api/people"), 200);
+      expect(hq.map((p) => p.id)).toEqual(expect.arrayContaining([atB.personId, everywhere.personId]));
+      expect(mgr.map((p) => p.id)).not.toContain(atB.personId);
+      expect(mgr.map((p) => p.id)).not.toContain(everywhere.personId);
+      expect(mgr.map((p) => p.id)).toContain(atA.personId);
+      for (const p of mgr) expect(p.consents.map((c) => c.scope)).toContain(storeA);
+    });
+
     it("HQ lists the tokens it issued (never a token or its hash) and revokes a leaked one: it stops working at once", async () => {
       const leaked = await expectJson<{ id: string; token: string }>(
         await h.api("/api/tokens", { method: "POST", json: { role: "technician", label: "lost laptop" } }),

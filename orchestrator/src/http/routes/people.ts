@@ -1,5 +1,5 @@
 import { GlanceError } from "@glance/shared";
-import { count, eq } from "drizzle-orm";
+import { count, eq, inArray } from "drizzle-orm";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
@@ -96,6 +96,19 @@ export function peopleRouter(s: Services) {
       },
     )
     .get("/", requireRole(s.db, ["hq-admin", "auditor", "store-manager"]), async (c) => {
+      const p = c.get("principal");
+      // a store manager sees the people who consented at their store (whom they enrol and may record a withdrawal
+      // for), not the chain's whole membership
+      const atStore =
+        p.role === "store-manager"
+          ? inArray(
+              people.id,
+              s.db
+                .select({ id: consents.personId })
+                .from(consents)
+                .where(eq(consents.scope, p.storeId ?? "")),
+            )
+          : undefined;
       const rows = await s.db
         .select({
           id: people.id,
@@ -106,12 +119,23 @@ export function peopleRouter(s: Services) {
         })
         .from(people)
         .leftJoin(templates, eq(templates.personId, people.id))
+        .where(atStore)
         .groupBy(people.id)
         .orderBy(people.displayName);
-      const consentRows = await s.db.select().from(consents);
+      const consentRows = await s.db
+        .select()
+        .from(consents)
+        .where(
+          atStore
+            ? inArray(
+                consents.personId,
+                rows.map((r) => r.id),
+              )
+            : undefined,
+        );
       // template metadata of everyone is a biometric read, even without embeddings
       await appendAudit(s.db, {
-        actor: actorOf(c.get("principal")),
+        actor: actorOf(p),
         action: "people.read",
         details: { people: rows.length },
       });
