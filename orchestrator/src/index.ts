@@ -209,7 +209,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
         "at this gallery size a stranger matches some member more often than the false-accept target",
       );
     // the graph's search breadth is measured (GLANCE_ANN_EF fixes it instead: gallery.ts indexOptionsWithEnv)
-    const tuning = gallery.graphTuning;
+    const tuning = await gallery.graphTuned();
     if (tuning) {
       const { ef, source, recall, target, reached, ms } = tuning;
       log.info(

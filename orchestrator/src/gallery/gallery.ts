@@ -156,6 +156,14 @@ export class Gallery {
     return this.index.graphTuning;
   }
 
+  /**
+   * The graph's tuning once no measurement is running (the graph searches at its widest until the first one ends);
+   * start-up awaits it before it logs the breadth.
+   */
+  graphTuned(): Promise<GraphTuning | undefined> {
+    return this.index.tuned();
+  }
+
   /** people the graph's parallel build left unreachable and placed again (usearch#735, SpaceIndex.graphRepaired) */
   get graphRepaired(): number {
     return this.index.graphRepaired;

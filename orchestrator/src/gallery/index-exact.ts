@@ -27,6 +27,12 @@ export interface VectorIndex {
 }
 
 /**
+ * Told of a removal: `key` left `row`, and the template that was in row `from` (the last) now fills it (`from` ===
+ * `row` when the removed one was the last).
+ */
+export type RemovalWatcher = (key: number, row: number, from: number) => void;
+
+/**
  * Brute force over one row-major Float32Array (rows × dim), exact by definition. The scan runs in usearch's SIMD
  * kernel (`exactSearch`, one thread) and its top k are re-scored here, so scores are bit-for-bit those of `score`
  * whichever path found them. Measured on this 2-core VM at 10k templates: 0.69 ms per probe at 128-d vs 4.44 ms for
@@ -38,6 +44,7 @@ export class ExactIndex implements VectorIndex {
   private keys: Uint32Array;
   private readonly rowOf = new Map<number, number>();
   private rows = 0;
+  private readonly watchers = new Set<RemovalWatcher>();
 
   constructor(
     readonly dim: number,
@@ -93,7 +100,32 @@ export class ExactIndex implements VectorIndex {
     }
     this.matrix.fill(0, last * this.dim, (last + 1) * this.dim);
     this.rows = last;
+    for (const watcher of this.watchers) watcher(key, row, last);
     return true;
+  }
+
+  /**
+   * Tells `watcher` of every removal from now on, until the returned function is called: a scan that spans several
+   * event-loop turns (the graph tuning's exact truth, exact-truth.ts) needs to know which rows moved under it.
+   */
+  watch(watcher: RemovalWatcher): () => void {
+    this.watchers.add(watcher);
+    return () => {
+      this.watchers.delete(watcher);
+    };
+  }
+
+  /** The key stored at `row` (0 ≤ row < size). */
+  keyAt(row: number): number | undefined {
+    return row < this.rows ? this.keys[row] : undefined;
+  }
+
+  /**
+   * Rows [from, to) as a view into the store (row-major): valid only until the store next changes, so read it in
+   * the same synchronous slice (a removal moves a row, an insert may move the whole matrix).
+   */
+  view(from: number, to: number): Float32Array {
+    return this.matrix.subarray(from * this.dim, Math.min(to, this.rows) * this.dim);
   }
 
   /** The stored vector of a key (a view into the store: copy it to keep it), or undefined. */

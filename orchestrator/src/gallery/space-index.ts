@@ -1,3 +1,4 @@
+import { ExactTop1, SLICE_MS } from "./exact-truth.ts";
 import { AnnIndex, type AnnOptions } from "./index-ann.ts";
 import { ExactIndex, type Neighbour } from "./index-exact.ts";
 import { fillGaussian, prng } from "./synthetic.ts";
@@ -33,7 +34,7 @@ export interface GraphTuningOptions {
    * ≈ 0.78 from their identity, probes at ≈ 0.6 from each template).
    */
   similarity?: number | (() => number);
-  /** breadths tried, smallest first; default 16, 32, 64, 128, 256, 512 */
+  /** breadths tried, smallest first; default 16, 32, 64, 128, 256, 512 (the largest is searched at until measured) */
   ladder?: readonly number[];
   /** seed of the probe sample; default 1 */
   seed?: number;
@@ -43,10 +44,15 @@ export interface GraphTuningOptions {
 export interface GraphTuning {
   /** search breadth (HNSW ef) in force */
   ef: number;
-  /** "explicit": `ann.expansionSearch` (or GLANCE_ANN_EF) fixed it; "measured": the smallest on the ladder reaching the target */
-  source: "explicit" | "measured";
+  /**
+   * "explicit": `ann.expansionSearch` (or GLANCE_ANN_EF) fixed it; "measured": the smallest on the ladder reaching
+   * the target; "default": not measured yet (a new graph, its tuning `pending`): the ladder's largest
+   */
+  source: "explicit" | "measured" | "default";
   /** templates held when it was chosen (tuning runs again once the gallery has grown by half) */
   templates: number;
+  /** a tuning is running (in the background): `ef` is the previous one's, or the default, until it ends */
+  pending?: true;
   /** recall@1 measured at `ef` on the sampled probes (measured only) */
   recall?: number;
   /** the recall@1 asked for, and whether `ef` reached it (else the ladder's largest is in force) */
@@ -55,13 +61,16 @@ export interface GraphTuning {
   probes?: number;
   /** cosine of each probe to its template */
   similarity?: number;
-  /** wall time of the whole tuning (probe drawing, exact ground truth, every breadth tried) */
+  /** wall time of the whole tuning (probe drawing, exact ground truth, every breadth tried), yields included */
   ms?: number;
   /** recall@1 at each breadth tried */
   tried?: { ef: number; recall: number }[];
 }
 
 const DEFAULT_LADDER = [16, 32, 64, 128, 256, 512] as const;
+
+/** Lets the event loop turn (timers, I/O) before going on. */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** The people found for one probe, each with their best template's exact score, best first. */
 interface Candidates {
@@ -113,6 +122,12 @@ export class SpaceIndex {
   /** the breadth fixed by the options the graph was built or opened with, if any */
   private fixedEf: number | undefined;
   private warned = false;
+  /** the tunings running in the background (one at a time), until none is left to run */
+  private tuner: Promise<void> | undefined;
+  /** another tuning was asked for while one ran */
+  private retune = false;
+  /** the running tuning's exact truth and the person each of its probes was drawn from (see `remove`) */
+  private measuring: { truth: ExactTop1; drawnFrom: readonly string[] } | undefined;
 
   constructor(private readonly opts: SpaceIndexOptions = {}) {
     this.annThreshold = opts.annThreshold ?? 20_000;
@@ -184,7 +199,8 @@ export class SpaceIndex {
     this.store.addMany(keys, vectors);
     if (this.graph) {
       this.placeNodes(this.graph, personIds);
-      if (this.store.size >= 1.5 * (this.tuning?.templates ?? 0)) this.tuneGraph();
+      // while a tuning runs, it checks the growth itself when it ends
+      if (!this.tuner && this.store.size >= 1.5 * (this.tuning?.templates ?? 0)) void this.tuneGraph();
     }
     // outgrown brute force: build the graph once from everyone held; later additions move their person's node
     else if (this.store.size > this.annThreshold) this.buildGraph();
@@ -224,9 +240,7 @@ export class SpaceIndex {
       this.meanOf(this.personAt.get(node) as string, mean);
       return mean;
     });
-    this.graph = graph;
-    this.fixedEf = this.opts.ann?.expansionSearch;
-    this.tuneGraph();
+    this.useGraph(graph, this.opts.ann?.expansionSearch);
   }
 
   /**
@@ -278,14 +292,36 @@ export class SpaceIndex {
       node++;
     }
     this.nextNode = node;
-    this.graph = graph;
-    this.fixedEf = ann.expansionSearch;
-    this.tuneGraph();
+    this.useGraph(graph, ann.expansionSearch);
   }
 
-  /** How the graph's search breadth was chosen (undefined while there is no graph). */
+  /**
+   * Puts a new graph in service: at the explicit breadth, or at the ladder's largest while its breadth is measured
+   * in the background (a search is never narrower than the tuning may choose; `tuned()` waits for it).
+   */
+  private useGraph(graph: AnnIndex, ef: number | undefined): void {
+    this.graph = graph;
+    this.fixedEf = ef;
+    if (ef === undefined) {
+      graph.ef = Math.max(...(this.opts.tuning?.ladder ?? DEFAULT_LADDER));
+      this.tuning = { ef: graph.ef, source: "default", templates: this.store?.size ?? 0 };
+    }
+    void this.tuneGraph();
+  }
+
+  /** How the graph's search breadth was chosen (undefined while there is no graph); `pending` while it is measured. */
   get graphTuning(): GraphTuning | undefined {
-    return this.graph ? this.tuning : undefined;
+    if (!this.graph || !this.tuning) return undefined;
+    return this.tuner ? { ...this.tuning, pending: true } : this.tuning;
+  }
+
+  /**
+   * Settles once no tuning is running or due, with the breadth then in force: start-up waits for it, so the breadth
+   * it logs and reports is a measured one.
+   */
+  async tuned(): Promise<GraphTuning | undefined> {
+    while (this.tuner) await this.tuner;
+    return this.graphTuning;
   }
 
   /**
@@ -295,17 +331,53 @@ export class SpaceIndex {
    * for each is the exact top-1 person over every template in the f32 store (not assumed to be the sampled
    * person); the graph's answer is the one `search` gives (16 nodes, re-scored exactly). The smallest breadth on
    * the ladder whose recall@1 reaches the target is kept; if none does, the largest, with one warning. The same
-   * probes for the same seed, so the same graph gets the same breadth. An explicit breadth is kept as it is.
+   * probes for the same seed, so the same graph gets the same breadth. An explicit breadth is kept as it is (at once).
+   *
+   * The measurement runs in the background, in slices of about SLICE_MS with the event loop turning between them
+   * (the exact truth alone is a scan of the whole store: 32.5 s in one piece at 1M × 512 before), one tuning at a
+   * time: asked for while one runs, another follows it, and after each the gallery is tuned again if it has grown by
+   * half meanwhile. Searches meanwhile use the breadth in force. Resolves when the tunings are done.
    */
-  tuneGraph(): GraphTuning | undefined {
+  tuneGraph(): Promise<GraphTuning | undefined> {
     const graph = this.graph;
     const store = this.store;
-    if (!graph || !store) return undefined;
+    if (!graph || !store) return Promise.resolve(undefined);
     if (this.fixedEf !== undefined) {
       graph.ef = this.fixedEf;
       this.tuning = { ef: this.fixedEf, source: "explicit", templates: store.size };
-      return this.tuning;
+      return this.tuned();
     }
+    this.retune = true;
+    this.tuner ??= this.runTunings();
+    return this.tuned();
+  }
+
+  private async runTunings(): Promise<void> {
+    try {
+      while (this.retune) {
+        this.retune = false;
+        // a turn first: the caller (a bulk load, an enrolment) finishes what it is doing
+        await nextTurn();
+        try {
+          await this.measure();
+        } catch (error) {
+          this.opts.warn?.(
+            `gallery graph: measuring the search breadth failed (${(error as Error).message}); it stays ${this.graph?.ef}`,
+          );
+        }
+        const held = this.store?.size ?? 0;
+        if (this.graph && this.fixedEf === undefined && held >= 1.5 * (this.tuning?.templates ?? 0)) this.retune = true;
+      }
+    } finally {
+      this.tuner = undefined;
+    }
+  }
+
+  /** One tuning (see `tuneGraph`); gives up, changing nothing, if the graph is replaced meanwhile. */
+  private async measure(): Promise<void> {
+    const graph = this.graph;
+    const store = this.store;
+    if (!graph || !store || this.fixedEf !== undefined) return;
     const started = performance.now();
     const opts = this.opts.tuning ?? {};
     const target = opts.recall ?? 0.99;
@@ -318,11 +390,15 @@ export class SpaceIndex {
     const people = [...this.keysOf.keys()];
     const n = Math.max(1, opts.probes ?? 200);
     const dim = store.dim;
+    const templates = store.size;
     const probes = new Float32Array(n * dim);
+    const drawnFrom: string[] = [];
     const turn = Math.sqrt(Math.max(0, 1 - similarity * similarity));
     const dir = new Float64Array(dim);
     for (let i = 0; i < n; i++) {
-      const keys = this.keysOf.get(people[Math.floor(random() * people.length)] as string) as number[];
+      const personId = people[Math.floor(random() * people.length)] as string;
+      drawnFrom.push(personId);
+      const keys = this.keysOf.get(personId) as number[];
       const t = store.vector(keys[Math.floor(random() * keys.length)] as number) as Float32Array;
       let tt = 0;
       for (let d = 0; d < dim; d++) tt += (t[d] as number) ** 2;
@@ -340,34 +416,67 @@ export class SpaceIndex {
       for (let d = 0; d < dim; d++)
         probes[i * dim + d] = similarity * (t[d] as number) * tn + turn * (dir[d] as number) * dn;
     }
-    const truth = store.searchMany(probes, 1).map((hits) => this.owner.get(hits[0]?.key ?? -1));
-    // the breadth `search` asks for one person
-    const k = this.firstBreadth(1);
-    const tried: { ef: number; recall: number }[] = [];
-    for (const ef of ladder) {
-      const found = graph.searchMany(probes, k, undefined, ef);
-      let right = 0;
-      found.forEach((nodes, i) => {
-        const best = this.rescore(nodes, probes.subarray(i * dim, (i + 1) * dim)).people[0];
-        if (best && best.personId === truth[i]) right++;
-      });
-      tried.push({ ef, recall: right / n });
-      if (right / n >= target) break;
+    const truth = new ExactTop1(store, probes);
+    this.measuring = { truth, drawnFrom };
+    const current = () => this.graph === graph;
+    const tried: { ef: number; recall: number; probes: number }[] = [];
+    try {
+      if (!(await truth.scan({ go: current }))) return;
+      // the breadth `search` asks for one person
+      const k = this.firstBreadth(1);
+      let slice = 8;
+      let previous = ladder[0] as number;
+      for (const ef of ladder) {
+        // a wider breadth costs about as much more per probe
+        slice = Math.max(1, Math.floor((slice * previous) / ef));
+        previous = ef;
+        let right = 0;
+        let counted = 0;
+        for (let at = 0; at < n; ) {
+          await nextTurn();
+          if (!current()) return;
+          const t0 = performance.now();
+          const end = Math.min(n, at + slice);
+          // probes whose truth still stands (an erasure may have dropped some)
+          const some: number[] = [];
+          for (let i = at; i < end; i++) if (truth.known(i)) some.push(i);
+          const flat = new Float32Array(some.length * dim);
+          some.forEach((i, j) => {
+            flat.set(probes.subarray(i * dim, (i + 1) * dim), j * dim);
+          });
+          graph.searchMany(flat, k, undefined, ef).forEach((nodes, j) => {
+            const i = some[j] as number;
+            const best = this.rescore(nodes, probes.subarray(i * dim, (i + 1) * dim)).people[0];
+            if (best && best.personId === this.owner.get(truth.best[i] as number)) right++;
+          });
+          counted += some.length;
+          at = end;
+          const ms = performance.now() - t0;
+          slice = Math.max(1, Math.min(n, 2 * slice, Math.round((slice * SLICE_MS) / Math.max(0.5, ms))));
+        }
+        // everyone the probes depended on was erased meanwhile: nothing measured, the breadth in force stays
+        if (counted === 0) return;
+        tried.push({ ef, recall: right / counted, probes: counted });
+        if (right / counted >= target) break;
+      }
+    } finally {
+      truth.close();
+      this.measuring = undefined;
     }
-    const chosen = tried[tried.length - 1] as { ef: number; recall: number };
+    const chosen = tried[tried.length - 1] as { ef: number; recall: number; probes: number };
     const reached = chosen.recall >= target;
     graph.ef = chosen.ef;
     this.tuning = {
       ef: chosen.ef,
       source: "measured",
-      templates: store.size,
+      templates,
       recall: chosen.recall,
       target,
       reached,
-      probes: n,
+      probes: chosen.probes,
       similarity,
       ms: performance.now() - started,
-      tried,
+      tried: tried.map(({ ef, recall }) => ({ ef, recall })),
     };
     if (!reached && !this.warned) {
       this.warned = true;
@@ -375,7 +484,6 @@ export class SpaceIndex {
         `gallery graph: recall@1 ${chosen.recall.toFixed(3)} at the widest breadth tried (ef ${chosen.ef}) is below the target ${target}`,
       );
     }
-    return this.tuning;
   }
 
   /** (Re)places the graph nodes of these people at the normalised mean of their templates, in one insert. */
@@ -427,6 +535,10 @@ export class SpaceIndex {
   remove(personId: string): number {
     const keys = this.keysOf.get(personId);
     if (!keys) return 0;
+    // a running tuning keeps nothing drawn from them (its truth follows the store's removals itself)
+    this.measuring?.drawnFrom.forEach((from, i) => {
+      if (from === personId) this.measuring?.truth.forget(i);
+    });
     for (const key of keys) {
       this.store?.remove(key);
       this.owner.delete(key);

@@ -20,8 +20,19 @@ import { valid } from "./validate.ts";
 /** What /api/health says about the gallery graph: its breadth, how it was chosen, what it measured. */
 function graphHealth(t: GraphTuning | undefined) {
   if (!t) return null;
-  const { ef, source, templates, recall, target, reached, probes, ms } = t;
-  return { ef, source, templates, recall, target, reached, probes, ms: ms === undefined ? undefined : Math.round(ms) };
+  const { ef, source, templates, recall, target, reached, probes, ms, pending } = t;
+  return {
+    ef,
+    source,
+    templates,
+    recall,
+    target,
+    reached,
+    probes,
+    ms: ms === undefined ? undefined : Math.round(ms),
+    // a measurement is running in the background: `ef` is the previous one's (or the widest) until it ends
+    pending: pending ?? false,
+  };
 }
 
 /** Every route, mounted in one place. */
