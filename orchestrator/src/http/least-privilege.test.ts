@@ -1,3 +1,4 @@
+import { request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Role } from "../db/schema.ts";
 import {
@@ -52,6 +53,38 @@ function routes(ids: { store: string; screen: string; person: string }) {
     ["POST", "/api/visits/no-such-visit/not-this-person", bad, ["hq-admin", "store-manager"]],
     ["GET", `/signage/${ids.screen}`, undefined, ["signage-screen"]],
   ] as const;
+}
+
+/**
+ * POSTs up to `chunks` × 32 KiB as JSON, one chunk at a time, and answers the status of the first response: a server
+ * that refuses early answers before the body is sent (fetch would only report the closed socket).
+ */
+function postChunks(url: URL, chunks: number, headers: Record<string, string> = {}): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: "POST", headers: { "content-type": "application/json", ...headers } });
+    let answered = false;
+    req.on("response", (res) => {
+      answered = true;
+      resolve(res.statusCode ?? 0);
+      res.resume();
+      req.destroy();
+    });
+    req.on("error", (e) => {
+      if (!answered) reject(e);
+    });
+    const chunk = "x".repeat(32 * 1024);
+    let sent = 0;
+    const more = () => {
+      if (answered) return;
+      if (sent === chunks) {
+        if (!headers["content-length"]) req.end();
+        return;
+      }
+      sent++;
+      req.write(chunk, () => setTimeout(more, 5));
+    };
+    more();
+  });
 }
 
 for (const backend of databaseBackends) {
@@ -120,6 +153,21 @@ for (const backend of databaseBackends) {
       expect(mgr.map((p) => p.id)).toContain(atA.personId);
       for (const p of mgr) expect(p.consents.map((c) => c.scope)).toContain(storeA);
     });
+
+    it("a JSON body larger than any request needs is refused before it is read, also without a token", async () => {
+      const url = new URL("/api/nodes/no-such-node/certificate", h.orch.httpUrl);
+      // announced as 2 MiB: refused on the header, after one chunk of it
+      expect(await postChunks(url, 1, { "content-length": String(2 * 1024 * 1024) })).toBe(413);
+      // chunked, no Content-Length: counted as it arrives, refused past the limit
+      expect(await postChunks(url, 64)).toBe(413);
+      // a real renewal request (a CSR of a few KiB) is still read and answered
+      const small = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ csr: "x".repeat(4000) }),
+      });
+      expect(small.status).toBe(404);
+    }, 30_000);
 
     it("HQ lists the tokens it issued (never a token or its hash) and revokes a leaked one: it stops working at once", async () => {
       const leaked = await expectJson<{ id: string; token: string }>(
