@@ -140,9 +140,30 @@ export class ExactIndex implements VectorIndex {
     if (row === undefined) return undefined;
     const { matrix, dim } = this;
     const base = row * dim;
-    let score = 0;
-    for (let i = 0; i < dim; i++) score += (query[i] as number) * (matrix[base + i] as number);
-    return score;
+    // eight running sums: V8 does not vectorise, but independent additions overlap in the pipeline (about twice as
+    // fast as one sum at 128-d); the order is fixed, so a score is the same whichever path asks for it
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    let s4 = 0;
+    let s5 = 0;
+    let s6 = 0;
+    let s7 = 0;
+    let i = 0;
+    for (; i + 8 <= dim; i += 8) {
+      const b = base + i;
+      s0 += (query[i] as number) * (matrix[b] as number);
+      s1 += (query[i + 1] as number) * (matrix[b + 1] as number);
+      s2 += (query[i + 2] as number) * (matrix[b + 2] as number);
+      s3 += (query[i + 3] as number) * (matrix[b + 3] as number);
+      s4 += (query[i + 4] as number) * (matrix[b + 4] as number);
+      s5 += (query[i + 5] as number) * (matrix[b + 5] as number);
+      s6 += (query[i + 6] as number) * (matrix[b + 6] as number);
+      s7 += (query[i + 7] as number) * (matrix[b + 7] as number);
+    }
+    for (; i < dim; i++) s0 += (query[i] as number) * (matrix[base + i] as number);
+    return s0 + s1 + (s2 + s3) + (s4 + s5 + (s6 + s7));
   }
 
   search(query: Float32Array, k: number): Neighbour[] {
