@@ -427,6 +427,12 @@ for (const backend of backends) {
         200,
       );
       const visit = visits.find((v) => v.personId === first.personId && new Date(v.ts).getTime() === seenAt);
+      // who was recognised where and when is a biometric read: audited, naming whose visits were read
+      // (newest first; the retention job may have written one since)
+      const read = (
+        await expectJson<{ action: string; details: { people: string[] } }[]>(await h.api("/api/audit?limit=5"), 200)
+      ).find((a) => a.action === "visits.read");
+      expect(read?.details.people).toContain(first.personId);
       const res = await expectJson<{ suppressed: { trackId: string } }>(
         await h.api(`/api/visits/${visit?.id}/not-this-person`, { method: "POST", json: { note: "her sister" } }),
         201,
@@ -474,6 +480,7 @@ for (const backend of backends) {
           "edge.erase-ack",
           "person.export",
           "visit.not-this-person",
+          "visits.read",
         ]),
       );
       const intact = await expectJson<{ ok: boolean; rows: number }>(await h.api("/api/audit/verify"), 200);

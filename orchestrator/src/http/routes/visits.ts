@@ -1,6 +1,8 @@
 import { and, desc, eq, gte, type SQL } from "drizzle-orm";
 import { Hono } from "hono";
 import { z } from "zod";
+import { actorOf } from "../../audit/http.ts";
+import { appendAudit } from "../../audit/log.ts";
 import { people, visits } from "../../db/schema.ts";
 import type { Services } from "../../services.ts";
 import { assertStoreAccess, type Env, requireRole } from "../auth.ts";
@@ -45,6 +47,16 @@ export function visitsRouter(s: Services) {
         .where(and(...where))
         .orderBy(desc(visits.ts))
         .limit(q.limit);
+      // member visits say who was recognised by face where and when: a biometric read, audited like the people
+      // list (anonymous and pseudonymous visits name nobody)
+      const recognised = [...new Set(rows.flatMap((r) => (r.personId ? [r.personId] : [])))];
+      if (recognised.length > 0) {
+        await appendAudit(s.db, {
+          actor: actorOf(p),
+          action: "visits.read",
+          details: { visits: rows.length, storeId: storeId ?? null, people: recognised },
+        });
+      }
       return c.json(rows);
     },
   );
