@@ -95,7 +95,7 @@ for (const backend of databaseBackends) {
     const tokens = {} as Record<Who, string | null>;
 
     beforeAll(async () => {
-      h = await startHarness({ databaseUrl: backend.url() });
+      h = await startHarness({ databaseUrl: backend.url(), pingIntervalMs: 200 });
       storeA = await createStore(h, "store-a", "Glance A");
       storeB = await createStore(h, "store-b", "Glance B");
       const issue = async (json: Record<string, string>) =>
@@ -168,6 +168,19 @@ for (const backend of databaseBackends) {
       });
       expect(small.status).toBe(404);
     }, 30_000);
+
+    it("a screen whose token is revoked is cut off: its open event stream ends, and it cannot reconnect", async () => {
+      const screen = await createScreen(h, storeA);
+      const url = `${h.orch.httpUrl}/api/screens/${screen.screenId}/events?token=${encodeURIComponent(screen.token)}`;
+      const res = await fetch(url);
+      expect(res.status).toBe(200);
+      const listed = await expectJson<{ id: string; screenId: string | null }[]>(await h.api("/api/tokens"), 200);
+      const id = listed.find((t) => t.screenId === screen.screenId)?.id;
+      expect((await h.api(`/api/tokens/${id}/revoke`, { method: "POST" })).status).toBe(200);
+      // the server ends the stream (text() resolves only then), saying why
+      expect(await res.text()).toMatch(/event: revoked/);
+      expect((await fetch(url)).status).toBe(401);
+    }, 10_000);
 
     it("HQ lists the tokens it issued (never a token or its hash) and revokes a leaked one: it stops working at once", async () => {
       const leaked = await expectJson<{ id: string; token: string }>(

@@ -1,5 +1,5 @@
 import { GlanceError } from "@glance/shared";
-import { and, desc, eq } from "drizzle-orm";
+import { and, desc, eq, isNull } from "drizzle-orm";
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "zod";
@@ -38,6 +38,15 @@ export async function findScreen(db: Db, screenId: string) {
   return row;
 }
 
+/** Whether the token still stands (not revoked since the request was let in). */
+async function tokenLive(db: Db, tokenId: string): Promise<boolean> {
+  const [row] = await db
+    .select({ id: apiTokens.id })
+    .from(apiTokens)
+    .where(and(eq(apiTokens.id, tokenId), isNull(apiTokens.revokedAt)));
+  return !!row;
+}
+
 export function screensRouter(s: Services) {
   return new Hono<Env>()
     .post("/", requireRole(s.db, ["hq-admin", "store-manager"]), valid("json", CreateScreen), async (c) => {
@@ -67,7 +76,8 @@ export function screensRouter(s: Services) {
       valid("param", ScreenParam),
       async (c) => {
         const { screenId } = c.req.valid("param");
-        assertScreenAccess(c.get("principal"), screenId);
+        const principal = c.get("principal");
+        assertScreenAccess(principal, screenId);
         const screen = await findScreen(s.db, screenId);
         const log = s.logger.child({ screenId });
         return streamSSE(c, async (stream) => {
@@ -98,8 +108,15 @@ export function screensRouter(s: Services) {
               };
             });
             wake = undefined;
-            if (queue.length === 0 && !stream.aborted)
+            if (queue.length === 0 && !stream.aborted) {
+              // a stream outlives its token's check at connect: a revoked token ends it by the next keep-alive
+              if (!(await tokenLive(s.db, principal.tokenId))) {
+                await stream.writeSSE({ event: "revoked", data: "This token was revoked; ask HQ for a new one." });
+                log.info("screen token revoked: stream closed");
+                break;
+              }
               await stream.writeSSE({ event: "ping", data: String(Date.now()) });
+            }
           }
           unsubscribe();
           log.info("screen disconnected");
