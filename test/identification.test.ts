@@ -25,7 +25,9 @@ describe("a camera showing Barack Obama at 480p, 720p and 1080p identifies him",
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "glance-ident-"));
     orch = await startOrchestrator({ dataDir: join(dir, "orch"), mqttPort: 0, httpPort: 0, logger });
-    orch.events.on("recognition", (r: Recognition) => byCamera.set(r.cameraId, [...(byCamera.get(r.cameraId) ?? []), r]));
+    orch.events.on("recognition", (r: Recognition) =>
+      byCamera.set(r.cameraId, [...(byCamera.get(r.cameraId) ?? []), r]),
+    );
     const api = { url: orch.httpUrl, token: orch.adminToken };
     const store = await fetch(`${orch.httpUrl}/api/stores`, {
       method: "POST",
@@ -39,7 +41,13 @@ describe("a camera showing Barack Obama at 480p, 720p and 1080p identifies him",
       const folder = join(dir, `cam-${res}`);
       await mkdir(folder);
       await copyFile(join(demo, "scenes", `barack_obama-${res}.jpg`), join(folder, "frame.jpg"));
-      const node = await claimNode({ apiUrl: orch.httpUrl, token: orch.adminToken, nodeId: `node-${res}`, storeId: "store-1", cameraId: `cam-${res}` });
+      const node = await claimNode({
+        apiUrl: orch.httpUrl,
+        token: orch.adminToken,
+        nodeId: `node-${res}`,
+        storeId: "store-1",
+        cameraId: `cam-${res}`,
+      });
       // the photo stays in front of the camera (a looping one-image folder at 5 fps) until it is recognised
       agents.push(
         await startAgent({
@@ -54,7 +62,8 @@ describe("a camera showing Barack Obama at 480p, 720p and 1080p identifies him",
       );
     }
     const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline && resolutions.some((r) => !byCamera.has(`cam-${r}`))) await new Promise((r) => setTimeout(r, 100));
+    while (Date.now() < deadline && resolutions.some((r) => !byCamera.has(`cam-${r}`)))
+      await new Promise((r) => setTimeout(r, 100));
   }, 240_000);
 
   afterAll(async () => {

@@ -40,15 +40,31 @@ function scenario(label: string, databaseUrl: () => Promise<{ url?: string; drop
     beforeAll(async () => {
       dir = await mkdtemp(join(tmpdir(), "glance-scenario-"));
       db = await databaseUrl();
-      orch = await startOrchestrator({ dataDir: join(dir, "orch"), databaseUrl: db.url, mqttPort: 0, httpPort: 0, logger });
+      orch = await startOrchestrator({
+        dataDir: join(dir, "orch"),
+        databaseUrl: db.url,
+        mqttPort: 0,
+        httpPort: 0,
+        logger,
+      });
       orch.broker.on("publish", (packet) => {
         if (parseTopic(packet.topic)?.name === "template") rawTemplates.push(Buffer.from(packet.payload));
       });
       orch.events.on("recognition", (r: Recognition) => recognitions.push(r));
       seed = await seedDemo({ url: orch.httpUrl, token: orch.adminToken }, demo);
       const stopScreen = new AbortController();
-      const screen = readSse(`${orch.httpUrl}/api/screens/${seed.screenId}/events?token=${seed.screenToken}`, stopScreen.signal, 240_000);
-      const node = await claimNode({ apiUrl: orch.httpUrl, token: orch.adminToken, nodeId: "entrance-cam", storeId: seed.storeId, cameraId: "entrance" });
+      const screen = readSse(
+        `${orch.httpUrl}/api/screens/${seed.screenId}/events?token=${seed.screenToken}`,
+        stopScreen.signal,
+        240_000,
+      );
+      const node = await claimNode({
+        apiUrl: orch.httpUrl,
+        token: orch.adminToken,
+        nodeId: "entrance-cam",
+        storeId: seed.storeId,
+        cameraId: "entrance",
+      });
       nodePublicKey = node.signingKey.publicKey;
       const ended = new Promise<void>((resolve) => {
         startAgent({
@@ -56,7 +72,14 @@ function scenario(label: string, databaseUrl: () => Promise<{ url?: string; drop
           cameraId: node.cameraId,
           mqtt: node.mqtt,
           signingKey: node.signingKey,
-          source: { kind: "replay", path: join(demo, "video", "hamilton-clip.mp4"), loop: false, fps: 10, width: 640, pace: "every-frame" },
+          source: {
+            kind: "replay",
+            path: join(demo, "video", "hamilton-clip.mp4"),
+            loop: false,
+            fps: 10,
+            width: 640,
+            pace: "every-frame",
+          },
           dataDir: join(dir, "node"),
           logger,
         }).then((a) => {
@@ -79,7 +102,14 @@ function scenario(label: string, databaseUrl: () => Promise<{ url?: string; drop
     });
 
     it("enrols all six demo people with at least one template each", () => {
-      expect(seed.enrolled.map((p) => p.name).sort()).toEqual(["alex_lacamoire", "barack_obama", "joe_biden", "kit_harington", "lin_manuel_miranda", "rose_leslie"]);
+      expect(seed.enrolled.map((p) => p.name).sort()).toEqual([
+        "alex_lacamoire",
+        "barack_obama",
+        "joe_biden",
+        "kit_harington",
+        "lin_manuel_miranda",
+        "rose_leslie",
+      ]);
       for (const p of seed.enrolled) expect(p.templates, p.name).toBeGreaterThan(0);
     });
 
@@ -104,8 +134,12 @@ function scenario(label: string, databaseUrl: () => Promise<{ url?: string; drop
     });
 
     it("pushes the member promotion, with the member's first name, to the store's signage screen", () => {
-      const promotions = screenEvents.filter((e) => e.event === "promotion").map((e) => JSON.parse(e.data) as { audience: string; message: string });
-      expect(promotions.some((p) => p.audience === "member" && /Welcome back, (Lin-Manuel|Alex)/.test(p.message))).toBe(true);
+      const promotions = screenEvents
+        .filter((e) => e.event === "promotion")
+        .map((e) => JSON.parse(e.data) as { audience: string; message: string });
+      expect(promotions.some((p) => p.audience === "member" && /Welcome back, (Lin-Manuel|Alex)/.test(p.message))).toBe(
+        true,
+      );
     });
 
     it("carries no plaintext embedding on the wire: captured payloads do not open with any other key", () => {

@@ -204,7 +204,9 @@ describe("members-only node on the demo video (Lin-Manuel Miranda enrolled, Obam
     expect(got.templates.length).toBeGreaterThan(0);
     expect(got.templates.length).toBe(stats.members);
     for (const template of got.templates) {
-      const probe = decodeEmbedding(openSessionTemplate(template, templateHeader(template), orch.sealing, signing.publicKey));
+      const probe = decodeEmbedding(
+        openSessionTemplate(template, templateHeader(template), orch.sealing, signing.publicKey),
+      );
       expect(cosine(probe, miranda)).toBeGreaterThanOrEqual(threshold - 0.01);
     }
     console.log(

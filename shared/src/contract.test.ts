@@ -41,7 +41,9 @@ describe("contract", () => {
     expect(code(() => decodeMessage("event", topic, Buffer.from("not json")))).toBe("PAYLOAD_NOT_JSON");
     expect(code(() => decodeMessage("event", topic, Buffer.alloc(5000, 32)))).toBe("PAYLOAD_TOO_LARGE");
     expect(code(() => decodeMessage("event", topic, Buffer.from('{"nodeId":"cam-a"}')))).toBe("PAYLOAD_INVALID");
-    expect(code(() => decodeMessage("event", topicFor("event", "cam-b"), encodeMessage("event", ok)))).toBe("TOPIC_MISMATCH");
+    expect(code(() => decodeMessage("event", topicFor("event", "cam-b"), encodeMessage("event", ok)))).toBe(
+      "TOPIC_MISMATCH",
+    );
     expect(code(() => decodeMessage("template", topic, encodeMessage("event", ok)))).toBe("TOPIC_UNKNOWN");
   });
 });

@@ -213,13 +213,62 @@ interface Entry {
 }
 
 export const contract = {
-  template: { topic: "glance/v1/node/{nodeId}/template", schema: SealedTemplate, qos: 1, retain: false, from: "node", maxBytes: 4096 },
-  status: { topic: "glance/v1/node/{nodeId}/status", schema: NodeStatus, qos: 1, retain: true, from: "node", maxBytes: 8192 },
-  event: { topic: "glance/v1/node/{nodeId}/event", schema: NodeEvent, qos: 1, retain: false, from: "node", maxBytes: 2048 },
-  ack: { topic: "glance/v1/node/{nodeId}/ack", schema: CommandAck, qos: 1, retain: false, from: "node", maxBytes: 2048 },
-  desired: { topic: "glance/v1/node/{nodeId}/desired", schema: DesiredState, qos: 1, retain: true, from: "orchestrator", maxBytes: 8192 },
-  command: { topic: "glance/v1/node/{nodeId}/command", schema: Command, qos: 1, retain: false, from: "orchestrator", maxBytes: 4096 },
-  gallery: { topic: "glance/v1/node/{nodeId}/gallery", schema: EdgeGallery, qos: 1, retain: true, from: "orchestrator", maxBytes: EDGE_GALLERY_MAX_BYTES },
+  template: {
+    topic: "glance/v1/node/{nodeId}/template",
+    schema: SealedTemplate,
+    qos: 1,
+    retain: false,
+    from: "node",
+    maxBytes: 4096,
+  },
+  status: {
+    topic: "glance/v1/node/{nodeId}/status",
+    schema: NodeStatus,
+    qos: 1,
+    retain: true,
+    from: "node",
+    maxBytes: 8192,
+  },
+  event: {
+    topic: "glance/v1/node/{nodeId}/event",
+    schema: NodeEvent,
+    qos: 1,
+    retain: false,
+    from: "node",
+    maxBytes: 2048,
+  },
+  ack: {
+    topic: "glance/v1/node/{nodeId}/ack",
+    schema: CommandAck,
+    qos: 1,
+    retain: false,
+    from: "node",
+    maxBytes: 2048,
+  },
+  desired: {
+    topic: "glance/v1/node/{nodeId}/desired",
+    schema: DesiredState,
+    qos: 1,
+    retain: true,
+    from: "orchestrator",
+    maxBytes: 8192,
+  },
+  command: {
+    topic: "glance/v1/node/{nodeId}/command",
+    schema: Command,
+    qos: 1,
+    retain: false,
+    from: "orchestrator",
+    maxBytes: 4096,
+  },
+  gallery: {
+    topic: "glance/v1/node/{nodeId}/gallery",
+    schema: EdgeGallery,
+    qos: 1,
+    retain: true,
+    from: "orchestrator",
+    maxBytes: EDGE_GALLERY_MAX_BYTES,
+  },
 } as const satisfies Record<string, Entry>;
 
 export type MessageName = keyof typeof contract;
@@ -258,10 +307,14 @@ export function parseTopic(topic: string): { name: MessageName; nodeId: string }
 export function decodeMessage<N extends MessageName>(name: N, topic: string, payload: Uint8Array): Payload<N> {
   const entry = contract[name];
   if (payload.byteLength > entry.maxBytes) {
-    throw new GlanceError("PAYLOAD_TOO_LARGE", `${name} payload is ${payload.byteLength} bytes; the limit is ${entry.maxBytes}.`);
+    throw new GlanceError(
+      "PAYLOAD_TOO_LARGE",
+      `${name} payload is ${payload.byteLength} bytes; the limit is ${entry.maxBytes}.`,
+    );
   }
   const parsedTopic = parseTopic(topic);
-  if (!parsedTopic || parsedTopic.name !== name) throw new GlanceError("TOPIC_UNKNOWN", `Topic is not a ${name} topic.`);
+  if (!parsedTopic || parsedTopic.name !== name)
+    throw new GlanceError("TOPIC_UNKNOWN", `Topic is not a ${name} topic.`);
   let json: unknown;
   try {
     json = JSON.parse(Buffer.from(payload).toString("utf8"));
@@ -277,7 +330,10 @@ export function decodeMessage<N extends MessageName>(name: N, topic: string, pay
   const data = result.data as Payload<N>;
   const claimed = (data as { nodeId?: string }).nodeId;
   if (claimed !== undefined && claimed !== parsedTopic.nodeId) {
-    throw new GlanceError("TOPIC_MISMATCH", `${name} payload names node ${claimed} but was published on ${parsedTopic.nodeId}'s topic.`);
+    throw new GlanceError(
+      "TOPIC_MISMATCH",
+      `${name} payload names node ${claimed} but was published on ${parsedTopic.nodeId}'s topic.`,
+    );
   }
   return data;
 }

@@ -22,9 +22,7 @@ export const Preprocessing = z.object({
   /** how the input is formed from a frame: the whole frame letterboxed, or an aligned face crop */
   resize: z.enum(["letterbox", "stretch", "aligned-crop"]),
   /** for aligned crops: destination landmark template in input pixels (ArcFace 5-point for 112×112) */
-  alignment: z
-    .object({ template: z.string(), points: z.array(z.tuple([z.number(), z.number()])) })
-    .optional(),
+  alignment: z.object({ template: z.string(), points: z.array(z.tuple([z.number(), z.number()])) }).optional(),
 });
 export type Preprocessing = z.infer<typeof Preprocessing>;
 
@@ -82,8 +80,6 @@ export const ModelManifest = z.object({
   provenance: Provenance,
   metrics: z.record(z.string(), z.unknown()).default({}),
   createdAt: z.string(),
-  signature: z
-    .object({ alg: z.literal("ed25519"), keyId: z.string(), value: z.string() })
-    .optional(),
+  signature: z.object({ alg: z.literal("ed25519"), keyId: z.string(), value: z.string() }).optional(),
 });
 export type ModelManifest = z.infer<typeof ModelManifest>;

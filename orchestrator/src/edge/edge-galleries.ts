@@ -21,9 +21,9 @@ import type { Aedes } from "aedes";
 import { and, eq, gt, inArray, isNotNull, isNull, min, or } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
+import { matchesFilter } from "../broker/source.ts";
 import { type Db, listen } from "../db/client.ts";
 import { consents, nodes, personKeys, stores as storesTable, templates } from "../db/schema.ts";
-import { matchesFilter } from "../broker/source.ts";
 import { type DataKey, type MasterKey, openTemplate } from "../privacy/keyring.ts";
 
 export interface EdgeGalleryOptions {

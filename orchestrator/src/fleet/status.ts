@@ -2,9 +2,9 @@ import { decodeMessage, filterFor, isGlanceError, parseTopic } from "@glance/sha
 import { and, eq, isNull } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
+import { matchesFilter } from "../broker/source.ts";
 import type { Db } from "../db/client.ts";
 import { nodes } from "../db/schema.ts";
-import { matchesFilter } from "../broker/source.ts";
 
 /**
  * Reported state: each node keeps a retained status (and a last will saying offline); the orchestrator records

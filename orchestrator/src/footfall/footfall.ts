@@ -9,9 +9,9 @@ import {
 import { and, eq, gte, lt, sql } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
+import { matchesFilter } from "../broker/source.ts";
 import type { Db } from "../db/client.ts";
 import { footfall, footfallAttributes, nodes, stores } from "../db/schema.ts";
-import { matchesFilter } from "../broker/source.ts";
 
 const HOUR_MS = 3_600_000;
 /** QoS 1 may deliver an event twice; a track ended once. Remembered per instance, oldest forgotten first. */

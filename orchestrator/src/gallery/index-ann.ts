@@ -270,7 +270,10 @@ export class AnnIndex implements VectorIndex {
     if (parallel && opts.check !== false) {
       const row = new Map<number, number>();
       this.repair(keys, (key) => {
-        if (row.size === 0) keys.forEach((k, i) => row.set(k, i));
+        if (row.size === 0)
+          keys.forEach((k, i) => {
+            row.set(k, i);
+          });
         const i = row.get(key) as number;
         return vectors.subarray(i * dim, (i + 1) * dim);
       });

@@ -12,11 +12,11 @@ import { and, eq, inArray, isNull } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import { appendAudit } from "../audit/log.ts";
+import { matchesFilter } from "../broker/source.ts";
 import type { Db } from "../db/client.ts";
 import { consents, edgeErasures, erasedKeys, nodes, people, personKeys, templates } from "../db/schema.ts";
 import type { Gallery } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
-import { matchesFilter } from "../broker/source.ts";
 import type { MasterKey } from "./keyring.ts";
 
 export interface ErasureDeps {
