@@ -19,6 +19,19 @@ const jsonLimit = bodyLimit({
   },
 });
 
+/**
+ * Paths of the strings holding a NUL character: Postgres text cannot store one, so such a value would fail the query
+ * (a 500) instead of being refused as invalid input.
+ */
+function nulPaths(value: unknown, path: string[] = []): string[] {
+  if (typeof value === "string") return value.includes("\u0000") ? [path.join(".") || "(root)"] : [];
+  if (Array.isArray(value)) return value.flatMap((v, i) => nulPaths(v, [...path, String(i)]));
+  if (value && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.entries(value).flatMap(([k, v]) => nulPaths(v, [...path, k]));
+  }
+  return [];
+}
+
 /** zod at the route edge: the handler reads `c.req.valid(target)`, already typed and checked. */
 export function valid<T extends Target, S extends z.ZodType>(target: T, schema: S) {
   const check = validator(target, (value): z.output<S> => {
@@ -26,6 +39,12 @@ export function valid<T extends Target, S extends z.ZodType>(target: T, schema: 
     if (!result.success) {
       throw new GlanceError("VALIDATION_FAILED", `Request ${target} is invalid; fix the listed fields and retry.`, {
         issues: result.error.issues.slice(0, 10).map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`),
+      });
+    }
+    const nul = nulPaths(result.data);
+    if (nul.length > 0) {
+      throw new GlanceError("VALIDATION_FAILED", `Request ${target} is invalid; fix the listed fields and retry.`, {
+        issues: nul.slice(0, 10).map((p) => `${p}: contains a NUL character`),
       });
     }
     return result.data;
