@@ -15,23 +15,35 @@ import { valid } from "../validate.ts";
 
 const Photo = z.instanceof(File);
 
-export const EnrolForm = z.object({
-  displayName: z.string().trim().min(1).max(200),
-  /** your own key for the person (membership number, CRM id): enrolling the same key again answers 409 CONFLICT */
-  personKey: z.string().trim().min(1).max(128).optional(),
-  /** how consent was collected ("demo", "store-counter", "app"); without it nobody is enrolled */
-  consentSource: z.string().trim().max(100).optional(),
-  consentEvidence: z.string().trim().max(500).optional(),
-  /** "all-stores" (default) or one store id */
-  consentScope: z.string().trim().min(1).max(64).optional(),
-  consentExpiresAt: z.iso.datetime({ offset: true }).optional(),
-  /** when consent was given, if not now (a signed form entered later, a bulk import); never in the future */
-  consentGrantedAt: z.iso
-    .datetime({ offset: true })
-    .refine((v) => new Date(v).getTime() <= Date.now() + 60_000, "consentGrantedAt is in the future")
-    .optional(),
-  photos: z.union([Photo, z.array(Photo).min(1).max(10)]).transform((v) => (Array.isArray(v) ? v : [v])),
-});
+export const EnrolForm = z
+  .object({
+    displayName: z.string().trim().min(1).max(200),
+    /** your own key for the person (membership number, CRM id): enrolling the same key again answers 409 CONFLICT */
+    personKey: z.string().trim().min(1).max(128).optional(),
+    /** how consent was collected ("demo", "store-counter", "app"); without it nobody is enrolled */
+    consentSource: z.string().trim().max(100).optional(),
+    consentEvidence: z.string().trim().max(500).optional(),
+    /** "all-stores" (default) or one store id */
+    consentScope: z.string().trim().min(1).max(64).optional(),
+    /** when recognition stops; must be in the future: nobody is enrolled on a consent that has already run out */
+    consentExpiresAt: z.iso
+      .datetime({ offset: true })
+      .refine(
+        (v) => new Date(v).getTime() > Date.now(),
+        "consentExpiresAt is in the past: this consent no longer holds",
+      )
+      .optional(),
+    /** when consent was given, if not now (a signed form entered later, a bulk import); never in the future */
+    consentGrantedAt: z.iso
+      .datetime({ offset: true })
+      .refine((v) => new Date(v).getTime() <= Date.now() + 60_000, "consentGrantedAt is in the future")
+      .optional(),
+    photos: z.union([Photo, z.array(Photo).min(1).max(10)]).transform((v) => (Array.isArray(v) ? v : [v])),
+  })
+  .refine(
+    (f) => !f.consentGrantedAt || !f.consentExpiresAt || new Date(f.consentGrantedAt) < new Date(f.consentExpiresAt),
+    { message: "consentExpiresAt is not after consentGrantedAt", path: ["consentExpiresAt"] },
+  );
 export type EnrolForm = z.infer<typeof EnrolForm>;
 
 const MAX_UPLOAD_BYTES = 40 * 1024 * 1024;
