@@ -362,6 +362,8 @@ export const apiTokens = pgTable(
     screenId: text("screen_id").references(() => screens.id),
     label: text("label").notNull(),
     revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
+    /** refused from this instant on, like a revoked token; null never expires (only the bootstrap admin token) */
+    expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }),
     createdAt: createdAt(),
   },
   (t) => [uniqueIndex("api_tokens_hash_idx").on(t.tokenHash)],

@@ -1,5 +1,5 @@
 import { GlanceError } from "@glance/shared";
-import { and, eq, isNull } from "drizzle-orm";
+import { and, eq, gt, isNull, or, type SQL } from "drizzle-orm";
 import type { MiddlewareHandler } from "hono";
 import { hashSecret } from "../auth/secrets.ts";
 import type { Db } from "../db/client.ts";
@@ -13,6 +13,14 @@ export interface Principal {
 }
 
 export type Env = { Variables: { principal: Principal } };
+
+/**
+ * A token stands while it is neither revoked nor past its expiry, by this server's clock (the one that set the
+ * expiry). Expired and revoked tokens are refused alike, so an answer never tells which.
+ */
+export function tokenStands(now: Date = new Date()): SQL {
+  return and(isNull(apiTokens.revokedAt), or(isNull(apiTokens.expiresAt), gt(apiTokens.expiresAt, now))) as SQL;
+}
 
 function bearer(header: string | undefined): string | undefined {
   const m = header?.match(/^Bearer\s+(\S+)$/i);
@@ -34,9 +42,9 @@ export function requireRole(
     const [row] = await db
       .select()
       .from(apiTokens)
-      .where(and(eq(apiTokens.tokenHash, hashSecret(token)), isNull(apiTokens.revokedAt)))
+      .where(and(eq(apiTokens.tokenHash, hashSecret(token)), tokenStands()))
       .limit(1);
-    if (!row) throw new GlanceError("UNAUTHORIZED", "Token unknown or revoked; ask HQ for a new one.");
+    if (!row) throw new GlanceError("UNAUTHORIZED", "Token unknown, revoked or expired; ask HQ for a new one.");
     if (!roles.includes(row.role)) {
       throw new GlanceError("FORBIDDEN", `Role ${row.role} may not do this; it needs one of: ${roles.join(", ")}.`);
     }

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { AuditVerifyQuery } from "../audit/http.ts";
+import { defaultTokenLifetimeDays, maxTokenLifetimeDays } from "../auth/token-lifetime.ts";
 import type { Role } from "../db/schema.ts";
 import { NotThisPerson } from "../feedback/http.ts";
 import { PromotionEvent } from "../signage/hub.ts";
@@ -15,6 +16,8 @@ interface Operation {
   method: "get" | "post" | "patch" | "delete";
   path: string;
   summary: string;
+  /** more than a summary holds: why a rule is what it is */
+  description?: string;
   roles: readonly Role[] | "public";
   json?: z.ZodType;
   form?: z.ZodType;
@@ -39,14 +42,26 @@ const operations: Operation[] = [
   {
     method: "post",
     path: "/api/tokens",
-    summary: "Issue a role token (shown once)",
+    summary: "Issue a role token (shown once) with a lifetime; answers its expiresAt",
+    description: [
+      `Every issued token expires: expiresInDays (whole days, 1-${maxTokenLifetimeDays}) or its role's default,`,
+      `${Object.entries(defaultTokenLifetimeDays)
+        .map(([role, days]) => `${role} ${days}`)
+        .join(", ")} days.`,
+      "hq-admin, technician and auditor tokens reach the most people's data or travel on field laptops, and audits",
+      "and site visits are bounded: a month. A store manager's reaches one store: a quarter bounds a leaver nobody",
+      "revoked. A screen's token sits in an unattended player's URL and renewing it means a visit: a year.",
+      "From expiresAt on the token is refused exactly as a revoked one (401 UNAUTHORIZED). Only the bootstrap admin",
+      "token (dataDir/admin-token, written at first start) never expires.",
+    ].join(" "),
     roles: ["hq-admin"],
     json: CreateToken,
   },
   {
     method: "get",
     path: "/api/tokens",
-    summary: "List issued tokens: id, role, label, store, screen, created, revoked (never the token or its hash)",
+    summary:
+      "List issued tokens: id, role, label, store, screen, created, revoked, expiresAt (never the token or its hash)",
     roles: ["hq-admin", "auditor"],
   },
   {
@@ -88,7 +103,7 @@ const operations: Operation[] = [
   {
     method: "post",
     path: "/api/screens",
-    summary: "Create a signage screen; returns its token once",
+    summary: "Create a signage screen; returns its token once and when it expires (tokenExpiresAt, a year on)",
     roles: ["hq-admin", "store-manager"],
     json: CreateScreen,
   },
@@ -255,7 +270,9 @@ export function openApiDocument(): Record<string, unknown> {
     paths[op.path] ??= {};
     (paths[op.path] as Record<string, unknown>)[op.method] = {
       summary: op.summary,
-      ...(op.roles === "public" ? { security: [] } : { description: `Roles: ${op.roles.join(", ")}` }),
+      ...(op.roles === "public"
+        ? { security: [], ...(op.description ? { description: op.description } : {}) }
+        : { description: [`Roles: ${op.roles.join(", ")}`, op.description].filter(Boolean).join("\n\n") }),
       ...(params.length > 0 ? { parameters: params } : {}),
       ...(body ? { requestBody: body } : {}),
       responses: { default: { description: "Success, or {code, message, details?} with the error's status" } },

@@ -1,14 +1,15 @@
 import { GlanceError } from "@glance/shared";
-import { and, desc, eq, isNull } from "drizzle-orm";
+import { and, desc, eq } from "drizzle-orm";
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "zod";
 import { hashSecret, newSecret } from "../../auth/secrets.ts";
+import { tokenExpiresAt } from "../../auth/token-lifetime.ts";
 import type { Db } from "../../db/client.ts";
 import { apiTokens, plays, screens, stores } from "../../db/schema.ts";
 import type { Services } from "../../services.ts";
 import type { PromotionEvent } from "../../signage/hub.ts";
-import { assertScreenAccess, assertStoreAccess, type Env, requireRole } from "../auth.ts";
+import { assertScreenAccess, assertStoreAccess, type Env, requireRole, tokenStands } from "../auth.ts";
 import { Id, newId } from "../ids.ts";
 import { valid } from "../validate.ts";
 
@@ -38,12 +39,12 @@ export async function findScreen(db: Db, screenId: string) {
   return row;
 }
 
-/** Whether the token still stands (not revoked since the request was let in). */
+/** Whether the token still stands (neither revoked nor expired since the request was let in). */
 async function tokenLive(db: Db, tokenId: string): Promise<boolean> {
   const [row] = await db
     .select({ id: apiTokens.id })
     .from(apiTokens)
-    .where(and(eq(apiTokens.id, tokenId), isNull(apiTokens.revokedAt)));
+    .where(and(eq(apiTokens.id, tokenId), tokenStands()));
   return !!row;
 }
 
@@ -58,6 +59,8 @@ export function screensRouter(s: Services) {
       const taken = await s.db.select({ id: screens.id }).from(screens).where(eq(screens.id, id));
       if (taken.length > 0) throw new GlanceError("CONFLICT", `Screen ${id} already exists.`);
       const token = newSecret("gl_");
+      // a new screen's token lives the signage-screen default; POST /api/tokens re-issues one, of any lifetime
+      const tokenExpires = tokenExpiresAt("signage-screen", undefined);
       const [screen] = await s.db.insert(screens).values({ id, storeId: body.storeId, name: body.name }).returning();
       await s.db.insert(apiTokens).values({
         id: newId(),
@@ -66,9 +69,18 @@ export function screensRouter(s: Services) {
         storeId: body.storeId,
         screenId: id,
         label: `screen ${body.name}`,
+        expiresAt: tokenExpires,
       });
       // the token is shown here once; it goes into the player's URL: /signage/<id>?token=<token>
-      return c.json({ screen, token, signageUrl: `/signage/${id}?token=${encodeURIComponent(token)}` }, 201);
+      return c.json(
+        {
+          screen,
+          token,
+          tokenExpiresAt: tokenExpires.toISOString(),
+          signageUrl: `/signage/${id}?token=${encodeURIComponent(token)}`,
+        },
+        201,
+      );
     })
     .get(
       "/:screenId/events",
@@ -109,10 +121,14 @@ export function screensRouter(s: Services) {
             });
             wake = undefined;
             if (queue.length === 0 && !stream.aborted) {
-              // a stream outlives its token's check at connect: a revoked token ends it by the next keep-alive
+              // a stream outlives its token's check at connect: a revoked or expired token ends it by the next
+              // keep-alive (one event, "revoked", for both: they are refused alike)
               if (!(await tokenLive(s.db, principal.tokenId))) {
-                await stream.writeSSE({ event: "revoked", data: "This token was revoked; ask HQ for a new one." });
-                log.info("screen token revoked: stream closed");
+                await stream.writeSSE({
+                  event: "revoked",
+                  data: "This token was revoked or has expired; ask HQ for a new one.",
+                });
+                log.info("screen token revoked or expired: stream closed");
                 break;
               }
               await stream.writeSSE({ event: "ping", data: String(Date.now()) });

@@ -3,6 +3,7 @@ import { and, eq, isNull } from "drizzle-orm";
 import { Hono } from "hono";
 import { z } from "zod";
 import { hashSecret, newSecret } from "../../auth/secrets.ts";
+import { maxTokenLifetimeDays, tokenExpiresAt } from "../../auth/token-lifetime.ts";
 import { apiTokens, roles, screens, stores } from "../../db/schema.ts";
 import type { Services } from "../../services.ts";
 import { type Env, requireRole } from "../auth.ts";
@@ -15,6 +16,15 @@ export const CreateToken = z
     label: z.string().trim().min(1).max(200),
     storeId: z.string().optional(),
     screenId: z.string().optional(),
+    expiresInDays: z
+      .number()
+      .int()
+      .min(1)
+      .max(maxTokenLifetimeDays)
+      .optional()
+      .describe(
+        `Lifetime in whole days, 1-${maxTokenLifetimeDays}; default by role. There is no token that never expires.`,
+      ),
   })
   .refine((t) => t.role !== "store-manager" || t.storeId, {
     message: "a store-manager token needs storeId",
@@ -29,8 +39,8 @@ export type CreateToken = z.infer<typeof CreateToken>;
 const TokenParam = z.object({ tokenId: z.string().min(1).max(64) });
 
 /**
- * HQ hands out role tokens (the plaintext is in the creation response only), lists them (never a token or its hash)
- * and revokes one that leaked: the next request with it is refused.
+ * HQ hands out role tokens (the plaintext is in the creation response only), each with a lifetime, lists them (never
+ * a token or its hash) and revokes one that leaked: the next request with it is refused, as after its expiry.
  */
 export function tokensRouter(s: Services) {
   return new Hono<Env>()
@@ -44,6 +54,7 @@ export function tokensRouter(s: Services) {
           screenId: apiTokens.screenId,
           createdAt: apiTokens.createdAt,
           revokedAt: apiTokens.revokedAt,
+          expiresAt: apiTokens.expiresAt,
         })
         .from(apiTokens)
         .orderBy(apiTokens.createdAt);
@@ -82,6 +93,7 @@ export function tokensRouter(s: Services) {
       }
       const token = newSecret("gl_");
       const id = newId();
+      const expiresAt = tokenExpiresAt(body.role, body.expiresInDays);
       await s.db.insert(apiTokens).values({
         id,
         tokenHash: hashSecret(token),
@@ -89,7 +101,11 @@ export function tokensRouter(s: Services) {
         storeId,
         screenId: body.screenId ?? null,
         label: body.label,
+        expiresAt,
       });
-      return c.json({ id, role: body.role, storeId, screenId: body.screenId ?? null, token }, 201);
+      return c.json(
+        { id, role: body.role, storeId, screenId: body.screenId ?? null, expiresAt: expiresAt.toISOString(), token },
+        201,
+      );
     });
 }
