@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import {
   canonicalJson,
+  decodeEdgeGallery,
   decodeEmbedding,
+  encodeEdgeGallery,
   encodeEmbedding,
   generateSealingKeyPair,
   generateSigningKeyPair,
@@ -370,5 +372,41 @@ describe("session-sealed templates (v2)", () => {
 describe("canonical JSON", () => {
   it("does not depend on key order and drops undefined", () => {
     expect(canonicalJson({ b: 1, a: [{ d: 2, c: undefined }] })).toBe(canonicalJson({ a: [{ d: 2 }], b: 1 }));
+  });
+});
+
+describe("edge gallery plaintext", () => {
+  const ana = { personId: "ana", embedding: encodeEmbedding(randomUnit(128, 1)) };
+  const ben = { personId: "ben", embedding: encodeEmbedding(randomUnit(128, 2)) };
+  const invalid = (bytes: Uint8Array) => {
+    try {
+      decodeEdgeGallery(bytes);
+    } catch (e) {
+      return isGlanceError(e) ? e.code : "other";
+    }
+    return "decoded";
+  };
+
+  it("stays version 1 while no consent ends, so older agents still take it", () => {
+    const bytes = encodeEdgeGallery([ana, ben]);
+    expect(bytes[0]).toBe(1);
+    expect(decodeEdgeGallery(bytes)).toEqual([ana, ben]);
+  });
+
+  it("carries each member's consent end in version 2, and refuses a damaged one", () => {
+    const entries = [{ ...ana, until: 1_800_000_000_123 }, ben];
+    const bytes = encodeEdgeGallery(entries);
+    expect(bytes[0]).toBe(2);
+    expect(decodeEdgeGallery(bytes)).toEqual(entries);
+    expect(invalid(bytes.subarray(0, bytes.length - 3))).toBe("PAYLOAD_INVALID");
+    const negative = Buffer.from(bytes);
+    negative.writeDoubleLE(-1, negative.length - 8);
+    expect(invalid(negative)).toBe("PAYLOAD_INVALID");
+    const nan = Buffer.from(bytes);
+    nan.writeDoubleLE(Number.NaN, nan.length - 8);
+    expect(invalid(nan)).toBe("PAYLOAD_INVALID");
+    const v3 = Buffer.from(bytes);
+    v3[0] = 3;
+    expect(invalid(v3)).toBe("PAYLOAD_INVALID");
   });
 });

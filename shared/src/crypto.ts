@@ -646,17 +646,23 @@ export interface EdgeGalleryEntry {
   personId: string;
   /** `encodeEmbedding` bytes */
   embedding: Uint8Array;
+  /** epoch ms at which the member's consent for this store ends (the node drops them then); absent: until withdrawn */
+  until?: number;
 }
 
 /**
  * Plaintext of an edge gallery: version byte, u32 count, then per member a u8-length person id (utf8) and a
- * u16-length `encodeEmbedding` template. Person ids only: no names, no consent details.
+ * u16-length `encodeEmbedding` template; version 2 (written only when some consent has an end) adds to each entry
+ * an f64 `until` (epoch ms, 0 for none). Person ids and consent ends only: no names, no other consent details.
  */
 export function encodeEdgeGallery(entries: readonly EdgeGalleryEntry[]): Buffer {
   const ids = entries.map((e) => Buffer.from(e.personId, "utf8"));
-  const size = 5 + entries.reduce((n, e, i) => n + 3 + (ids[i] as Buffer).length + e.embedding.length, 0);
+  // version 1 while no consent ends, so agents from before version 2 keep taking such galleries
+  const version = entries.some((e) => e.until !== undefined) ? 2 : 1;
+  const extra = version === 2 ? 8 : 0;
+  const size = 5 + entries.reduce((n, e, i) => n + 3 + (ids[i] as Buffer).length + e.embedding.length + extra, 0);
   const out = Buffer.alloc(size);
-  out.writeUInt8(1, 0);
+  out.writeUInt8(version, 0);
   out.writeUInt32LE(entries.length, 1);
   let at = 5;
   entries.forEach((e, i) => {
@@ -669,6 +675,10 @@ export function encodeEdgeGallery(entries: readonly EdgeGalleryEntry[]): Buffer 
     out.writeUInt16LE(e.embedding.length, at);
     out.set(e.embedding, at + 2);
     at += 2 + e.embedding.length;
+    if (version === 2) {
+      out.writeDoubleLE(e.until ?? 0, at);
+      at += 8;
+    }
   });
   return out;
 }
@@ -676,7 +686,8 @@ export function encodeEdgeGallery(entries: readonly EdgeGalleryEntry[]): Buffer 
 export function decodeEdgeGallery(bytes: Uint8Array): EdgeGalleryEntry[] {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const bad = () => new GlanceError("PAYLOAD_INVALID", "Edge gallery plaintext is malformed.");
-  if (b.length < 5 || b.readUInt8(0) !== 1) throw bad();
+  const version = b.length < 5 ? 0 : b.readUInt8(0);
+  if (version !== 1 && version !== 2) throw bad();
   const count = b.readUInt32LE(1);
   const out: EdgeGalleryEntry[] = [];
   let at = 5;
@@ -688,8 +699,17 @@ export function decodeEdgeGallery(bytes: Uint8Array): EdgeGalleryEntry[] {
     at += 1 + idLen;
     const len = b.readUInt16LE(at);
     if (at + 2 + len > b.length) throw bad();
-    out.push({ personId, embedding: b.subarray(at + 2, at + 2 + len) });
+    const embedding = b.subarray(at + 2, at + 2 + len);
     at += 2 + len;
+    if (version === 1) {
+      out.push({ personId, embedding });
+      continue;
+    }
+    if (at + 8 > b.length) throw bad();
+    const until = b.readDoubleLE(at);
+    at += 8;
+    if (!(Number.isFinite(until) && until >= 0)) throw bad();
+    out.push(until > 0 ? { personId, embedding, until } : { personId, embedding });
   }
   if (at !== b.length) throw bad();
   return out;

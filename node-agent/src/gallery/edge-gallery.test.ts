@@ -180,4 +180,42 @@ describe("members-only edge gallery on the node", () => {
     expect(g.match(ben)).toBeUndefined();
     expect(code(() => g.accept(make({ version: 2, ts: 3000 }), ctx))).toBe("REPLAYED_SEQUENCE");
   });
+
+  it("drops a member when their consent for the store ends, by the node's own clock, with no new gallery", () => {
+    const { sealing, people, ctx } = setup();
+    let now = 10_000;
+    const [ana, ben, cy] = people.map((p) => p.vector) as [Float32Array, Float32Array, Float32Array];
+    const message = sealEdgeGallery(
+      {
+        v: 1,
+        nodeId: "node-1",
+        storeId: "store-1",
+        version: 1,
+        ts: 1000,
+        space: SPACE,
+        threshold: 0.6,
+        recipient: sealing.publicKey,
+      },
+      [
+        { personId: "ana", embedding: encodeEmbedding(ana), until: 20_000 },
+        { personId: "ben", embedding: encodeEmbedding(ben) },
+        { personId: "cy", embedding: encodeEmbedding(cy), until: 30_000 },
+      ],
+      ctx.signer,
+    );
+    const g = new EdgeGallery("node-1", sealing, () => now);
+    expect(g.accept(message, ctx)).toEqual({ version: 1, members: 3 });
+    now = 19_999;
+    expect(g.match(ana)).toMatchObject({ personId: "ana" });
+    now = 20_000;
+    expect(g.match(ana)).toBeUndefined();
+    expect(g.info()).toEqual({ version: 1, members: 2 });
+    expect(g.match(cy)).toMatchObject({ personId: "cy" });
+    now = 30_000;
+    expect(g.match(cy)).toBeUndefined();
+    // no end: until withdrawn (the orchestrator sends a new gallery, or erase-member)
+    now = Number.MAX_SAFE_INTEGER;
+    expect(g.match(ben)).toMatchObject({ personId: "ben" });
+    expect(g.info()).toEqual({ version: 1, members: 1 });
+  });
 });

@@ -27,7 +27,8 @@ export interface EdgeGalleryInfo {
  * node's key and signed with the key its desired state names. Held in memory only (never written to disk); a
  * replaced or erased member's vectors are zeroed. A gallery that is not for this node, not signed by the
  * orchestrator, not openable with this node's key, in another embedding space or older than the one held is
- * refused and the previous one kept.
+ * refused and the previous one kept. A member whose consent for this store ends (`until`) is dropped at that moment
+ * by this node's clock, whether or not the orchestrator's next gallery has arrived (offline, say).
  */
 export class EdgeGallery {
   readonly #nodeId: string;
@@ -38,15 +39,23 @@ export class EdgeGallery {
   #ts = 0;
   #threshold = 1;
   #ids: string[] = [];
+  /** per entry, when its member's consent ends (epoch ms, 0: until withdrawn) */
+  #until: number[] = [];
+  /** the soonest of #until (Infinity: none) */
+  #nextEnd = Number.POSITIVE_INFINITY;
   #vectors = new Float32Array(0);
   #dim = 0;
   #refused: string | undefined;
   /** erase-member commands received (person id → command time): a gallery built before an erasure never brings them back */
   readonly #erased = new Map<string, number>();
 
-  constructor(nodeId: string, sealingKey: KeyPair) {
+  readonly #now: () => number;
+
+  /** `now`: this node's clock, epoch ms (tests move it) */
+  constructor(nodeId: string, sealingKey: KeyPair, now: () => number = Date.now) {
     this.#nodeId = nodeId;
     this.#sealingKey = sealingKey;
+    this.#now = now;
   }
 
   get loaded(): boolean {
@@ -58,6 +67,7 @@ export class EdgeGallery {
   }
 
   info(): EdgeGalleryInfo {
+    this.#expire();
     return {
       version: this.#version,
       members: new Set(this.#ids).size,
@@ -139,6 +149,8 @@ export class EdgeGallery {
       });
       this.#wipe();
       this.#ids = kept.map((e) => e.personId);
+      this.#until = kept.map((e) => e.until ?? 0);
+      this.#nextEnd = soonest(this.#until);
       this.#vectors = matrix;
       this.#dim = dim;
       this.#version = header.version;
@@ -152,6 +164,7 @@ export class EdgeGallery {
 
   /** Best member at or above the gallery threshold, or undefined (not a member, or no gallery). */
   match(probe: Float32Array): EdgeMatch | undefined {
+    this.#expire();
     const dim = this.#dim;
     if (dim === 0 || probe.length !== dim) return undefined;
     let best = -Infinity;
@@ -174,8 +187,21 @@ export class EdgeGallery {
     this.#erased.set(personId, Math.max(ts, this.#erased.get(personId) ?? 0));
     if (!this.#ids.includes(personId)) return false;
     // a member may have several templates: every one goes
+    this.#drop((i) => this.#ids[i] === personId);
+    return true;
+  }
+
+  /** Drops the entries whose consent has ended by now. */
+  #expire(): void {
+    const now = this.#now();
+    if (now < this.#nextEnd) return;
+    this.#drop((i) => (this.#until[i] as number) > 0 && (this.#until[i] as number) <= now);
+  }
+
+  /** Removes the entries `gone` names, zeroing the vectors they leave behind. */
+  #drop(gone: (i: number) => boolean): void {
     const dim = this.#dim;
-    const keep = this.#ids.flatMap((id, i) => (id === personId ? [] : [i]));
+    const keep = this.#ids.flatMap((_, i) => (gone(i) ? [] : [i]));
     const vectors = new Float32Array(keep.length * dim);
     keep.forEach((from, to) => {
       vectors.set(this.#vectors.subarray(from * dim, (from + 1) * dim), to * dim);
@@ -183,7 +209,8 @@ export class EdgeGallery {
     this.#vectors.fill(0);
     this.#vectors = vectors;
     this.#ids = keep.map((i) => this.#ids[i] as string);
-    return true;
+    this.#until = keep.map((i) => this.#until[i] as number);
+    this.#nextEnd = soonest(this.#until);
   }
 
   /** Drops the gallery (withdrawn by the orchestrator); a later one must still be at least as new. */
@@ -202,6 +229,15 @@ export class EdgeGallery {
     this.#vectors.fill(0);
     this.#vectors = new Float32Array(0);
     this.#ids = [];
+    this.#until = [];
+    this.#nextEnd = Number.POSITIVE_INFINITY;
     this.#dim = 0;
   }
+}
+
+/** The soonest consent end among `until` (0: none), or Infinity. */
+function soonest(until: readonly number[]): number {
+  let min = Number.POSITIVE_INFINITY;
+  for (const u of until) if (u > 0 && u < min) min = u;
+  return min;
 }

@@ -137,7 +137,25 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       or(eq(consents.scope, storeId), eq(consents.scope, "all-stores")),
     );
 
-  /** ids only: no template is decrypted unless they changed */
+  /**
+   * When each covered member's consent for the store ends (epoch ms), absent for one that does not end: the latest
+   * end of their live consents covering it, none if any of them is open-ended. The node drops them then by its clock.
+   */
+  const consentEnds = async (storeId: string, now: Date): Promise<Map<string, number | undefined>> => {
+    const ends = new Map<string, number | undefined>();
+    const rows = await opts.db
+      .select({ personId: consents.personId, expiresAt: consents.expiresAt })
+      .from(consents)
+      .where(liveConsent(storeId, now));
+    for (const { personId, expiresAt } of rows) {
+      const end = expiresAt?.getTime();
+      const held = ends.has(personId) ? ends.get(personId) : 0;
+      ends.set(personId, end === undefined || held === undefined ? undefined : Math.max(held, end));
+    }
+    return ends;
+  };
+
+  /** ids and consent ends only: no template is decrypted unless they changed */
   const fingerprintOf = async (storeId: string, now: Date): Promise<string> => {
     stats.scans++;
     const covered = opts.db.select({ personId: consents.personId }).from(consents).where(liveConsent(storeId, now));
@@ -148,7 +166,8 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       .where(
         and(eq(templates.space, opts.space), isNotNull(templates.ciphertext), inArray(templates.personId, covered)),
       );
-    const ids = rows.map((r) => `${r.personId}/${r.id}`).sort();
+    const ends = await consentEnds(storeId, now);
+    const ids = rows.map((r) => `${r.personId}/${r.id}/${ends.get(r.personId) ?? ""}`).sort();
     return createHash("sha256")
       .update(`${opts.threshold()}\n${ids.join("\n")}`)
       .digest("hex");
@@ -189,12 +208,17 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     }
     for (const key of keys.values()) key.key.fill(0);
     const people = [...byPerson].sort(([a], [b]) => (a < b ? -1 : 1));
-    let entries: EdgeGalleryEntry[] = people.flatMap(([personId, list]) =>
-      list.map((v) => ({ personId, embedding: encodeEmbedding(v) })),
-    );
+    const ends = await consentEnds(storeId, now);
+    const entry = (personId: string, v: Float32Array): EdgeGalleryEntry => {
+      const until = ends.get(personId);
+      return until === undefined
+        ? { personId, embedding: encodeEmbedding(v) }
+        : { personId, embedding: encodeEmbedding(v), until };
+    };
+    let entries: EdgeGalleryEntry[] = people.flatMap(([personId, list]) => list.map((v) => entry(personId, v)));
     // one message per node: when every template does not fit, one centroid per member does (see README for sizes)
     if (estimateBytes(entries) > maxBytes) {
-      entries = people.map(([personId, list]) => ({ personId, embedding: encodeEmbedding(centroid(list)) }));
+      entries = people.map(([personId, list]) => entry(personId, centroid(list)));
       log.warn(
         { storeId, members: people.length },
         "edge gallery too large with every template: one centroid per member",
@@ -413,7 +437,9 @@ async function listenForChanges(
 
 function estimateBytes(entries: readonly EdgeGalleryEntry[]): number {
   // base64url of the sealed plaintext plus the header
-  const plain = 5 + entries.reduce((n, e) => n + 3 + Buffer.byteLength(e.personId) + e.embedding.length, 0);
+  // version 2 (some consent ends) adds 8 bytes to every entry
+  const extra = entries.some((e) => e.until !== undefined) ? 8 : 0;
+  const plain = 5 + entries.reduce((n, e) => n + 3 + Buffer.byteLength(e.personId) + e.embedding.length + extra, 0);
   return Math.ceil(((plain + 16) * 4) / 3) + 700;
 }
 

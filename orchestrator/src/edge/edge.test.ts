@@ -167,6 +167,33 @@ for (const backend of backends) {
         )
         .toEqual([people.lin, people.obama, people.rose].sort());
       expect((seen.galleries.at(-1) as EdgeGallery).version).toBeGreaterThan(g.version);
+
+      // a consent with an end: the node is told when, so it drops the member then even if no new gallery reaches it
+      const ends = new Date(Date.now() + 3_600_000);
+      const biden = (
+        await enrolDemoPerson(h, "Joe Biden", ["enroll/joe_biden/1.jpg"], {
+          consentScope: storeId,
+          consentExpiresAt: ends.toISOString(),
+        })
+      ).personId;
+      const entries = async () => {
+        const last = seen.galleries.at(-1) as EdgeGallery;
+        const plaintext = open(
+          last,
+          edgeGalleryHeader(last),
+          nodeSealingKeyPair(node.signingKey),
+          seen.desired?.gallerySigningKey ?? "",
+        );
+        return decodeEdgeGallery(plaintext);
+      };
+      await expect
+        .poll(async () => (await entries()).some((e) => e.personId === biden), { timeout: 10_000 })
+        .toBe(true);
+      const until = new Map((await entries()).map((e) => [e.personId, e.until]));
+      expect(until.get(biden)).toBe(ends.getTime());
+      // open-ended consents carry no end
+      expect(until.get(people.lin as string)).toBeUndefined();
+      expect(until.get(people.obama as string)).toBeUndefined();
       await client.endAsync();
     }, 120_000);
 
