@@ -6,7 +6,7 @@
  * then AES-256-GCM per template), sealed before each phase starts so the orchestrator's core is what is measured.
  * Not a test: prints a table, writes JSON and a CPU profile of the orchestrator's thread to bench-results/. The burst
  * runs three times: first sight of every probe's person (new visits and visitors written, code not yet optimised),
- * again (the steady state), and again under the profiler for the CPU budget. The header names the gallery graph's search breadth and the recall@1 it measured (/api/health).
+ * again (the steady state), and again under the profiler for the CPU budget. The header names the gallery graph's search breadth and the recall@1 it measured (/api/metrics).
  *
  *   --people 25000 --per-person 4   gallery size (templates = people × per-person)
  *   --data isotropic|lfw-spectrum   identity centres of the synthetic gallery (gallery/synthetic.ts); default isotropic
@@ -274,10 +274,9 @@ try {
       });
     };
   const h = { dataDir, api: apiOf(first) } as unknown as Harness;
-  const health = (await (await h.api("/api/health")).json()) as {
+  const { graph } = (await (await h.api("/api/metrics")).json()) as {
     graph: (Partial<GraphTuning> & { ef: number; source: string }) | null;
   };
-  const graph = health.graph;
   const graphLine = graph
     ? `graph ef ${graph.ef} (${graph.source}${graph.recall !== undefined ? `, recall@1 ${graph.recall.toFixed(3)} on ${graph.probes} probes${graph.reached ? "" : " BELOW target"}, tuned in ${graph.ms} ms` : ""})`
     : "exact search (no graph)";

@@ -143,12 +143,9 @@ describe("HTTP API", () => {
         await h.api("/api/people", { method: "POST", body: form }),
         201,
       );
-      const before = await expectJson<{ gallery: { people: number } }>(
-        await h.api("/api/health", { token: null }),
-        200,
-      );
+      const before = await expectJson<{ gallery: { people: number } }>(await h.api("/api/metrics"), 200);
       expect((await h.api(`/api/people/${personId}`, { method: "DELETE" })).status).toBe(204);
-      const after = await expectJson<{ gallery: { people: number } }>(await h.api("/api/health", { token: null }), 200);
+      const after = await expectJson<{ gallery: { people: number } }>(await h.api("/api/metrics"), 200);
       expect(after.gallery.people).toBe(before.gallery.people - 1);
       const people = await expectJson<Array<{ id: string }>>(await h.api("/api/people"), 200);
       expect(people.map((p) => p.id)).not.toContain(personId);
@@ -243,12 +240,17 @@ describe("HTTP API", () => {
       expect(h.orch.adminToken).toBe(before.token);
       expect(h.orch.sealingKey).toEqual(before.key);
       expect((await h.api("/api/stores")).status).toBe(200);
-      expect(await expectJson(await h.api("/api/health", { token: null }), 200)).toMatchObject({
-        ok: true,
+      // anyone may ask whether it is up; how many are enrolled, and the thresholds, take a metrics role
+      const health = await expectJson<Record<string, unknown>>(await h.api("/api/health", { token: null }), 200);
+      expect(Object.keys(health).sort()).toEqual(["ok", "space"]);
+      expect(health.ok).toBe(true);
+      expect(await expectJson(await h.api("/api/metrics"), 200)).toMatchObject({
         gallery: { people: 1, templates: 1 },
+        openSet: { threshold: expect.any(Number) },
         // one template: exact search, no graph to tune
         graph: null,
       });
+      expect((await h.api("/api/metrics", { token: null })).status).toBe(401);
     });
   });
 });

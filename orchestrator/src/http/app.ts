@@ -43,11 +43,13 @@ export function createApp(s: Services) {
 
   const openapi = openApiDocument();
   app.get("/api/openapi.json", (c) => c.json(openapi));
-  app.get("/api/health", (c) => {
+  // liveness and the embedding space only: how many people are enrolled and the thresholds they are matched at are
+  // for the roles that read metrics, not for whoever can reach the port
+  app.get("/api/health", (c) => c.json({ ok: true, space: s.gallery.space }));
+  app.get("/api/metrics", requireRole(s.db, ["hq-admin", "auditor", "technician"]), (c) => {
     const { threshold, margin, targetFar, expectedFar, scale, clamped, identities } = s.gallery.openSet;
     return c.json({
-      ok: true,
-      space: s.gallery.space,
+      ingest: s.metrics(),
       gallery: s.gallery.size,
       // the open-set rule in force: what a stranger's chance of being taken for some member is at this size
       openSet: { threshold, margin, scale, targetFar, expectedFar, clamped, identities },
@@ -55,9 +57,6 @@ export function createApp(s: Services) {
       graph: graphHealth(s.gallery.graphTuning),
     });
   });
-  app.get("/api/metrics", requireRole(s.db, ["hq-admin", "auditor", "technician"]), (c) =>
-    c.json({ ingest: s.metrics(), gallery: s.gallery.size }),
-  );
   app.use("/api/*", auditAdminActions(s));
   app.route("/api/audit", auditRouter(s));
   app.route("/api/stores", storesRouter(s));

@@ -29,14 +29,14 @@ const operations: Operation[] = [
   {
     method: "get",
     path: "/api/health",
-    summary:
-      "Liveness, embedding space, gallery size, open-set rule, gallery graph's search breadth and measured recall@1 (null below the ANN threshold)",
+    summary: "Liveness and the embedding space (nothing about who or how many are enrolled)",
     roles: "public",
   },
   {
     method: "get",
     path: "/api/metrics",
-    summary: "Ingest accepted/rejected by code",
+    summary:
+      "Ingest accepted/rejected by code, gallery size, open-set rule, gallery graph's search breadth and measured recall@1 (null below the ANN threshold)",
     roles: ["hq-admin", "auditor", "technician"],
   },
   {
