@@ -274,7 +274,9 @@ try {
       });
     };
   const h = { dataDir, api: apiOf(first) } as unknown as Harness;
-  const { graph } = (await (await h.api("/api/metrics")).json()) as {
+  const metricsRes = await h.api("/api/metrics");
+  if (!metricsRes.ok) throw new Error(`GET /api/metrics answered ${metricsRes.status}`);
+  const { graph } = (await metricsRes.json()) as {
     graph: (Partial<GraphTuning> & { ef: number; source: string }) | null;
   };
   const graphLine = graph
