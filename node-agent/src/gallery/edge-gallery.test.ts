@@ -49,7 +49,16 @@ function setup() {
     personId: p.personId,
     embedding: encodeEmbedding(p.vector),
   }));
-  const make = (o: { version: number; ts?: number; to?: string; nodeId?: string; by?: KeyPair; only?: string[] }) => {
+  /** a gallery message of `entries` (default: the three people, or those `only` names) */
+  const make = (o: {
+    version: number;
+    ts?: number;
+    to?: string;
+    nodeId?: string;
+    by?: KeyPair;
+    only?: string[];
+    entries?: EdgeGalleryEntry[];
+  }) => {
     const message = sealEdgeGallery(
       {
         v: 1,
@@ -61,7 +70,7 @@ function setup() {
         threshold: 0.6,
         recipient: o.to ?? sealing.publicKey,
       },
-      entries.filter((e) => !o.only || o.only.includes(e.personId)),
+      o.entries ?? entries.filter((e) => !o.only || o.only.includes(e.personId)),
       o.by ?? signer,
     );
     // what the node receives has been through the contract
@@ -126,31 +135,21 @@ describe("members-only edge gallery on the node", () => {
   });
 
   it("erases every template of a member who has several", () => {
-    const { sealing, desired, ctx } = setup();
-    const signer = { ...desired };
+    const { sealing, make, ctx } = setup();
     const a1 = unit(128, 11);
     const a2 = unit(128, 12);
     const b = unit(128, 13);
-    const message = sealEdgeGallery(
-      {
-        v: 1,
-        nodeId: "node-1",
-        storeId: "store-1",
-        version: 1,
-        ts: 1000,
-        space: SPACE,
-        threshold: 0.6,
-        recipient: sealing.publicKey,
-      },
-      [
+    const message = make({
+      version: 1,
+      ts: 1000,
+      entries: [
         { personId: "ana", embedding: encodeEmbedding(a1) },
         { personId: "ben", embedding: encodeEmbedding(b) },
         { personId: "ana", embedding: encodeEmbedding(a2) },
       ],
-      ctx.signer,
-    );
+    });
     const g = new EdgeGallery("node-1", sealing);
-    expect(g.accept(message, { desired: signer, space: SPACE })).toEqual({ version: 1, members: 2 });
+    expect(g.accept(message, ctx)).toEqual({ version: 1, members: 2 });
     expect(g.match(a2)).toMatchObject({ personId: "ana" });
     expect(g.erase("ana", 2000)).toBe(true);
     expect(g.match(a1)).toBeUndefined();
@@ -182,27 +181,18 @@ describe("members-only edge gallery on the node", () => {
   });
 
   it("drops a member when their consent for the store ends, by the node's own clock, with no new gallery", () => {
-    const { sealing, people, ctx } = setup();
+    const { sealing, people, make, ctx } = setup();
     let now = 10_000;
     const [ana, ben, cy] = people.map((p) => p.vector) as [Float32Array, Float32Array, Float32Array];
-    const message = sealEdgeGallery(
-      {
-        v: 1,
-        nodeId: "node-1",
-        storeId: "store-1",
-        version: 1,
-        ts: 1000,
-        space: SPACE,
-        threshold: 0.6,
-        recipient: sealing.publicKey,
-      },
-      [
+    const message = make({
+      version: 1,
+      ts: 1000,
+      entries: [
         { personId: "ana", embedding: encodeEmbedding(ana), until: 20_000 },
         { personId: "ben", embedding: encodeEmbedding(ben) },
         { personId: "cy", embedding: encodeEmbedding(cy), until: 30_000 },
       ],
-      ctx.signer,
-    );
+    });
     const g = new EdgeGallery("node-1", sealing, () => now);
     expect(g.accept(message, ctx)).toEqual({ version: 1, members: 3 });
     now = 19_999;
