@@ -155,8 +155,14 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     return ends;
   };
 
-  /** ids and consent ends only: no template is decrypted unless they changed */
-  const fingerprintOf = async (storeId: string, now: Date): Promise<string> => {
+  /**
+   * ids and consent ends only: no template is decrypted unless they changed. The ends come back too, for the build
+   * that follows a changed fingerprint.
+   */
+  const fingerprintOf = async (
+    storeId: string,
+    now: Date,
+  ): Promise<{ fingerprint: string; ends: Map<string, number | undefined> }> => {
     stats.scans++;
     const covered = opts.db.select({ personId: consents.personId }).from(consents).where(liveConsent(storeId, now));
     const rows = await opts.db
@@ -168,9 +174,10 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
       );
     const ends = await consentEnds(storeId, now);
     const ids = rows.map((r) => `${r.personId}/${r.id}/${ends.get(r.personId) ?? ""}`).sort();
-    return createHash("sha256")
+    const fingerprint = createHash("sha256")
       .update(`${opts.threshold()}\n${ids.join("\n")}`)
       .digest("hex");
+    return { fingerprint, ends };
   };
 
   /** `fresh`: re-read now (erasure); otherwise a check made within the last second serves every node of the store */
@@ -178,7 +185,7 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     const now = new Date();
     const recent = stores.get(storeId);
     if (!fresh && recent && now.getTime() - recent.builtAt < 1000) return recent;
-    const fingerprint = await fingerprintOf(storeId, now);
+    const { fingerprint, ends } = await fingerprintOf(storeId, now);
     const cached = stores.get(storeId);
     if (cached?.fingerprint === fingerprint) {
       // still what the database holds as of `now`: a node compares this with the time of any erasure it was sent
@@ -208,7 +215,6 @@ export async function startEdgeGalleries(opts: EdgeGalleryOptions): Promise<Edge
     }
     for (const key of keys.values()) key.key.fill(0);
     const people = [...byPerson].sort(([a], [b]) => (a < b ? -1 : 1));
-    const ends = await consentEnds(storeId, now);
     const entry = (personId: string, v: Float32Array): EdgeGalleryEntry => {
       const until = ends.get(personId);
       return until === undefined
