@@ -133,13 +133,15 @@ export class ExactTop1 {
   private consider(row: number): void {
     const key = this.store.keyAt(row);
     if (key === undefined) return;
-    for (let i = 0; i < this.n; i++) {
-      if (this.unknown[i] === 1) continue;
-      const score = this.store.score(key, this.probes.subarray(i * this.dim, (i + 1) * this.dim)) as number;
-      if (score > (this.score[i] as number)) {
-        this.score[i] = score;
-        this.best[i] = key;
-      }
+    for (let i = 0; i < this.n; i++) if (this.unknown[i] === 0) this.offer(i, key);
+  }
+
+  /** Keeps template `key` as probe `i`'s best if it scores higher (exactly, as search re-scores) than the best so far. */
+  private offer(i: number, key: number): void {
+    const score = this.store.score(key, this.probes.subarray(i * this.dim, (i + 1) * this.dim)) as number;
+    if (score > (this.score[i] as number)) {
+      this.score[i] = score;
+      this.best[i] = key;
     }
   }
 
@@ -168,15 +170,8 @@ export class ExactTop1 {
       // onnxruntime ran the block a turn later: if a removal moved rows meanwhile, its rows are not these
       if (this.changes !== changes) continue;
       const found = (best as { data: BigInt64Array }).data;
-      for (let i = 0; i < this.n; i++) {
-        if (this.unknown[i] === 1) continue;
-        const key = this.store.keyAt(from + Number(found[i])) as number;
-        const score = this.store.score(key, this.probes.subarray(i * this.dim, (i + 1) * this.dim)) as number;
-        if (score > (this.score[i] as number)) {
-          this.score[i] = score;
-          this.best[i] = key;
-        }
-      }
+      for (let i = 0; i < this.n; i++)
+        if (this.unknown[i] === 0) this.offer(i, this.store.keyAt(from + Number(found[i])) as number);
       this.scanned = to;
     }
     return true;
