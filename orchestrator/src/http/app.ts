@@ -17,7 +17,7 @@ import { tokensRouter } from "./routes/tokens.ts";
 import { visitsRouter } from "./routes/visits.ts";
 import { valid } from "./validate.ts";
 
-/** What /api/health says about the gallery graph: its breadth, how it was chosen, what it measured. */
+/** What /api/metrics says about the gallery graph: its breadth, how it was chosen, what it measured. */
 function graphHealth(t: GraphTuning | undefined) {
   if (!t) return null;
   const { ef, source, templates, recall, target, reached, probes, ms, pending } = t;

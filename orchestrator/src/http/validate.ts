@@ -34,19 +34,15 @@ function nulPaths(value: unknown, path: string[] = []): string[] {
 
 /** zod at the route edge: the handler reads `c.req.valid(target)`, already typed and checked. */
 export function valid<T extends Target, S extends z.ZodType>(target: T, schema: S) {
+  const invalid = (issues: string[]) =>
+    new GlanceError("VALIDATION_FAILED", `Request ${target} is invalid; fix the listed fields and retry.`, {
+      issues: issues.slice(0, 10),
+    });
   const check = validator(target, (value): z.output<S> => {
     const result = schema.safeParse(value);
-    if (!result.success) {
-      throw new GlanceError("VALIDATION_FAILED", `Request ${target} is invalid; fix the listed fields and retry.`, {
-        issues: result.error.issues.slice(0, 10).map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`),
-      });
-    }
+    if (!result.success) throw invalid(result.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
     const nul = nulPaths(result.data);
-    if (nul.length > 0) {
-      throw new GlanceError("VALIDATION_FAILED", `Request ${target} is invalid; fix the listed fields and retry.`, {
-        issues: nul.slice(0, 10).map((p) => `${p}: contains a NUL character`),
-      });
-    }
+    if (nul.length > 0) throw invalid(nul.map((p) => `${p}: contains a NUL character`));
     return result.data;
   });
   if (target !== "json") return check;
