@@ -6,7 +6,7 @@ import { auditLog } from "../db/schema.ts";
 import { type Env, type Principal, requireRole } from "../http/auth.ts";
 import { valid } from "../http/validate.ts";
 import type { Services } from "../services.ts";
-import { appendAudit, verifyAudit } from "./log.ts";
+import { AuditAnchor, appendAudit, verifyAudit } from "./log.ts";
 
 export function actorOf(p: Principal): string {
   return `token:${p.tokenId}/${p.role}`;
@@ -41,11 +41,8 @@ export function auditAdminActions(s: Services): MiddlewareHandler<Env> {
  */
 export const AuditVerifyQuery = z
   .object({
-    anchorSeq: z.coerce.number().int().positive().optional(),
-    anchorHash: z
-      .string()
-      .regex(/^[0-9a-f]{64}$/, "a sha256 head in hex")
-      .optional(),
+    anchorSeq: z.coerce.number().pipe(AuditAnchor.shape.seq).optional(),
+    anchorHash: AuditAnchor.shape.hash.optional(),
   })
   .refine(
     (q) => (q.anchorSeq === undefined) === (q.anchorHash === undefined),

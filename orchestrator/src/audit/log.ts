@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { asc, desc, eq, gt, sql } from "drizzle-orm";
+import { z } from "zod";
 import type { Db } from "../db/client.ts";
 import { auditLog } from "../db/schema.ts";
 
@@ -91,10 +92,11 @@ export type AuditVerdict =
   | { ok: false; rows: number; brokenAt: number; reason: string };
 
 /** A head seen by an earlier verification (its `rows` and `head`): the chain must still hold that entry unchanged. */
-export interface AuditAnchor {
-  seq: number;
-  hash: string;
-}
+export const AuditAnchor = z.object({
+  seq: z.number().int().positive(),
+  hash: z.string().regex(/^[0-9a-f]{64}$/, "a sha256 head in hex"),
+});
+export type AuditAnchor = z.infer<typeof AuditAnchor>;
 
 /**
  * Walks the chain in seq order; reports the first row whose hash, link or sequence does not hold. With `anchor`, the

@@ -1,8 +1,7 @@
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { z } from "zod";
 import { openDatabase } from "../db/client.ts";
-import { type AuditAnchor, verifyAudit } from "./log.ts";
+import { AuditAnchor, verifyAudit } from "./log.ts";
 
 /**
  * `npm run audit:verify -- --data-dir .glance/orchestrator` (PGlite) or with DATABASE_URL / --database-url (Postgres).
@@ -28,7 +27,6 @@ if (!databaseUrl && !dataDir) {
   process.exit(2);
 }
 
-const AnchorFile = z.object({ seq: z.number().int().positive(), hash: z.string().regex(/^[0-9a-f]{64}$/) });
 const anchorFile = values["anchor-file"];
 let anchor: AuditAnchor | undefined;
 if (anchorFile) {
@@ -37,7 +35,7 @@ if (anchorFile) {
     throw e;
   });
   if (text !== undefined) {
-    const parsed = AnchorFile.safeParse(
+    const parsed = AuditAnchor.safeParse(
       (() => {
         try {
           return JSON.parse(text);
