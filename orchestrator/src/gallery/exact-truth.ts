@@ -1,13 +1,25 @@
 import { availableParallelism } from "node:os";
-import type { InferenceSession } from "onnxruntime-node";
+import type { InferenceSession, Tensor } from "onnxruntime-node";
 import type { ExactIndex } from "./index-exact.ts";
 
 /** Rows of the store a block starts with; later blocks are sized from how long the last one held the event loop. */
 const FIRST_BLOCK = 2048;
 const MIN_BLOCK = 256;
 const MAX_BLOCK = 65_536;
+/**
+ * Multiply-adds of the first block computed in JavaScript (rows × probes × dim), about 4 ms here once compiled:
+ * JavaScript is tens of times slower than onnxruntime (131,072 × 512 rows against 200 probes on this 2-core VM,
+ * load 1.6 to 2.6: 29.9 to 31.8 s on one core, event loop held 50 to 59 ms at most, against 0.40 s warm, or 0.99 s
+ * cold, on two), so its first block is sized by work, not by rows.
+ */
+const JS_FIRST_WORK = 1 << 21;
 /** how long one block may hold the event loop, aimed at */
 export const SLICE_MS = 20;
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** What ExactTop1 asks of an onnxruntime session built by `top1Session`. */
+export type Top1Session = Pick<InferenceSession, "run">;
 
 /**
  * Best row of each probe in a block of rows: Gemm(probes, rowsᵀ) → ArgMax over the rows, in onnxruntime (the
@@ -19,7 +31,8 @@ export const SLICE_MS = 20;
  */
 let top1: Promise<InferenceSession> | undefined;
 
-function top1Session(): Promise<InferenceSession> {
+/** The shared Gemm+ArgMax session (built once; a failed build is tried again next time). */
+export function top1Session(): Promise<Top1Session> {
   top1 ??= (async () => {
     const ort = await import("onnxruntime-node");
     const { onnx } = (await import("onnx-proto")).default;
@@ -96,6 +109,7 @@ export class ExactTop1 {
     private readonly store: ExactIndex,
     /** row-major probes; zeroed in place by `forget` */
     private readonly probes: Float32Array,
+    private readonly opts: ExactTop1Options = {},
   ) {
     this.dim = store.dim;
     this.n = probes.length / this.dim;
@@ -147,33 +161,81 @@ export class ExactTop1 {
 
   /**
    * Scans the store in blocks, yielding between them; stops early (false) when `go` turns false. Blocks are sized
-   * to hold the event loop about SLICE_MS each, unless `rows` fixes them.
+   * to hold the event loop about SLICE_MS each, unless `rows` fixes them. Where onnxruntime cannot be loaded, its
+   * session cannot be built or a block fails to run, the rest is scanned in JavaScript (same answer, one warning).
    */
   async scan(opts: { go?: () => boolean; rows?: number } = {}): Promise<boolean> {
     const go = opts.go ?? (() => true);
-    const ort = await import("onnxruntime-node");
-    const session = await top1Session();
-    const probes = new ort.Tensor("float32", this.probes, [this.n, this.dim]);
-    let block = opts.rows ?? FIRST_BLOCK;
+    let onnx = await this.onnx();
+    const first = () =>
+      opts.rows ?? (onnx ? FIRST_BLOCK : Math.max(1, Math.floor(JS_FIRST_WORK / (this.n * this.dim))));
+    let block = first();
     while (this.scanned < Math.min(this.end, this.store.size)) {
       if (!go()) return false;
       const from = this.scanned;
       const to = Math.min(this.end, this.store.size, from + block);
-      const changes = this.changes;
       const started = performance.now();
-      const rows = new ort.Tensor("float32", this.store.view(from, to), [to - from, this.dim]);
-      const { best } = await session.run({ probes, rows });
+      if (onnx) {
+        const changes = this.changes;
+        let found: BigInt64Array;
+        try {
+          const rows = new onnx.ort.Tensor("float32", this.store.view(from, to), [to - from, this.dim]);
+          found = ((await onnx.session.run({ probes: onnx.probes, rows })).best as { data: BigInt64Array }).data;
+        } catch (error) {
+          this.fallBack(error);
+          onnx = undefined;
+          block = first();
+          continue;
+        }
+        // onnxruntime ran the block a turn later: if a removal moved rows meanwhile, its rows are not these
+        if (this.changes === changes) {
+          for (let i = 0; i < this.n; i++)
+            if (this.unknown[i] === 0) this.offer(i, this.store.keyAt(from + Number(found[i])) as number);
+          this.scanned = to;
+        }
+      } else {
+        // every row against every probe, exactly as search re-scores (store.score measured as fast here as a
+        // dedicated loop over the block), in row order: ties go to the first row, as ArgMax gives them
+        for (let row = from; row < to; row++) this.consider(row);
+        this.scanned = to;
+      }
       // from the block's start to its result: an upper bound on how long it held the event loop
       const ms = performance.now() - started;
       if (opts.rows === undefined)
-        block = Math.round(Math.min(MAX_BLOCK, 2 * block, Math.max(MIN_BLOCK, (block * SLICE_MS) / Math.max(1, ms))));
-      // onnxruntime ran the block a turn later: if a removal moved rows meanwhile, its rows are not these
-      if (this.changes !== changes) continue;
-      const found = (best as { data: BigInt64Array }).data;
-      for (let i = 0; i < this.n; i++)
-        if (this.unknown[i] === 0) this.offer(i, this.store.keyAt(from + Number(found[i])) as number);
-      this.scanned = to;
+        block = Math.round(
+          Math.min(MAX_BLOCK, 2 * block, Math.max(onnx ? MIN_BLOCK : 1, (block * SLICE_MS) / Math.max(1, ms))),
+        );
+      // onnxruntime's run yields by itself; a block computed here must let the event loop turn
+      if (!onnx) await nextTurn();
     }
     return true;
   }
+
+  /** The onnxruntime session and the probes as its input, or undefined (warned) where onnxruntime cannot be used. */
+  private async onnx(): Promise<
+    { ort: typeof import("onnxruntime-node"); session: Top1Session; probes: Tensor } | undefined
+  > {
+    try {
+      const ort = await import("onnxruntime-node");
+      const session = await (this.opts.session ?? top1Session)();
+      return { ort, session, probes: new ort.Tensor("float32", this.probes, [this.n, this.dim]) };
+    } catch (error) {
+      this.fallBack(error);
+      return undefined;
+    }
+  }
+
+  private fallBack(error: unknown): void {
+    this.opts.warn?.(
+      `gallery graph: onnxruntime failed (${(error as Error).message}); its exact truth is computed in JavaScript, ` +
+        "tens of times slower (in short slices all the same)",
+    );
+  }
+}
+
+export interface ExactTop1Options {
+  /** told once a scan when onnxruntime cannot be used, and why */
+  warn?: ((message: string) => void) | undefined;
+  /** builds the onnxruntime session (default `top1Session`); tests make it fail to take the JavaScript path */
+  session?: () => Promise<Top1Session>;
 }

@@ -416,7 +416,7 @@ export class SpaceIndex {
       for (let d = 0; d < dim; d++)
         probes[i * dim + d] = similarity * (t[d] as number) * tn + turn * (dir[d] as number) * dn;
     }
-    const truth = new ExactTop1(store, probes);
+    const truth = new ExactTop1(store, probes, { warn: this.opts.warn });
     this.measuring = { truth, drawnFrom };
     const current = () => this.graph === graph;
     const tried: { ef: number; recall: number; probes: number }[] = [];
