@@ -25,7 +25,6 @@ import { aedesPublisher, edgeFirst, startEdgeGalleries } from "./edge/edge-galle
 import { Suppressions } from "./feedback/suppressions.ts";
 import { startStatusTracking } from "./fleet/status.ts";
 import { startFootfall } from "./footfall/footfall.ts";
-import type { Gallery } from "./gallery/gallery.ts";
 import { openSetFromEnv } from "./gallery/open-set.ts";
 import { createApp } from "./http/app.ts";
 import { newId } from "./http/ids.ts";
@@ -123,6 +122,11 @@ export interface OrchestratorOptions {
   /** master key (hex or base64, 32 bytes) wrapping every person's data key; default env GLANCE_MASTER_KEY, else
    * `<dataDir>/master-key` (created 0600) */
   masterKey?: string;
+  /**
+   * the gallery (graph search and exact re-scoring, most of ingest's work) on a worker thread of its own, beside the
+   * broker, crypto and database work of the main thread; default true. False keeps it on the main thread.
+   */
+  galleryThread?: boolean;
 }
 
 export interface Orchestrator {
@@ -193,7 +197,21 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     if (sealedLegacy > 0) log.warn({ templates: sealedLegacy }, "plaintext templates from before 0002 sealed at rest");
     // open-set rule from the embedder's calibration and GLANCE_FAR / GLANCE_MARGIN / GLANCE_OPEN_SET
     const openSet = openSetFromEnv(faces.embedder.embedding?.thresholds ?? {});
-    const gallery: Gallery = await loadGallery(db, masterKey, faces.space, openSet);
+    const gallery = await loadGallery(
+      db,
+      masterKey,
+      faces.space,
+      openSet,
+      new Date(),
+      opts.galleryThread === false
+        ? undefined
+        : {
+            warn: (message) => log.warn(message),
+            // without its gallery the orchestrator recognises nobody: /api/health says so, the supervisor restarts it
+            onFailure: (error) => log.fatal({ err: error }, "gallery thread failed"),
+          },
+    );
+    cleanups.push(async () => gallery.close?.());
     const rule = gallery.openSet;
     log.info(
       { space: gallery.space, ...gallery.size, threshold: rule.threshold, margin: rule.margin, scale: rule.scale },

@@ -3,7 +3,7 @@ import type { Command, DesiredState } from "@glance/shared";
 import type { Logger } from "pino";
 import type { Db } from "./db/client.ts";
 import type { Suppressions } from "./feedback/suppressions.ts";
-import type { Gallery } from "./gallery/gallery.ts";
+import type { GalleryPort } from "./gallery/gallery.ts";
 import type { IngestMetrics } from "./ingest/ingest.ts";
 import type { FleetCa } from "./pki/fleet-ca.ts";
 import type { MasterKey } from "./privacy/keyring.ts";
@@ -14,7 +14,7 @@ import type { Visitors } from "./visitors/visitors.ts";
 export interface Services {
   db: Db;
   hub: ScreenHub;
-  gallery: Gallery;
+  gallery: GalleryPort;
   faces: FacePipeline;
   sealingKey: { kid: string; publicKey: string };
   mqttUrl: string;

@@ -14,7 +14,6 @@ import { Session } from "node:inspector/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { Worker } from "node:worker_threads";
 import { generateSealingKeyPair, generateSigningKeyPair } from "@glance/shared";
 import { and, eq, isNull } from "drizzle-orm";
 import mqtt from "mqtt";
@@ -26,6 +25,7 @@ import { openDatabase } from "../db/client.ts";
 import { nodes, stores } from "../db/schema.ts";
 import { startIngest } from "../ingest/ingest.ts";
 import { freshPostgres } from "../testing/harness.ts";
+import { tsWorker } from "../ts-worker.ts";
 import type { PublisherData } from "./ingest-publisher.ts";
 import { INGEST_STAGES, stageSplit, summariseProfile } from "./profile.ts";
 import { machine, repoRoot, table, writeResults } from "./stats.ts";
@@ -117,11 +117,7 @@ try {
     const norm = Math.hypot(...v);
     return v.map((x) => x / norm);
   });
-  const entry = new URL("./ingest-publisher.ts", import.meta.url).href;
-  const tsxApi = import.meta.resolve("tsx/esm/api");
-  const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); }).catch((e) => { console.error("publisher failed", e); process.exit(1); })`;
-  const worker = new Worker(boot, {
-    eval: true,
+  const worker = tsWorker(new URL("./ingest-publisher.ts", import.meta.url), {
     workerData: {
       nodes: simulated.map((s) => ({
         nodeId: s.nodeId,

@@ -14,6 +14,8 @@
  *   --burst 1000                    templates per node published as fast as possible (throughput)
  *   --rate 200 --paced 100          steady phase: overall templates/s, templates per node (latency)
  *   --database-url postgres://…     a real Postgres (a throwaway database is created on it) instead of PGlite
+ *   --gallery thread|main           the in-process orchestrator's gallery on its own worker thread (default, as in
+ *                                   production) or on the main thread (OrchestratorOptions.galleryThread)
  *   --instances N                   scale-out: mosquitto with the generated configuration (mutual TLS, contract ACL,
  *                                   dynamic security) and N orchestrator instances, each its own process
  *                                   (bench/ingest-instance.ts), on the one Postgres and one data dir, sharing the
@@ -35,7 +37,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { FacePipeline } from "@glance/models";
 import { pino } from "pino";
 import { openDatabase } from "../db/client.ts";
@@ -47,6 +49,7 @@ import { loadOrCreateFleetCa } from "../pki/fleet-ca.ts";
 import { loadOrCreateMasterKey } from "../privacy/keyring.ts";
 import { createStore, freshPostgres, type Harness, registerNode } from "../testing/harness.ts";
 import { type MosquittoBroker, startMosquitto } from "../testing/mosquitto.ts";
+import { tsWorker } from "../ts-worker.ts";
 import { bulkLoadGallery } from "./bulk-load.ts";
 import type { InstanceMessage, InstanceRequest } from "./ingest-instance.ts";
 import type { PhaseRequest, PublisherData } from "./ingest-publisher.ts";
@@ -64,8 +67,11 @@ const { values: args } = parseArgs({
     "database-url": { type: "string" },
     data: { type: "string", default: "isotropic" },
     instances: { type: "string" },
+    gallery: { type: "string", default: "thread" },
   },
 });
+if (args.gallery !== "thread" && args.gallery !== "main")
+  throw new Error(`--gallery must be thread or main, not ${args.gallery}`);
 if (args.data !== "isotropic" && args.data !== "lfw-spectrum")
   throw new Error(`--data must be isotropic or lfw-spectrum, not ${args.data}`);
 const centres: SyntheticCentres = args.data;
@@ -182,6 +188,7 @@ try {
       logger: pino({ level: "warn" }),
       mqttPort: 0,
       httpPort: 0,
+      galleryThread: args.gallery === "thread",
     });
     orch.events.on("recognition", (r: Recognition) => onRecognition(now(), r.nodeId, r.visitor === "member"));
     orch.events.on("rejection", () => onRejection(now()));
@@ -311,12 +318,7 @@ try {
   const published = new SharedArrayBuffer(total * 8);
   const publishedAt = new Float64Array(published);
 
-  // a worker does not inherit tsx's loader: register it there before importing the TypeScript entry
-  const entry = new URL("./ingest-publisher.ts", import.meta.url).href;
-  const tsxApi = import.meta.resolve("tsx/esm/api");
-  const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); }).catch((e) => { console.error("publisher failed", e); process.exit(1); })`;
-  worker = new Worker(boot, {
-    eval: true,
+  worker = tsWorker(new URL("./ingest-publisher.ts", import.meta.url), {
     workerData: {
       nodes,
       recipient: first.sealingKey,

@@ -4,7 +4,7 @@ import { type ErrorCode, GlanceError, isGlanceError } from "@glance/shared";
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { consents, erasedKeys, people } from "../db/schema.ts";
-import type { Gallery } from "../gallery/gallery.ts";
+import type { GalleryPort } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
 import type { MasterKey } from "../privacy/keyring.ts";
 import { storeSealedTemplates } from "../privacy/templates.ts";
@@ -51,7 +51,7 @@ export interface Enrolment {
  * sealed with a fresh data key of the person (privacy/templates.ts), never in the clear.
  */
 export async function enrolPerson(
-  deps: { db: Db; faces: FacePipeline; gallery: Gallery; masterKey: MasterKey },
+  deps: { db: Db; faces: FacePipeline; gallery: GalleryPort; masterKey: MasterKey },
   req: EnrolRequest,
 ): Promise<Enrolment> {
   const erasedTag = req.externalKey ? deps.masterKey.keyTag(req.externalKey) : null;
@@ -144,7 +144,7 @@ export async function enrolPerson(
     return storeSealedTemplates(tx, deps.masterKey, personId, rows);
   });
   // index what a restart would load: the stored, quantised form
-  deps.gallery.add(
+  await deps.gallery.add(
     {
       personId,
       displayName: req.displayName,

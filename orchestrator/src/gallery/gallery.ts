@@ -71,6 +71,27 @@ export interface OpenSetState extends OpenSetThreshold {
 }
 
 /**
+ * What the orchestrator's services use of a gallery: a `Gallery` in this thread, or a `GalleryThread` running one on
+ * a worker thread (gallery-thread.ts). Changes and searches take effect in the order they are called; the getters
+ * are what the gallery held after the last change that completed.
+ */
+export interface GalleryPort {
+  readonly space: string;
+  readonly openSet: OpenSetState;
+  readonly threshold: number;
+  readonly size: { people: number; templates: number };
+  readonly graphTuning: GraphTuning | undefined;
+  readonly graphRepaired: number;
+  graphTuned(): Promise<GraphTuning | undefined>;
+  add(member: Member, embeddings: Float32Array[]): void | Promise<void>;
+  remove(personId: string): void | Promise<void>;
+  matchMany(probes: readonly { probe: Float32Array; storeId: string }[], now?: Date): Match[] | Promise<Match[]>;
+  /** why the gallery can no longer answer (its thread died); undefined while it works */
+  readonly failure?: Error;
+  close?(): Promise<void>;
+}
+
+/**
  * In-memory 1:N index of consented members for one embedding space. Cosine (vectors are L2-normalised, so a dot
  * product), exact or through an ANN graph whose candidates are re-scored exactly; a person's score is their best
  * template; open set: below the threshold the visitor is unknown, and so is a visitor whose best identity is not
@@ -79,7 +100,7 @@ export interface OpenSetState extends OpenSetThreshold {
  * it is that fixed cosine. Rebuilt from the database at start (in bulk: one pass over the templates, one graph
  * insert), updated on enrolment.
  */
-export class Gallery {
+export class Gallery implements GalleryPort {
   private readonly members = new Map<string, Member>();
   /** exact brute force over one f32 matrix for small galleries, an HNSW graph (re-scored exactly) above 20k */
   private readonly index: SpaceIndex;
@@ -175,17 +196,18 @@ export class Gallery {
 
   /** Adds templates (and consents) of a person; calling it again for the same person merges. */
   add(member: Member, embeddings: Float32Array[]): void {
+    // before anything changes: a refused enrolment leaves no member behind
+    const odd = embeddings.find((e) => e.length !== (this.index.dim || embeddings[0]?.length));
+    if (odd)
+      throw new Error(
+        `space ${this.space} holds ${this.index.dim || embeddings[0]?.length}-d embeddings, not ${odd.length}-d`,
+      );
     const known = this.members.get(member.personId);
     const consents = [...(known?.consents ?? []), ...member.consents].filter(
       (c, i, all) =>
         all.findIndex((d) => d.scope === c.scope && d.expiresAt?.getTime() === c.expiresAt?.getTime()) === i,
     );
     this.members.set(member.personId, { ...member, consents });
-    const odd = embeddings.find((e) => e.length !== (this.index.dim || embeddings[0]?.length));
-    if (odd)
-      throw new Error(
-        `space ${this.space} holds ${this.index.dim || embeddings[0]?.length}-d embeddings, not ${odd.length}-d`,
-      );
     this.index.add(member.personId, embeddings);
   }
 

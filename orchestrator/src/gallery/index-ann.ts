@@ -1,7 +1,8 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import usearch, { type BatchMatches, type Index as UsearchIndex } from "usearch";
+import type { BatchMatches, Index as UsearchIndex } from "usearch";
 import type { Neighbour, VectorIndex } from "./index-exact.ts";
+import { usearch } from "./usearch.ts";
 
 export interface AnnOptions {
   /**

@@ -115,7 +115,8 @@ export class SpaceIndex {
   private nextKey = 0;
   /** graph node of each person while the graph exists; a person's node gets a fresh key whenever their mean moves */
   private readonly nodeOf = new Map<string, number>();
-  private readonly personAt = new Map<number, string>();
+  /** graph node → its person and their template keys (the same array as keysOf's: re-scoring reads it per candidate) */
+  private readonly personAt = new Map<number, { personId: string; keys: number[] }>();
   private nextNode = 0;
   private readonly annThreshold: number;
   private tuning: GraphTuning | undefined;
@@ -237,7 +238,7 @@ export class SpaceIndex {
     }
     const mean = new Float32Array(this.store.dim);
     graph.repair(Uint32Array.from(this.personAt.keys()), (node) => {
-      this.meanOf(this.personAt.get(node) as string, mean);
+      this.meanOf((this.personAt.get(node) as { personId: string }).personId, mean);
       return mean;
     });
     this.useGraph(graph, this.opts.ann?.expansionSearch);
@@ -288,7 +289,7 @@ export class SpaceIndex {
     let node = 0;
     for (const personId of this.keysOf.keys()) {
       this.nodeOf.set(personId, node);
-      this.personAt.set(node, personId);
+      this.personAt.set(node, { personId, keys: this.keysOf.get(personId) ?? [] });
       node++;
     }
     this.nextNode = node;
@@ -503,7 +504,7 @@ export class SpaceIndex {
       const node = this.nextNode++;
       nodes[i] = node;
       this.nodeOf.set(personId, node);
-      this.personAt.set(node, personId);
+      this.personAt.set(node, { personId, keys: this.keysOf.get(personId) ?? [] });
     });
     graph.addMany(nodes, means, opts);
   }
@@ -558,10 +559,11 @@ export class SpaceIndex {
     const people: PersonHit[] = [];
     let lowest = Number.POSITIVE_INFINITY;
     for (const { key: node } of nodes) {
-      const personId = this.personAt.get(node);
-      if (personId === undefined) continue;
+      const held = this.personAt.get(node);
+      if (held === undefined) continue;
+      const { personId, keys } = held;
       let best = Number.NEGATIVE_INFINITY;
-      for (const key of this.keysOf.get(personId) ?? []) {
+      for (const key of keys) {
         const score = store.score(key, probe);
         if (score === undefined) continue;
         if (score > best) best = score;

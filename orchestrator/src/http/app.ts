@@ -45,7 +45,12 @@ export function createApp(s: Services) {
   app.get("/api/openapi.json", (c) => c.json(openapi));
   // liveness and the embedding space only: how many people are enrolled and the thresholds they are matched at are
   // for the roles that read metrics, not for whoever can reach the port
-  app.get("/api/health", (c) => c.json({ ok: true, space: s.gallery.space }));
+  // a gallery whose thread died recognises nobody: unhealthy, so that a supervisor restarts the orchestrator
+  app.get("/api/health", (c) =>
+    s.gallery.failure
+      ? c.json({ ok: false, space: s.gallery.space, reason: "gallery unavailable" }, 503)
+      : c.json({ ok: true, space: s.gallery.space }),
+  );
   app.get("/api/metrics", requireRole(s.db, ["hq-admin", "auditor", "technician"]), (c) => {
     const { threshold, margin, targetFar, expectedFar, scale, clamped, identities } = s.gallery.openSet;
     return c.json({

@@ -29,7 +29,8 @@ const operations: Operation[] = [
   {
     method: "get",
     path: "/api/health",
-    summary: "Liveness and the embedding space (nothing about who or how many are enrolled)",
+    summary:
+      "Liveness and the embedding space (nothing about who or how many are enrolled); 503 when the gallery thread died",
     roles: "public",
   },
   {

@@ -15,13 +15,13 @@ import { appendAudit } from "../audit/log.ts";
 import { matchesFilter } from "../broker/source.ts";
 import type { Db } from "../db/client.ts";
 import { consents, edgeErasures, erasedKeys, nodes, people, personKeys, templates } from "../db/schema.ts";
-import type { Gallery } from "../gallery/gallery.ts";
+import type { GalleryPort } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
 import type { MasterKey } from "./keyring.ts";
 
 export interface ErasureDeps {
   db: Db;
-  gallery: Gallery;
+  gallery: GalleryPort;
   /** tags an erased person's key (erased_keys) so an old import cannot re-enrol them */
   masterKey: MasterKey;
   /** publishes a contract `command` to one node (QoS 1) */
@@ -85,7 +85,7 @@ export async function erasePerson(
     }
     return { scopes, templatesDestroyed: gone.length, keyDestroyed: keys.length > 0 };
   });
-  deps.gallery.remove(personId);
+  await deps.gallery.remove(personId);
 
   // edge galleries: every live node of every store the person was ever in scope for
   const allStores = scopes.includes("all-stores");

@@ -2,7 +2,8 @@ import { decodeEmbedding, encodeEmbedding } from "@glance/shared";
 import { and, eq, gt, inArray, isNotNull, isNull, or } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { consents, people, personKeys, templates } from "../db/schema.ts";
-import { type Consent, Gallery } from "../gallery/gallery.ts";
+import { type Consent, Gallery, type GalleryPort, type Member } from "../gallery/gallery.ts";
+import { GalleryThread, type GalleryThreadOptions } from "../gallery/gallery-thread.ts";
 import type { OpenSetCalibration } from "../gallery/open-set.ts";
 import { type DataKey, type MasterKey, openTemplate, sealTemplate } from "./keyring.ts";
 
@@ -103,7 +104,8 @@ export async function sealLegacyTemplates(db: Db, masterKey: MasterKey): Promise
 /**
  * The in-memory gallery of one embedding space, rebuilt by unwrapping each consented person's data key and opening
  * their templates. People with no live consent (withdrawn or expired) are not loaded at all; templates whose key is
- * gone (shredded) cannot be opened and are skipped.
+ * gone (shredded) cannot be opened and are skipped. With `thread`, the gallery runs on a worker thread of its own
+ * (GalleryThread).
  */
 export async function loadGallery(
   db: Db,
@@ -111,7 +113,8 @@ export async function loadGallery(
   space: string,
   threshold: number | OpenSetCalibration,
   now = new Date(),
-): Promise<Gallery> {
+  thread?: GalleryThreadOptions,
+): Promise<GalleryPort> {
   const live = await db
     .select({
       personId: people.id,
@@ -128,7 +131,9 @@ export async function loadGallery(
     m.consents.push({ scope: r.scope, expiresAt: r.expiresAt });
     members.set(r.personId, m);
   }
-  if (members.size === 0) return new Gallery(space, threshold);
+  const build = (people: { member: Member; embeddings: Float32Array[] }[]) =>
+    thread ? GalleryThread.start(space, threshold, people, thread) : Gallery.build(space, threshold, people);
+  if (members.size === 0) return build([]);
   // one join rather than an IN list: a chain-sized gallery would exceed the driver's bind-parameter limit
   const rows = await db
     .select({ template: templates, key: personKeys })
@@ -148,9 +153,7 @@ export async function loadGallery(
     list.push(decodeEmbedding(openTemplate(key, { ...t, ciphertext: t.ciphertext, iv: t.iv })));
     embeddings.set(t.personId, list);
   }
-  return Gallery.build(
-    space,
-    threshold,
+  return build(
     // only people with templates in this space: a member enrolled under another embedder is not part of it
     [...embeddings].map(([personId, list]) => ({
       member: { personId, ...(members.get(personId) as { displayName: string; consents: Consent[] }) },

@@ -3,7 +3,7 @@ import type { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import type { Db } from "../db/client.ts";
 import type { Suppressions } from "../feedback/suppressions.ts";
-import type { Gallery, Match } from "../gallery/gallery.ts";
+import type { GalleryPort, Match } from "../gallery/gallery.ts";
 import type { AcceptedTemplate } from "../ingest/open-template.ts";
 import { type Cooldowns, type RuleCache, type TriggeredPromotion, triggerPromotion } from "../promotions/trigger.ts";
 import type { ScreenHub } from "../signage/hub.ts";
@@ -33,7 +33,7 @@ export interface Recognition {
 
 export interface RecognizeDeps {
   db: Db;
-  gallery: Gallery;
+  gallery: GalleryPort;
   hub: ScreenHub;
   events: EventEmitter;
   logger: Logger;
@@ -87,8 +87,9 @@ export function createBatchRecognizer(
 
     // a count-only store identifies nobody, even from a node that has not yet converged on that mode
     const found: Match[] = templates.map(() => ({ kind: "unknown", score: 0 }));
-    const rematch = (at: readonly number[]) => {
-      const matches = deps.gallery.matchMany(
+    const rematch = async (at: readonly number[]) => {
+      if (at.length === 0) return;
+      const matches = await deps.gallery.matchMany(
         at.map((i) => {
           const t = templates[i] as AcceptedTemplate;
           return { probe: t.embedding, storeId: t.node.storeId };
@@ -99,7 +100,7 @@ export function createBatchRecognizer(
         found[i] = matches[j] as Match;
       });
     };
-    rematch(templates.flatMap((t, i) => (policyOf(t).privacyMode === "count-only" ? [] : [i])));
+    await rematch(templates.flatMap((t, i) => (policyOf(t).privacyMode === "count-only" ? [] : [i])));
     // the data key is the source of truth: another instance may have crypto-shredded this person since our index
     // was built, so a member match holds only while their key row does (cached, dropped on the deletion's
     // notification)
@@ -115,8 +116,8 @@ export function createBatchRecognizer(
         else gone.add(personId);
       }
       if (gone.size === 0) break;
-      for (const personId of gone) deps.gallery.remove(personId);
-      rematch(found.flatMap((m, i) => (m.kind === "member" && gone.has(m.personId) ? [i] : [])));
+      for (const personId of gone) await deps.gallery.remove(personId);
+      await rematch(found.flatMap((m, i) => (m.kind === "member" && gone.has(m.personId) ? [i] : [])));
     }
 
     const contested = templates.map((t, i) => {
