@@ -270,9 +270,10 @@ describe("matching index at scale", () => {
       const { ms: _c, ...retuned } = (await tuned.index.tuneGraph()) ?? {};
       expect(retuned).toEqual(first);
       // what the tuning measured before it ran in slices off the event loop (same gallery, seed and probes; the
-      // truth then came from one exactSearch scan, now from onnxruntime blocks re-scored exactly)
+      // truth then came from one exactSearch scan, now from onnxruntime blocks re-scored exactly): recall@1 0.945 at
+      // 16 and 0.99 at 32, where the finer ladder now finds 0.99 at 24 already
       expect(first).toEqual({
-        ef: 32,
+        ef: 24,
         source: "measured",
         templates: 25000,
         recall: 0.99,
@@ -282,7 +283,7 @@ describe("matching index at scale", () => {
         similarity: 0.6,
         tried: [
           { ef: 16, recall: 0.945 },
-          { ef: 32, recall: 0.99 },
+          { ef: 24, recall: 0.99 },
         ],
       });
       // another seed draws other probes: still a breadth from the ladder that reaches the target
