@@ -343,6 +343,18 @@ try {
   await next("ready");
   log(`publisher connected${instanceCount ? " (mutual TLS to mosquitto)" : ""}`);
 
+  // busy and idle time of the in-process orchestrator's event loops: this thread's, and its gallery thread's
+  // (from /api/metrics; null when the gallery runs on this thread)
+  type Loop = { activeMs: number; idleMs: number };
+  const eventLoops = async (): Promise<{ main: Loop; gallery: Loop | null }> => {
+    const { active, idle } = performance.eventLoopUtilization();
+    const { galleryThread } = (await (await h.api("/api/metrics")).json()) as { galleryThread: Loop | null };
+    return { main: { activeMs: active, idleMs: idle }, gallery: galleryThread };
+  };
+  const busyShare = (a: Loop, b: Loop) => {
+    const active = b.activeMs - a.activeMs;
+    return active / Math.max(1e-9, active + b.idleMs - a.idleMs);
+  };
   const runPhase = async (req: PhaseRequest, profile: boolean) => {
     recognitionTimes = nodes.map(() => []);
     const target = recognised + rejected + req.perNode * nodeCount;
@@ -378,6 +390,7 @@ try {
       await session.post("Profiler.start");
     }
     for (const x of instances) x.phaseStart();
+    const loops0 = instanceCount === undefined ? await eventLoops() : undefined;
     const brokerCpu0 = await procCpuSeconds(broker?.broker.pid);
     const cpu0 = process.cpuUsage();
     const start = now();
@@ -386,6 +399,7 @@ try {
     const cpu = process.cpuUsage(cpu0);
     const cpuWall = (now() - start) / 1000;
     const instanceCpu = await Promise.all(instances.map((x) => x.phaseCpu()));
+    const loops1 = loops0 ? await eventLoops() : undefined;
     const brokerCpu1 = await procCpuSeconds(broker?.broker.pid);
     let profileFile: string | undefined;
     let hot: ReturnType<typeof summariseProfile> | undefined;
@@ -419,6 +433,9 @@ try {
       p99: percentile(lat, 0.99),
       /** this process: the in-process orchestrator and the publishers, or (--instances) the publishers alone */
       orchestratorThreadCpuShare: (cpu.user + cpu.system) / 1e6 / cpuWall,
+      /** in-process orchestrator: share of the phase its main thread's and its gallery thread's event loops were busy */
+      mainBusy: loops0 && loops1 ? busyShare(loops0.main, loops1.main) : undefined,
+      galleryBusy: loops0?.gallery && loops1?.gallery ? busyShare(loops0.gallery, loops1.gallery) : undefined,
       /** --instances: each instance process's CPU (cores) over the phase */
       instanceCpu: instanceCount ? instanceCpu.map((c) => (c ?? 0) / cpuWall) : undefined,
       /** --instances: mosquitto's CPU (cores) over the phase */
@@ -467,7 +484,7 @@ try {
   // with --instances: each instance's CPU, their sum, mosquitto's and the publishers' (this process); else this process
   const cpuColumns = instanceCount
     ? [...instances.map((_, i) => `instance ${i + 1} CPU`), "instances CPU", "mosquitto CPU", "publishers CPU"]
-    : ["process CPU (cores)"];
+    : ["process CPU (cores)", "main thread busy", "gallery thread busy"];
   const printed = table(
     ["phase", "templates", "seconds", "templates/s", "p50 ms", "p99 ms", ...cpuColumns],
     phases.map(([name, x]) => [
@@ -485,6 +502,7 @@ try {
           ]
         : []),
       x.orchestratorThreadCpuShare.toFixed(2),
+      ...(instanceCount ? [] : [x.mainBusy?.toFixed(2) ?? "?", x.galleryBusy?.toFixed(2) ?? "(on main)"]),
     ]),
   );
   const hotTable = table(

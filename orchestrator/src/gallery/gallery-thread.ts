@@ -205,6 +205,15 @@ export class GalleryThread implements GalleryPort {
     );
   }
 
+  /**
+   * Busy and idle time of the worker's event loop since it started (monotonic: a rate over any interval is the
+   * change in `activeMs` over the change in both). Near 1 over a burst, the gallery is what bounds ingest.
+   */
+  utilization(): { activeMs: number; idleMs: number } {
+    const { active, idle } = this.worker.performance.eventLoopUtilization();
+    return { activeMs: active, idleMs: idle };
+  }
+
   /** Stops the worker; calls still waiting reject. */
   async close(): Promise<void> {
     this.refusal ??= new Error("the gallery thread is closed");

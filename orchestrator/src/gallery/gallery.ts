@@ -88,6 +88,8 @@ export interface GalleryPort {
   matchMany(probes: readonly { probe: Float32Array; storeId: string }[], now?: Date): Match[] | Promise<Match[]>;
   /** why the gallery can no longer answer (its thread died); undefined while it works */
   readonly failure?: Error;
+  /** a gallery on its own thread: how long that thread's event loop has been busy and idle since it started */
+  utilization?(): { activeMs: number; idleMs: number };
   close?(): Promise<void>;
 }
 

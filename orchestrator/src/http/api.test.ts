@@ -244,12 +244,19 @@ describe("HTTP API", () => {
       const health = await expectJson<Record<string, unknown>>(await h.api("/api/health", { token: null }), 200);
       expect(Object.keys(health).sort()).toEqual(["ok", "space"]);
       expect(health.ok).toBe(true);
-      expect(await expectJson(await h.api("/api/metrics"), 200)).toMatchObject({
+      const metrics = await expectJson<{ galleryThread: { activeMs: number; idleMs: number } }>(
+        await h.api("/api/metrics"),
+        200,
+      );
+      expect(metrics).toMatchObject({
         gallery: { people: 1, templates: 1 },
         openSet: { threshold: expect.any(Number) },
         // one template: exact search, no graph to tune
         graph: null,
       });
+      // the gallery runs on its own thread (the default), which has been both busy (building, matching) and idle
+      expect(metrics.galleryThread.activeMs).toBeGreaterThan(0);
+      expect(metrics.galleryThread.idleMs).toBeGreaterThan(0);
       expect((await h.api("/api/metrics", { token: null })).status).toBe(401);
     });
   });

@@ -60,6 +60,8 @@ export function createApp(s: Services) {
       openSet: { threshold, margin, scale, targetFar, expectedFar, clamped, identities },
       // the gallery graph's search breadth and the recall@1 it measured (null: below the ANN threshold, exact search)
       graph: graphHealth(s.gallery.graphTuning),
+      // the gallery's own thread (null when it runs on the main thread): busy and idle ms since start
+      galleryThread: s.gallery.utilization?.() ?? null,
     });
   });
   app.use("/api/*", auditAdminActions(s));

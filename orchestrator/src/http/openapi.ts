@@ -37,7 +37,7 @@ const operations: Operation[] = [
     method: "get",
     path: "/api/metrics",
     summary:
-      "Ingest accepted/rejected by code, gallery size, open-set rule, gallery graph's search breadth and measured recall@1 (null below the ANN threshold)",
+      "Ingest accepted/rejected by code, gallery size, open-set rule, gallery graph's search breadth and measured recall@1 (null below the ANN threshold), the gallery thread's busy and idle ms since start",
     roles: ["hq-admin", "auditor", "technician"],
   },
   {
