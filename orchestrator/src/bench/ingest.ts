@@ -122,6 +122,15 @@ async function procCpuSeconds(pid: number | undefined): Promise<number | undefin
   return fields ? (Number(fields[11]) + Number(fields[12])) / 100 : undefined;
 }
 
+/** CPU seconds the whole machine has spent busy (not idle, not waiting on I/O) since boot, from /proc/stat. */
+async function machineBusySeconds(): Promise<number | undefined> {
+  const stat = await readFile("/proc/stat", "utf8").catch(() => undefined);
+  // "cpu  user nice system idle iowait irq softirq steal …" in USER_HZ (100 per second)
+  const ticks = stat?.split("\n")[0]?.split(/\s+/).slice(1).map(Number);
+  if (!ticks || ticks.length < 5) return undefined;
+  return (ticks.reduce((a, b) => a + b, 0) - (ticks[3] as number) - (ticks[4] as number)) / 100;
+}
+
 const exited = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null;
 async function stopChild(c: ChildProcess): Promise<void> {
   if (exited(c)) return;
@@ -392,6 +401,7 @@ try {
     for (const x of instances) x.phaseStart();
     const loops0 = instanceCount === undefined ? await eventLoops() : undefined;
     const brokerCpu0 = await procCpuSeconds(broker?.broker.pid);
+    const machine0 = await machineBusySeconds();
     const cpu0 = process.cpuUsage();
     const start = now();
     await done.finally(() => clearInterval(watchdog));
@@ -401,6 +411,7 @@ try {
     const instanceCpu = await Promise.all(instances.map((x) => x.phaseCpu()));
     const loops1 = loops0 ? await eventLoops() : undefined;
     const brokerCpu1 = await procCpuSeconds(broker?.broker.pid);
+    const machine1 = await machineBusySeconds();
     let profileFile: string | undefined;
     let hot: ReturnType<typeof summariseProfile> | undefined;
     let stages: ReturnType<typeof stageSplit> | undefined;
@@ -433,6 +444,8 @@ try {
       p99: percentile(lat, 0.99),
       /** this process: the in-process orchestrator and the publishers, or (--instances) the publishers alone */
       orchestratorThreadCpuShare: (cpu.user + cpu.system) / 1e6 / cpuWall,
+      /** the whole machine's busy CPU (cores) over the phase: this process, Postgres, mosquitto, everything else */
+      machineCpu: machine0 !== undefined && machine1 !== undefined ? (machine1 - machine0) / cpuWall : undefined,
       /** in-process orchestrator: share of the phase its main thread's and its gallery thread's event loops were busy */
       mainBusy: loops0 && loops1 ? busyShare(loops0.main, loops1.main) : undefined,
       galleryBusy: loops0?.gallery && loops1?.gallery ? busyShare(loops0.gallery, loops1.gallery) : undefined,
@@ -485,6 +498,7 @@ try {
   const cpuColumns = instanceCount
     ? [...instances.map((_, i) => `instance ${i + 1} CPU`), "instances CPU", "mosquitto CPU", "publishers CPU"]
     : ["process CPU (cores)", "main thread busy", "gallery thread busy"];
+  cpuColumns.push("machine CPU (cores)");
   const printed = table(
     ["phase", "templates", "seconds", "templates/s", "p50 ms", "p99 ms", ...cpuColumns],
     phases.map(([name, x]) => [
@@ -503,6 +517,7 @@ try {
         : []),
       x.orchestratorThreadCpuShare.toFixed(2),
       ...(instanceCount ? [] : [x.mainBusy?.toFixed(2) ?? "?", x.galleryBusy?.toFixed(2) ?? "(on main)"]),
+      x.machineCpu?.toFixed(2) ?? "?",
     ]),
   );
   const hotTable = table(
