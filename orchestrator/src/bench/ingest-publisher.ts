@@ -103,14 +103,28 @@ function sealPhase(perNode: number): Buffer[][] {
   );
 }
 
-parentPort?.on("message", async (req: PhaseRequest | { kind: "close" }) => {
+/** Resolves at the parent's "go": it measures from then on (the profiler and its counters start first). */
+const go = () =>
+  new Promise<void>((resolve) => {
+    const on = (m: { kind: string }) => {
+      if (m.kind !== "go") return;
+      parentPort?.off("message", on);
+      resolve();
+    };
+    parentPort?.on("message", on);
+  });
+
+parentPort?.on("message", async (req: PhaseRequest | { kind: "close" } | { kind: "go" }) => {
+  if (req.kind === "go") return;
   if (req.kind === "close") {
     await Promise.all(clients.map((c) => c.endAsync()));
     parentPort?.postMessage({ kind: "closed" });
     return;
   }
   const payloads = sealPhase(req.perNode);
+  const started = go();
   parentPort?.postMessage({ kind: "sealed" });
+  await started;
   const sends: Promise<unknown>[] = [];
   const send = (n: number, i: number) => {
     const client = clients[n] as MqttClient;
