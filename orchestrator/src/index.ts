@@ -207,6 +207,8 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
         ? undefined
         : {
             warn: (message) => log.warn(message),
+            // a dead gallery thread is replaced by one rebuilt from the database (loadGallery), at most once a minute
+            onRestart: (error) => log.error({ err: error }, "gallery thread died; rebuilt from the database"),
             // without its gallery the orchestrator recognises nobody: /api/health says so, the supervisor restarts it
             onFailure: (error) => log.fatal({ err: error }, "gallery thread failed"),
           },

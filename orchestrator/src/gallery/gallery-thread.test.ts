@@ -108,17 +108,58 @@ describe("the gallery on its own worker thread", () => {
     ]);
   });
 
-  it("when the thread dies, says so, and every call waiting or made later fails instead of hanging", async () => {
+  it("a dead worker is replaced by one rebuilt from the source; a second death within a minute is final", async () => {
+    const { list, probes } = people();
+    const failures: Error[] = [];
+    const restarts: Error[] = [];
+    // the source as it is when the worker dies: person-5 has been erased meanwhile
+    let reloads = 0;
+    const reload = async () => {
+      reloads++;
+      return list.filter((p) => p.member.personId !== "person-5");
+    };
+    const there = await start("s@1", calibration, list, {
+      reload,
+      onRestart: (error) => restarts.push(error),
+      onFailure: (error) => failures.push(error),
+    });
+    const kill = () => (there as unknown as { worker: Worker }).worker.terminate();
+    const asked = probes.map((q) => ({ probe: q.vector, storeId: "soho" }));
+    const waiting = there.matchMany(asked);
+    // what an out-of-memory kill or a crash in native code does to it: it stops, from outside
+    await kill();
+    await expect(waiting).rejects.toThrow(/gallery thread exited/);
+    // calls made while the new worker is built wait for it, in order
+    const five = list[5]?.embeddings[0] as Float32Array;
+    const [again, fiveAgain] = await Promise.all([
+      there.matchMany(asked),
+      there.matchMany([{ probe: five, storeId: "soho" }]),
+    ]);
+    expect(reloads).toBe(1);
+    expect(restarts).toHaveLength(1);
+    expect(failures).toHaveLength(0);
+    expect(there.failure).toBeUndefined();
+    expect(there.size).toEqual({ people: 299, templates: 897 });
+    expect(again).toEqual(Gallery.build("s@1", calibration, await reload()).matchMany(asked));
+    expect(fiveAgain[0]).not.toMatchObject({ personId: "person-5" });
+
+    // the new worker dies too, within a minute: that is final, and every call says so instead of hanging
+    await kill();
+    await expect(there.remove("person-1")).rejects.toThrow(/gallery thread exited/);
+    expect(failures).toHaveLength(1);
+    expect(there.failure?.message).toMatch(/gallery thread exited/);
+    expect(restarts).toHaveLength(1);
+  });
+
+  it("without a source to rebuild from, the first death is final", async () => {
     const { list, probes } = people();
     const failures: Error[] = [];
     const there = await start("s@1", calibration, list, { onFailure: (error) => failures.push(error) });
-    expect(there.failure).toBeUndefined();
     const waiting = there.matchMany(probes.map((q) => ({ probe: q.vector, storeId: "soho" })));
-    // what an out-of-memory kill or a crash in native code does to it: it stops, from outside
     await (there as unknown as { worker: Worker }).worker.terminate();
     await expect(waiting).rejects.toThrow(/gallery thread exited/);
+    await expect(there.matchMany([])).rejects.toThrow(/gallery thread exited/);
     expect(failures).toHaveLength(1);
     expect(there.failure?.message).toMatch(/gallery thread exited/);
-    await expect(there.remove("person-1")).rejects.toThrow(/gallery thread exited/);
   });
 });

@@ -39,13 +39,27 @@ export type ThreadMessage =
   | { kind: "state"; state: GalleryState }
   | { kind: "warn"; message: string };
 
+type People = readonly { member: Member; embeddings: readonly Float32Array[] }[];
+
 export interface GalleryThreadOptions {
   indexOptions?: ThreadIndexOptions;
   /** the graph's tuning found no breadth reaching the target recall (SpaceIndexOptions.warn) */
   warn?: (message: string) => void;
-  /** the worker died (out of memory, a crash in native code): every call from then on rejects */
+  /**
+   * The people to build a new worker's gallery from, read afresh (from the database) when a worker dies: out of
+   * memory, a crash in native code. Given, a new worker takes the dead one's place, and calls made meanwhile wait
+   * for it; calls that were waiting on the dead one fail. Without it, or when a worker dies within a minute of the
+   * last restart, the death is final.
+   */
+  reload?: () => Promise<People>;
+  /** a worker died and a new one, rebuilt from `reload`, took its place */
+  onRestart?: (error: Error) => void;
+  /** a worker died for good: every call from then on rejects */
   onFailure?: (error: Error) => void;
 }
+
+/** a worker that dies this soon after the last restart is not replaced again */
+const RESTART_WINDOW_MS = 60_000;
 
 /**
  * A Gallery on a worker thread of its own. The graph search and the exact re-scoring of its candidates are the
@@ -56,20 +70,27 @@ export interface GalleryThreadOptions {
  * each background tuning of the graph's breadth).
  */
 export class GalleryThread implements GalleryPort {
-  private state: GalleryState;
+  private state: GalleryState = {
+    openSet: undefined as unknown as OpenSetState,
+    size: { people: 0, templates: 0 },
+    graphTuning: undefined,
+    graphRepaired: 0,
+  };
+  private worker: Worker | undefined;
   private readonly pending = new Map<number, { resolve(value: unknown): void; reject(error: unknown): void }>();
   private nextId = 0;
-  /** set when the worker died (`failure`) or was closed: calls reject with it */
+  /** set when the worker died for good (`failure`) or the thread was closed: calls reject with it */
   private refusal: Error | undefined;
   private broken: Error | undefined;
+  /** a new worker being built after the last one died: calls wait for it */
+  private restarting: Promise<void> | undefined;
+  private restartedAt = Number.NEGATIVE_INFINITY;
 
   private constructor(
     readonly space: string,
-    private readonly worker: Worker,
-    state: GalleryState,
-  ) {
-    this.state = state;
-  }
+    private readonly rule: number | OpenSetCalibration,
+    private readonly opts: GalleryThreadOptions,
+  ) {}
 
   /**
    * Starts the worker with a gallery built in bulk from `people` (as Gallery.build); resolves once it is built (the
@@ -79,45 +100,40 @@ export class GalleryThread implements GalleryPort {
   static async start(
     space: string,
     threshold: number | OpenSetCalibration,
-    people: readonly { member: Member; embeddings: readonly Float32Array[] }[],
+    people: People,
     opts: GalleryThreadOptions = {},
   ): Promise<GalleryThread> {
+    const thread = new GalleryThread(space, threshold, opts);
+    await thread.launch(people);
+    return thread;
+  }
+
+  /** A new worker, its gallery built from `people`; rejects (the worker stopped) if the build fails. */
+  private async launch(people: People): Promise<void> {
     const counts = people.map((p) => p.embeddings.length);
     const dim = people.find((p) => p.embeddings.length > 0)?.embeddings[0]?.length ?? 0;
     const vectors = new Float32Array(counts.reduce((a, b) => a + b, 0) * dim);
     let at = 0;
     for (const { embeddings } of people)
       for (const e of embeddings) {
-        if (e.length !== dim) throw new Error(`space ${space} holds embeddings of different lengths`);
+        if (e.length !== dim) throw new Error(`space ${this.space} holds embeddings of different lengths`);
         vectors.set(e, at);
         at += dim;
       }
-    const worker = tsWorker(new URL("./gallery-worker.ts", import.meta.url), { name: `gallery ${space}` });
-    const empty: GalleryState = {
-      openSet: undefined as unknown as OpenSetState,
-      size: { people: 0, templates: 0 },
-      graphTuning: undefined,
-      graphRepaired: 0,
-    };
-    const thread = new GalleryThread(space, worker, empty);
-    worker.on("message", (m: ThreadMessage) => thread.receive(m, opts.warn));
-    const fail = (error: Error) => {
-      if (thread.refusal) return;
-      thread.refusal = error;
-      thread.broken = error;
-      for (const { reject } of thread.pending.values()) reject(error);
-      thread.pending.clear();
-      opts.onFailure?.(error);
-    };
-    worker.on("error", (error: Error) => fail(new Error(`gallery thread failed: ${error.message}`, { cause: error })));
-    worker.on("exit", (code) => fail(new Error(`gallery thread exited (code ${code})`)));
+    const worker = tsWorker(new URL("./gallery-worker.ts", import.meta.url), { name: `gallery ${this.space}` });
+    this.worker = worker;
+    worker.on("message", (m: ThreadMessage) => this.receive(m));
+    worker.on("error", (error: Error) =>
+      this.died(worker, new Error(`gallery thread failed: ${error.message}`, { cause: error })),
+    );
+    worker.on("exit", (code) => this.died(worker, new Error(`gallery thread exited (code ${code})`)));
     try {
-      await thread.call(
+      await this.send(
         {
           op: "build",
-          space,
-          threshold,
-          indexOptions: opts.indexOptions ?? {},
+          space: this.space,
+          threshold: this.rule,
+          indexOptions: this.opts.indexOptions ?? {},
           members: people.map((p) => p.member),
           counts,
           vectors,
@@ -128,12 +144,44 @@ export class GalleryThread implements GalleryPort {
       await worker.terminate();
       throw error;
     }
-    return thread;
   }
 
-  private receive(m: ThreadMessage, warn: ((message: string) => void) | undefined): void {
+  /** A worker stopped: what waited on it fails; a new one takes over if it may, else the thread is failed for good. */
+  private died(worker: Worker, error: Error): void {
+    if (worker !== this.worker || this.refusal) return;
+    this.worker = undefined;
+    for (const { reject } of this.pending.values()) reject(error);
+    this.pending.clear();
+    const { reload } = this.opts;
+    if (!reload || Date.now() - this.restartedAt < RESTART_WINDOW_MS) {
+      this.fail(error);
+      return;
+    }
+    this.restartedAt = Date.now();
+    // an enrolment whose `add` waits for the new worker may already be in what `reload` read: that person then holds
+    // the same template twice, which changes no score
+    this.restarting = (async () => {
+      try {
+        await this.launch(await reload());
+        this.opts.onRestart?.(error);
+      } catch (cause) {
+        this.fail(new Error(`gallery thread could not be rebuilt after: ${error.message}`, { cause }));
+      } finally {
+        this.restarting = undefined;
+      }
+    })();
+  }
+
+  private fail(error: Error): void {
+    if (this.refusal) return;
+    this.refusal = error;
+    this.broken = error;
+    this.opts.onFailure?.(error);
+  }
+
+  private receive(m: ThreadMessage): void {
     if (m.kind === "warn") {
-      warn?.(m.message);
+      this.opts.warn?.(m.message);
       return;
     }
     this.state = m.state ?? this.state;
@@ -145,12 +193,20 @@ export class GalleryThread implements GalleryPort {
     else waiting.resolve(m.result);
   }
 
+  /** A request, after the worker that replaces a dead one when one is being built (in the order they were made). */
   private call<T>(req: DistributiveOmit<GalleryRequest, "id">, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.refusal) return Promise.reject(this.refusal);
+    if (this.restarting) return this.restarting.then(() => this.call<T>(req, transfer));
+    return this.send(req, transfer);
+  }
+
+  private send<T>(req: DistributiveOmit<GalleryRequest, "id">, transfer: ArrayBuffer[]): Promise<T> {
+    const worker = this.worker;
+    if (!worker) return Promise.reject(this.refusal ?? new Error("the gallery thread has no worker"));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
-      this.worker.postMessage({ ...req, id }, transfer);
+      worker.postMessage({ ...req, id }, transfer);
     });
   }
 
@@ -206,12 +262,13 @@ export class GalleryThread implements GalleryPort {
   }
 
   /**
-   * Busy and idle time of the worker's event loop since it started (monotonic: a rate over any interval is the
-   * change in `activeMs` over the change in both). Near 1 over a burst, the gallery is what bounds ingest.
+   * Busy and idle time of the worker's event loop since it started: monotonic (a rate over an interval is the change
+   * in `activeMs` over the change in both) until a dead worker is replaced, when it counts from zero again. Near 1
+   * over a burst, the gallery is what bounds ingest.
    */
   utilization(): { activeMs: number; idleMs: number } {
-    const { active, idle } = this.worker.performance.eventLoopUtilization();
-    return { activeMs: active, idleMs: idle };
+    const loop = this.worker?.performance.eventLoopUtilization();
+    return { activeMs: loop?.active ?? 0, idleMs: loop?.idle ?? 0 };
   }
 
   /** Stops the worker; calls still waiting reject. */
@@ -219,7 +276,10 @@ export class GalleryThread implements GalleryPort {
     this.refusal ??= new Error("the gallery thread is closed");
     for (const { reject } of this.pending.values()) reject(this.refusal);
     this.pending.clear();
-    await this.worker.terminate();
+    await this.restarting?.catch(() => {});
+    const worker = this.worker;
+    this.worker = undefined;
+    await worker?.terminate();
   }
 }
 

@@ -103,9 +103,8 @@ export async function sealLegacyTemplates(db: Db, masterKey: MasterKey): Promise
 
 /**
  * The in-memory gallery of one embedding space, rebuilt by unwrapping each consented person's data key and opening
- * their templates. People with no live consent (withdrawn or expired) are not loaded at all; templates whose key is
- * gone (shredded) cannot be opened and are skipped. With `thread`, the gallery runs on a worker thread of its own
- * (GalleryThread).
+ * their templates (`loadPeople`). With `thread`, the gallery runs on a worker thread of its own (GalleryThread), and a
+ * worker that dies is replaced by one built from the database as it is then.
  */
 export async function loadGallery(
   db: Db,
@@ -115,6 +114,24 @@ export async function loadGallery(
   now = new Date(),
   thread?: GalleryThreadOptions,
 ): Promise<GalleryPort> {
+  const people = await loadPeople(db, masterKey, space, now);
+  if (!thread) return Gallery.build(space, threshold, people);
+  return GalleryThread.start(space, threshold, people, {
+    reload: () => loadPeople(db, masterKey, space, new Date()),
+    ...thread,
+  });
+}
+
+/**
+ * Every consented person with templates in this space, their templates opened. People with no live consent
+ * (withdrawn or expired) are not read at all; templates whose key is gone (shredded) cannot be opened and are skipped.
+ */
+export async function loadPeople(
+  db: Db,
+  masterKey: MasterKey,
+  space: string,
+  now: Date,
+): Promise<{ member: Member; embeddings: Float32Array[] }[]> {
   const live = await db
     .select({
       personId: people.id,
@@ -131,9 +148,7 @@ export async function loadGallery(
     m.consents.push({ scope: r.scope, expiresAt: r.expiresAt });
     members.set(r.personId, m);
   }
-  const build = (people: { member: Member; embeddings: Float32Array[] }[]) =>
-    thread ? GalleryThread.start(space, threshold, people, thread) : Gallery.build(space, threshold, people);
-  if (members.size === 0) return build([]);
+  if (members.size === 0) return [];
   // one join rather than an IN list: a chain-sized gallery would exceed the driver's bind-parameter limit
   const rows = await db
     .select({ template: templates, key: personKeys })
@@ -153,11 +168,9 @@ export async function loadGallery(
     list.push(decodeEmbedding(openTemplate(key, { ...t, ciphertext: t.ciphertext, iv: t.iv })));
     embeddings.set(t.personId, list);
   }
-  return build(
-    // only people with templates in this space: a member enrolled under another embedder is not part of it
-    [...embeddings].map(([personId, list]) => ({
-      member: { personId, ...(members.get(personId) as { displayName: string; consents: Consent[] }) },
-      embeddings: list,
-    })),
-  );
+  // only people with templates in this space: a member enrolled under another embedder is not part of it
+  return [...embeddings].map(([personId, list]) => ({
+    member: { personId, ...(members.get(personId) as { displayName: string; consents: Consent[] }) },
+    embeddings: list,
+  }));
 }
