@@ -151,6 +151,24 @@ describe("the gallery on its own worker thread", () => {
     expect(restarts).toHaveLength(1);
   });
 
+  it("a start that fails is reported to the caller, and leaves no worker to rebuild", async () => {
+    const { list } = people();
+    let reloads = 0;
+    const failures: Error[] = [];
+    // a calibration with no thresholds at all: the worker's gallery cannot state its open-set rule
+    const started = GalleryThread.start("s@1", { thresholds: {} }, list, {
+      reload: async () => {
+        reloads++;
+        return list;
+      },
+      onFailure: (error) => failures.push(error),
+    });
+    await expect(started).rejects.toThrow(/gallery thread/);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(reloads).toBe(0);
+    expect(failures).toHaveLength(1);
+  });
+
   it("without a source to rebuild from, the first death is final", async () => {
     const { list, probes } = people();
     const failures: Error[] = [];

@@ -85,6 +85,8 @@ export class GalleryThread implements GalleryPort {
   /** a new worker being built after the last one died: calls wait for it */
   private restarting: Promise<void> | undefined;
   private restartedAt = Number.NEGATIVE_INFINITY;
+  /** the first worker was built: only then is a dead one replaced (a failed start is the caller's to report) */
+  private started = false;
 
   private constructor(
     readonly space: string,
@@ -105,6 +107,7 @@ export class GalleryThread implements GalleryPort {
   ): Promise<GalleryThread> {
     const thread = new GalleryThread(space, threshold, opts);
     await thread.launch(people);
+    thread.started = true;
     return thread;
   }
 
@@ -153,7 +156,7 @@ export class GalleryThread implements GalleryPort {
     for (const { reject } of this.pending.values()) reject(error);
     this.pending.clear();
     const { reload } = this.opts;
-    if (!reload || Date.now() - this.restartedAt < RESTART_WINDOW_MS) {
+    if (!reload || !this.started || Date.now() - this.restartedAt < RESTART_WINDOW_MS) {
       this.fail(error);
       return;
     }
