@@ -3,6 +3,7 @@ import {
   canonicalJson,
   decodeEdgeGallery,
   decodeEmbedding,
+  edgeGalleryBytes,
   encodeEdgeGallery,
   encodeEmbedding,
   generateSealingKeyPair,
@@ -390,6 +391,7 @@ describe("edge gallery plaintext", () => {
   it("stays version 1 while no consent ends, so older agents still take it", () => {
     const bytes = encodeEdgeGallery([ana, ben]);
     expect(bytes[0]).toBe(1);
+    expect(edgeGalleryBytes([ana, ben])).toBe(bytes.length);
     expect(decodeEdgeGallery(bytes)).toEqual([ana, ben]);
   });
 
@@ -397,6 +399,7 @@ describe("edge gallery plaintext", () => {
     const entries = [{ ...ana, until: 1_800_000_000_123 }, ben];
     const bytes = encodeEdgeGallery(entries);
     expect(bytes[0]).toBe(2);
+    expect(edgeGalleryBytes(entries)).toBe(bytes.length);
     expect(decodeEdgeGallery(bytes)).toEqual(entries);
     expect(invalid(bytes.subarray(0, bytes.length - 3))).toBe("PAYLOAD_INVALID");
     const negative = Buffer.from(bytes);

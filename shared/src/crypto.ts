@@ -650,6 +650,17 @@ export interface EdgeGalleryEntry {
   until?: number;
 }
 
+/** Version 1 while no consent ends, so agents from before version 2 keep taking such galleries. */
+function edgeGalleryVersion(entries: readonly EdgeGalleryEntry[]): 1 | 2 {
+  return entries.some((e) => e.until !== undefined) ? 2 : 1;
+}
+
+/** Bytes of `encodeEdgeGallery(entries)`, without encoding them. */
+export function edgeGalleryBytes(entries: readonly EdgeGalleryEntry[]): number {
+  const extra = edgeGalleryVersion(entries) === 2 ? 8 : 0;
+  return 5 + entries.reduce((n, e) => n + 3 + Buffer.byteLength(e.personId, "utf8") + e.embedding.length + extra, 0);
+}
+
 /**
  * Plaintext of an edge gallery: version byte, u32 count, then per member a u8-length person id (utf8) and a
  * u16-length `encodeEmbedding` template; version 2 (written only when some consent has an end) adds to each entry
@@ -657,11 +668,8 @@ export interface EdgeGalleryEntry {
  */
 export function encodeEdgeGallery(entries: readonly EdgeGalleryEntry[]): Buffer {
   const ids = entries.map((e) => Buffer.from(e.personId, "utf8"));
-  // version 1 while no consent ends, so agents from before version 2 keep taking such galleries
-  const version = entries.some((e) => e.until !== undefined) ? 2 : 1;
-  const extra = version === 2 ? 8 : 0;
-  const size = 5 + entries.reduce((n, e, i) => n + 3 + (ids[i] as Buffer).length + e.embedding.length + extra, 0);
-  const out = Buffer.alloc(size);
+  const version = edgeGalleryVersion(entries);
+  const out = Buffer.alloc(edgeGalleryBytes(entries));
   out.writeUInt8(version, 0);
   out.writeUInt32LE(entries.length, 1);
   let at = 5;

@@ -6,6 +6,7 @@ import {
   decodeEmbedding,
   decodeMessage,
   type EdgeGalleryEntry,
+  edgeGalleryBytes,
   encodeEmbedding,
   encodeMessage,
   filterFor,
@@ -443,10 +444,7 @@ async function listenForChanges(
 
 function estimateBytes(entries: readonly EdgeGalleryEntry[]): number {
   // base64url of the sealed plaintext plus the header
-  // version 2 (some consent ends) adds 8 bytes to every entry
-  const extra = entries.some((e) => e.until !== undefined) ? 8 : 0;
-  const plain = 5 + entries.reduce((n, e) => n + 3 + Buffer.byteLength(e.personId) + e.embedding.length + extra, 0);
-  return Math.ceil(((plain + 16) * 4) / 3) + 700;
+  return Math.ceil(((edgeGalleryBytes(entries) + 16) * 4) / 3) + 700;
 }
 
 function centroid(list: readonly Float32Array[]): Float32Array {
