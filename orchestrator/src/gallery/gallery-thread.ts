@@ -1,6 +1,6 @@
 import type { Worker } from "node:worker_threads";
 import { tsWorker } from "../ts-worker.ts";
-import type { GalleryPort, Match, Member, OpenSetState } from "./gallery.ts";
+import { type GalleryPort, type Match, type Member, type OpenSetState, packTemplates } from "./gallery.ts";
 import type { OpenSetCalibration } from "./open-set.ts";
 import type { GraphTuning, SpaceIndexOptions } from "./space-index.ts";
 
@@ -113,16 +113,7 @@ export class GalleryThread implements GalleryPort {
 
   /** A new worker, its gallery built from `people`; rejects (the worker stopped) if the build fails. */
   private async launch(people: People): Promise<void> {
-    const counts = people.map((p) => p.embeddings.length);
-    const dim = people.find((p) => p.embeddings.length > 0)?.embeddings[0]?.length ?? 0;
-    const vectors = new Float32Array(counts.reduce((a, b) => a + b, 0) * dim);
-    let at = 0;
-    for (const { embeddings } of people)
-      for (const e of embeddings) {
-        if (e.length !== dim) throw new Error(`space ${this.space} holds embeddings of different lengths`);
-        vectors.set(e, at);
-        at += dim;
-      }
+    const { counts, vectors } = packTemplates(this.space, people);
     const worker = tsWorker(new URL("./gallery-worker.ts", import.meta.url), { name: `gallery ${this.space}` });
     this.worker = worker;
     worker.on("message", (m: ThreadMessage) => this.receive(m));

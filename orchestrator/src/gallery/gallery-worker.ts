@@ -31,26 +31,10 @@ function watchTuning(g: Gallery): void {
 async function apply(req: GalleryRequest): Promise<unknown> {
   if (req.op === "build") {
     const { space, threshold, indexOptions, members, counts, vectors } = req;
-    const dim =
-      vectors.length /
-      Math.max(
-        1,
-        counts.reduce((a, b) => a + b, 0),
-      );
-    let at = 0;
-    gallery = Gallery.build(
-      space,
-      threshold,
-      members.map((member, i) => {
-        const embeddings = Array.from({ length: counts[i] as number }, () => {
-          const e = vectors.subarray(at * dim, (at + 1) * dim);
-          at++;
-          return e;
-        });
-        return { member, embeddings };
-      }),
-      { ...indexOptions, warn: (message) => post({ kind: "warn", message }) },
-    );
+    gallery = Gallery.fromRows(space, threshold, members, counts, vectors, {
+      ...indexOptions,
+      warn: (message) => post({ kind: "warn", message }),
+    });
     return undefined;
   }
   const g = gallery;

@@ -305,21 +305,56 @@ export class Gallery implements GalleryPort {
     people: readonly { member: Member; embeddings: readonly Float32Array[] }[],
     indexOptions: SpaceIndexOptions = {},
   ): Gallery {
+    const { counts, vectors } = packTemplates(space, people);
+    return Gallery.fromRows(
+      space,
+      threshold,
+      people.map((p) => p.member),
+      counts,
+      vectors,
+      indexOptions,
+    );
+  }
+
+  /** `build` from templates already packed (`packTemplates`): `counts[i]` rows of `vectors` are `members[i]`'s. */
+  static fromRows(
+    space: string,
+    threshold: number | OpenSetCalibration,
+    members: readonly Member[],
+    counts: readonly number[],
+    vectors: Float32Array,
+    indexOptions: SpaceIndexOptions = {},
+  ): Gallery {
     const gallery = new Gallery(space, threshold, indexOptions);
-    for (const p of people) gallery.add(p.member, []);
-    const withTemplates = people.filter((p) => p.embeddings.length > 0);
-    const all = withTemplates.flatMap((p) => p.embeddings);
-    const dim = all[0]?.length ?? 0;
-    if (all.some((e) => e.length !== dim)) throw new Error(`space ${space} holds embeddings of different lengths`);
-    const vectors = new Float32Array(all.length * dim);
-    all.forEach((e, i) => {
-      vectors.set(e, i * dim);
-    });
+    for (const member of members) gallery.add(member, []);
+    // people with no template hold no graph node
+    const held = members.filter((_, i) => (counts[i] ?? 0) > 0);
     gallery.index.addMany(
-      withTemplates.map((p) => p.member.personId),
-      withTemplates.map((p) => p.embeddings.length),
+      held.map((m) => m.personId),
+      counts.filter((n) => n > 0),
       vectors,
     );
     return gallery;
   }
+}
+
+/**
+ * People's templates in one row-major buffer, person after person, with how many each holds: the form a bulk
+ * build takes, and the one buffer that moves to the gallery thread.
+ */
+export function packTemplates(
+  space: string,
+  people: readonly { embeddings: readonly Float32Array[] }[],
+): { counts: number[]; vectors: Float32Array } {
+  const counts = people.map((p) => p.embeddings.length);
+  const dim = people.find((p) => p.embeddings.length > 0)?.embeddings[0]?.length ?? 0;
+  const vectors = new Float32Array(counts.reduce((a, b) => a + b, 0) * dim);
+  let at = 0;
+  for (const { embeddings } of people)
+    for (const e of embeddings) {
+      if (e.length !== dim) throw new Error(`space ${space} holds embeddings of different lengths`);
+      vectors.set(e, at);
+      at += dim;
+    }
+  return { counts, vectors };
 }
