@@ -16,7 +16,8 @@ const JS_FIRST_WORK = 1 << 21;
 /** how long one block may hold the event loop, aimed at */
 export const SLICE_MS = 20;
 
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** Lets the event loop turn (timers, I/O) before going on. */
+export const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** What ExactTop1 asks of an onnxruntime session built by `top1Session`. */
 export type Top1Session = Pick<InferenceSession, "run">;

@@ -1,4 +1,4 @@
-import { ExactTop1, SLICE_MS } from "./exact-truth.ts";
+import { ExactTop1, nextTurn, SLICE_MS } from "./exact-truth.ts";
 import { AnnIndex, type AnnOptions } from "./index-ann.ts";
 import { ExactIndex, type Neighbour } from "./index-exact.ts";
 import { fillGaussian, prng } from "./synthetic.ts";
@@ -73,9 +73,6 @@ export interface GraphTuning {
  * recall@1 0.945 at 32 and 0.99 at 48, where the doubling ladder chose 64.
  */
 const DEFAULT_LADDER = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512] as const;
-
-/** Lets the event loop turn (timers, I/O) before going on. */
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** The people found for one probe, each with their best template's exact score, best first. */
 interface Candidates {
