@@ -397,6 +397,11 @@ describe("recognition batches of the ingest (real broker, PGlite)", () => {
   const recognised: string[] = [];
   const batches: string[][] = [];
   const label = (t: AcceptedTemplate) => `${t.node.id}/${t.header.cameraId}`;
+  /** while set, each recognition batch waits until the test releases it */
+  let holding = false;
+  const held: (() => void)[] = [];
+  const MAX_BATCH = 2;
+  const MAX_RECOGNITION_BATCH = 4;
 
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), "glance-ingest-batches-"));
@@ -437,8 +442,11 @@ describe("recognition batches of the ingest (real broker, PGlite)", () => {
         if (t.header.cameraId === "poison") throw new Error("this template cannot be recognised");
         recognised.push(label(t));
       },
+      maxBatch: MAX_BATCH,
+      maxRecognitionBatch: MAX_RECOGNITION_BATCH,
       async onAcceptedBatch(templates) {
         batches.push(templates.map(label));
+        if (holding) await new Promise<void>((release) => held.push(release));
         if (templates.some((t) => t.header.cameraId === "poison")) throw new Error("the batch failed as a whole");
         recognised.push(...templates.map(label));
         return [];
@@ -496,6 +504,38 @@ describe("recognition batches of the ingest (real broker, PGlite)", () => {
     await publish(0, "after");
     await expect.poll(() => recognised.at(-1), { timeout: 10_000 }).toBe("node-a/after");
     expect(ingest.metrics.recognition.failed).toBe(1);
+  });
+
+  it("checks the next recognition batch while one is being recognised, and runs no further ahead", async () => {
+    await ingest.idle();
+    const before = ingest.metrics.accepted;
+    const batchesBefore = batches.length;
+    holding = true;
+    const all: Promise<unknown>[] = [];
+    for (let i = 0; i < 20; i++) all.push(publish(0, `held-${i}`));
+    await Promise.all(all);
+    const accepted = () => ingest.metrics.accepted - before;
+    const size = (n: number) => (batches[batchesBefore + n] as string[]).length;
+
+    // the first batch is held; the next one is checked meanwhile, up to a full recognition batch
+    await expect.poll(() => held.length, { timeout: 10_000 }).toBe(1);
+    await expect.poll(accepted, { timeout: 10_000 }).toBeGreaterThanOrEqual(size(0) + MAX_RECOGNITION_BATCH);
+    // once recognition takes that one, the one after it is checked while it is held (before, checking waited until
+    // recognition had nothing left, so checking and recognition took turns)
+    held.shift()?.();
+    await expect.poll(() => held.length, { timeout: 10_000 }).toBe(1);
+    const upTo = size(0) + size(1) + MAX_RECOGNITION_BATCH;
+    await expect.poll(accepted, { timeout: 10_000 }).toBeGreaterThanOrEqual(upTo);
+    // and no further: the rest waits in the inbox until recognition takes another batch
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(accepted()).toBeLessThan(upTo + MAX_BATCH);
+
+    holding = false;
+    for (const release of held.splice(0)) release();
+    await expect.poll(accepted, { timeout: 10_000 }).toBe(20);
+    await ingest.idle();
+    for (const release of held.splice(0)) release();
+    expect(recognised.slice(-20)).toEqual(Array.from({ length: 20 }, (_, i) => `node-a/held-${i}`));
   });
 });
 

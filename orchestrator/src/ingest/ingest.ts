@@ -157,8 +157,18 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     }
     for (const f of failures) failed(f.template, f.error);
   };
+  /** drain's wait for room in `ready`: woken each time recognition takes a batch from it, and when it stops */
+  let room: (() => void) | undefined;
+  const makeRoom = () => {
+    room?.();
+    room = undefined;
+  };
   const recognitionLoop = async () => {
-    while (ready.length > 0) await recogniseBatch(ready.splice(0, maxRecognitionBatch));
+    while (ready.length > 0) {
+      const batch = ready.splice(0, maxRecognitionBatch);
+      makeRoom();
+      await recogniseBatch(batch);
+    }
   };
   const scheduleRecognition = () => {
     if (recognising || ready.length === 0) return;
@@ -166,6 +176,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
       .catch((error: unknown) => log.error({ err: error }, "recognition loop failed unexpectedly"))
       .finally(() => {
         recognising = undefined;
+        makeRoom();
         scheduleRecognition();
       });
   };
@@ -227,8 +238,12 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     // let everything already read from the socket arrive before the first batch is cut
     await new Promise<void>((resolve) => setImmediate(resolve));
     while (inbox.length > 0) {
-      // checking runs ahead of recognition by a batch or two at most: beyond that, messages wait in the inbox
-      while (recognising && ready.length >= maxRecognitionBatch) await recognising;
+      // checking runs ahead of recognition by one recognition batch: while one is being recognised, the next one is
+      // checked; beyond that, messages wait in the inbox
+      while (recognising && ready.length >= maxRecognitionBatch)
+        await new Promise<void>((resolve) => {
+          room = resolve;
+        });
       const batch = inbox.splice(0, maxBatch);
       try {
         await checkBatch(batch);
