@@ -401,8 +401,10 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       events,
       ...(external ? { filter: sharedFilterFor("template") } : {}),
       logger: log.child({ component: "ingest" }),
-      onAcceptedBatch: async (templates) =>
-        (await recognizeBatch(templates)).flatMap((o, i) =>
+      // the next batch's gallery search runs while the previous batch finishes
+      prepareBatch: (templates) => recognizeBatch.search(templates),
+      onAcceptedBatch: async (templates, searched) =>
+        (await (searched ? recognizeBatch.finish(templates, searched) : recognizeBatch(templates))).flatMap((o, i) =>
           "error" in o ? [{ template: templates[i] as (typeof templates)[number], error: o.error }] : [],
         ),
     });
@@ -457,6 +459,7 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
       db,
       hub,
       gallery,
+      personKeys: keyCache.cache,
       faces,
       sealingKey: { kid: sealingKey.kid, publicKey: sealingKey.publicKey },
       mqttUrl,

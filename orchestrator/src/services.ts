@@ -7,6 +7,7 @@ import type { GalleryPort } from "./gallery/gallery.ts";
 import type { IngestMetrics } from "./ingest/ingest.ts";
 import type { FleetCa } from "./pki/fleet-ca.ts";
 import type { MasterKey } from "./privacy/keyring.ts";
+import type { PersonKeyCache } from "./recognition/key-cache.ts";
 import type { ScreenHub } from "./signage/hub.ts";
 import type { Visitors } from "./visitors/visitors.ts";
 
@@ -15,6 +16,8 @@ export interface Services {
   db: Db;
   hub: ScreenHub;
   gallery: GalleryPort;
+  /** which people still hold a data key, as recognition caches it (an erasure drops the person from it) */
+  personKeys: PersonKeyCache;
   faces: FacePipeline;
   sealingKey: { kid: string; publicKey: string };
   mqttUrl: string;

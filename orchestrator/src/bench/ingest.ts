@@ -5,14 +5,16 @@
  * v2 session envelope (shared/src/crypto.ts `TemplateSealer`: one signed ephemeral X25519 session per simulated node,
  * then AES-256-GCM per template), sealed before each phase starts so the orchestrator's core is what is measured.
  * Not a test: prints a table, writes JSON and a CPU profile of the orchestrator's thread to bench-results/. The burst
- * runs four times: first sight of every probe's person (new visits and visitors written, code not yet optimised),
- * again twice (the steady state: the third burst has run faster than the second), and again under the profiler for
- * the CPU budget. The header names the gallery graph's search breadth and the recall@1 it measured (/api/metrics).
+ * runs first for the first sight of every probe's person (new visits and visitors written, code not yet optimised),
+ * then `--steady` times again (the steady state: the third burst has run faster than the second), then again under
+ * the profiler for the CPU budget. The header names the gallery graph's search breadth and the recall@1 it measured
+ * (/api/metrics).
  *
  *   --people 25000 --per-person 4   gallery size (templates = people × per-person)
  *   --data isotropic|lfw-spectrum   identity centres of the synthetic gallery (gallery/synthetic.ts); default isotropic
  *   --nodes 16                      simulated nodes (each its own MQTT connection)
  *   --burst 1000                    templates per node published as fast as possible (throughput)
+ *   --steady 2                      unprofiled bursts after the first (the steady state; more of them, more samples)
  *   --rate 200 --paced 100          steady phase: overall templates/s, templates per node (latency)
  *   --database-url postgres://…     a real Postgres (a throwaway database is created on it) instead of PGlite
  *   --gallery thread|main           the in-process orchestrator's gallery on its own worker thread (default, as in
@@ -63,6 +65,7 @@ const { values: args } = parseArgs({
     "per-person": { type: "string", default: "4" },
     nodes: { type: "string", default: "16" },
     burst: { type: "string", default: "1000" },
+    steady: { type: "string", default: "2" },
     rate: { type: "string", default: "200" },
     paced: { type: "string", default: "100" },
     "database-url": { type: "string" },
@@ -80,6 +83,9 @@ const peopleCount = Number(args.people);
 const perPerson = Number(args["per-person"]);
 const nodeCount = Number(args.nodes);
 const burst = Number(args.burst);
+const steady = Number(args.steady);
+if (!Number.isInteger(steady) || steady < 1)
+  throw new Error(`--steady must be a whole number of bursts (1 or more), not ${args.steady}`);
 const paced = Number(args.paced);
 const rate = Number(args.rate);
 const instanceCount = args.instances === undefined ? undefined : Number(args.instances);
@@ -123,13 +129,19 @@ async function procCpuSeconds(pid: number | undefined): Promise<number | undefin
   return fields ? (Number(fields[11]) + Number(fields[12])) / 100 : undefined;
 }
 
-/** CPU seconds the whole machine has spent busy (not idle, not waiting on I/O) since boot, from /proc/stat. */
-async function machineBusySeconds(): Promise<number | undefined> {
+/**
+ * CPU seconds the whole machine has spent busy (not idle, not waiting on I/O) since boot, and of those the ones
+ * stolen by the hypervisor (a virtual CPU ready to run while the host ran someone else), from /proc/stat.
+ */
+async function machineBusySeconds(): Promise<{ busy: number; steal: number } | undefined> {
   const stat = await readFile("/proc/stat", "utf8").catch(() => undefined);
   // "cpu  user nice system idle iowait irq softirq steal …" in USER_HZ (100 per second)
   const ticks = stat?.split("\n")[0]?.split(/\s+/).slice(1).map(Number);
-  if (!ticks || ticks.length < 5) return undefined;
-  return (ticks.reduce((a, b) => a + b, 0) - (ticks[3] as number) - (ticks[4] as number)) / 100;
+  if (!ticks || ticks.length < 8) return undefined;
+  return {
+    busy: (ticks.reduce((a, b) => a + b, 0) - (ticks[3] as number) - (ticks[4] as number)) / 100,
+    steal: (ticks[7] as number) / 100,
+  };
 }
 
 const exited = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null;
@@ -324,7 +336,8 @@ try {
   const probes = [...members, ...strangers].sort(() => Math.random() - 0.5);
 
   // the burst four times (first sight, again, again, again profiled) and the paced phase
-  const total = nodeCount * (4 * burst + paced);
+  const bursts = steady + 2;
+  const total = nodeCount * (bursts * burst + paced);
   const published = new SharedArrayBuffer(total * 8);
   const publishedAt = new Float64Array(published);
 
@@ -450,7 +463,9 @@ try {
       /** this process: the in-process orchestrator and the publishers, or (--instances) the publishers alone */
       orchestratorThreadCpuShare: (cpu.user + cpu.system) / 1e6 / cpuWall,
       /** the whole machine's busy CPU (cores) over the phase: this process, Postgres, mosquitto, everything else */
-      machineCpu: machine0 !== undefined && machine1 !== undefined ? (machine1 - machine0) / cpuWall : undefined,
+      machineCpu: machine0 && machine1 ? (machine1.busy - machine0.busy) / cpuWall : undefined,
+      /** of `machineCpu`, the cores' time the hypervisor gave to other guests (this VM's CPUs were ready to run) */
+      stolenCpu: machine0 && machine1 ? (machine1.steal - machine0.steal) / cpuWall : undefined,
       /** in-process orchestrator: share of the phase its main thread's and its gallery thread's event loops were busy */
       mainBusy: loops0 && loops1 ? busyShare(loops0.main, loops1.main) : undefined,
       galleryBusy: loops0?.gallery && loops1?.gallery ? busyShare(loops0.gallery, loops1.gallery) : undefined,
@@ -466,10 +481,10 @@ try {
     };
   };
 
-  // The burst runs four times. The first meets every probe's person for the first time: each new visit and visitor
-  // is written, and the code is not yet optimised. The second and third, the same people again within the visit
+  // The burst runs `steady` + 2 times. The first meets every probe's person for the first time: each new visit and
+  // visitor is written, and the code is not yet optimised. The next ones, the same people again within the visit
   // window, are the steady state of a running orchestrator (the third has run faster than the second: warming up
-  // takes more than one burst). The fourth repeats it under the CPU profiler (which costs the orchestrator's thread
+  // takes more than one burst). The last repeats it under the CPU profiler (which costs the orchestrator's thread
   // ~5-8 %) for the CPU budget; in-process orchestrator only.
   const burstAt = (i: number) => ({ kind: "burst" as const, perNode: burst, offset: i * nodeCount * burst });
   log(`burst: ${nodeCount} nodes × ${burst} templates`);
@@ -477,17 +492,17 @@ try {
   log(
     `burst done: ${burstResult.rate.toFixed(0)} templates/s, p50 ${burstResult.p50.toFixed(0)} ms, load average ${machine().loadavg1m}`,
   );
-  log("burst again (the same people, within the visit window)");
-  const warmResult = await runPhase(burstAt(1), false);
-  log(`${warmResult.rate.toFixed(0)} templates/s, load average ${machine().loadavg1m}`);
-  log("burst a third time");
-  const warmerResult = await runPhase(burstAt(2), false);
-  log(`${warmerResult.rate.toFixed(0)} templates/s, load average ${machine().loadavg1m}`);
+  const steadyResults: (typeof burstResult)[] = [];
+  for (let i = 1; i <= steady; i++) {
+    log(`burst again (${i} of ${steady}: the same people, within the visit window)`);
+    steadyResults.push(await runPhase(burstAt(i), false));
+    log(`${steadyResults.at(-1)?.rate.toFixed(0)} templates/s, load average ${machine().loadavg1m}`);
+  }
   const profiledResult =
     instanceCount === undefined
       ? await (async () => {
-          log("burst a fourth time, under the CPU profiler");
-          return runPhase(burstAt(3), true);
+          log("burst again, under the CPU profiler");
+          return runPhase(burstAt(steady + 1), true);
         })()
       : undefined;
   // --paced 0 skips the latency phase
@@ -495,14 +510,13 @@ try {
     paced > 0
       ? await (async () => {
           log(`paced: ${rate} templates/s, ${nodeCount} nodes × ${paced}`);
-          return runPhase({ kind: "paced", perNode: paced, offset: nodeCount * burst * 4, rate }, false);
+          return runPhase({ kind: "paced", perNode: paced, offset: nodeCount * burst * bursts, rate }, false);
         })()
       : undefined;
 
   const phases = [
     ["burst, first sight", burstResult],
-    ["burst again", warmResult],
-    ["burst a third time", warmerResult],
+    ...steadyResults.map((r, i) => [`burst again (${i + 1})`, r]),
     ...(profiledResult ? [["burst again, profiled", profiledResult]] : []),
     ...(pacedResult ? [["paced", pacedResult]] : []),
   ] as [string, typeof burstResult][];
@@ -510,7 +524,7 @@ try {
   const cpuColumns = instanceCount
     ? [...instances.map((_, i) => `instance ${i + 1} CPU`), "instances CPU", "mosquitto CPU", "publishers CPU"]
     : ["process CPU (cores)", "main thread busy", "gallery thread busy"];
-  cpuColumns.push("publisher thread busy", "machine CPU (cores)");
+  cpuColumns.push("publisher thread busy", "machine CPU (cores)", "of it stolen");
   const printed = table(
     ["phase", "templates", "seconds", "templates/s", "p50 ms", "p99 ms", ...cpuColumns],
     phases.map(([name, x]) => [
@@ -531,6 +545,7 @@ try {
       ...(instanceCount ? [] : [x.mainBusy?.toFixed(2) ?? "?", x.galleryBusy?.toFixed(2) ?? "(on main)"]),
       x.publishersBusy.toFixed(2),
       x.machineCpu?.toFixed(2) ?? "?",
+      x.stolenCpu?.toFixed(2) ?? "?",
     ]),
   );
   const hotTable = table(
@@ -594,8 +609,8 @@ try {
     members: members$,
     rejected,
     burst: burstResult,
-    burstAgain: warmResult,
-    burstThird: warmerResult,
+    /** the unprofiled steady bursts, in order */
+    steady: steadyResults,
     burstProfiled: profiledResult,
     paced: pacedResult,
     database: databaseUrl ? "postgres" : "pglite",

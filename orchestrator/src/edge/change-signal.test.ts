@@ -190,6 +190,7 @@ for (const backend of databaseBackends) {
           db: a.db,
           // instance A's own index and command path; B hears of the erasure from the database only
           gallery: { remove: () => {} } as unknown as Gallery,
+          personKeys: { invalidate: () => {} },
           masterKey,
           sendCommand: async (nodeId) => {
             sent.push(nodeId);

@@ -11,7 +11,7 @@ import {
 } from "@glance/shared";
 import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { hashSecret, newSecret, secretMatches } from "../auth/secrets.ts";
 import { type Broker, ORCHESTRATOR_USERNAME, startBroker } from "../broker/broker.ts";
 import { clientSource, matchesFilter } from "../broker/source.ts";
@@ -400,6 +400,13 @@ describe("recognition batches of the ingest (real broker, PGlite)", () => {
   /** while set, each recognition batch waits until the test releases it */
   let holding = false;
   const held: (() => void)[] = [];
+  /** each batch's preparation, as it started */
+  const prepared: string[][] = [];
+  /** while set, each preparation waits until the test releases it */
+  let holdingPreparation = false;
+  const heldPreparations: (() => void)[] = [];
+  /** batches whose recognition was handed another batch's preparation (none, or a bug) */
+  const mismatched: string[][] = [];
   const MAX_BATCH = 2;
   const MAX_RECOGNITION_BATCH = 4;
 
@@ -444,8 +451,16 @@ describe("recognition batches of the ingest (real broker, PGlite)", () => {
       },
       maxBatch: MAX_BATCH,
       maxRecognitionBatch: MAX_RECOGNITION_BATCH,
-      async onAcceptedBatch(templates) {
+      async prepareBatch(templates) {
+        prepared.push(templates.map(label));
+        if (holdingPreparation) await new Promise<void>((release) => heldPreparations.push(release));
+        if (templates.some((t) => t.header.cameraId === "unprepared")) throw new Error("the gallery search failed");
+        return templates.map(label).join();
+      },
+      async onAcceptedBatch(templates, preparation) {
         batches.push(templates.map(label));
+        if (preparation !== undefined && preparation !== templates.map(label).join())
+          mismatched.push(templates.map(label));
         if (holding) await new Promise<void>((release) => held.push(release));
         if (templates.some((t) => t.header.cameraId === "poison")) throw new Error("the batch failed as a whole");
         recognised.push(...templates.map(label));
@@ -454,6 +469,13 @@ describe("recognition batches of the ingest (real broker, PGlite)", () => {
     });
     for (const n of simulated)
       clients.push(await connectNode({ mqtt: { url: broker.url, username: n.nodeId, password: n.password } }));
+  });
+
+  // a failed test must not leave batches held for the next one
+  afterEach(() => {
+    holding = false;
+    holdingPreparation = false;
+    for (const release of [...held.splice(0), ...heldPreparations.splice(0)]) release();
   });
 
   afterAll(async () => {
@@ -536,6 +558,47 @@ describe("recognition batches of the ingest (real broker, PGlite)", () => {
     await ingest.idle();
     for (const release of held.splice(0)) release();
     expect(recognised.slice(-20)).toEqual(Array.from({ length: 20 }, (_, i) => `node-a/held-${i}`));
+  });
+
+  it("prepares a batch while the one before it is recognised, and hands each batch its own preparation", async () => {
+    await ingest.idle();
+    const from = prepared.length;
+    const before = ingest.metrics.accepted;
+    holding = true;
+    holdingPreparation = true;
+    const all: Promise<unknown>[] = [];
+    for (let i = 0; i < 12; i++) all.push(publish(1, `ahead-${i}`));
+    await Promise.all(all);
+    // the first batch's preparation is held until the next templates have been checked
+    await expect.poll(() => heldPreparations.length, { timeout: 10_000 }).toBe(1);
+    const first = (prepared[from] as string[]).length;
+    await expect.poll(() => ingest.metrics.accepted - before, { timeout: 10_000 }).toBeGreaterThan(first);
+    holdingPreparation = false;
+    heldPreparations.shift()?.();
+    // while the first batch is held in recognition, the second one's preparation has started
+    await expect.poll(() => held.length, { timeout: 10_000 }).toBe(1);
+    await expect.poll(() => prepared.length - from, { timeout: 10_000 }).toBe(2);
+    holding = false;
+    for (const release of held.splice(0)) release();
+    await expect.poll(() => recognised.at(-1), { timeout: 10_000 }).toBe("node-b/ahead-11");
+    await ingest.idle();
+    expect(recognised.slice(-12)).toEqual(Array.from({ length: 12 }, (_, i) => `node-b/ahead-${i}`));
+    expect(mismatched).toEqual([]);
+    // every batch was prepared once, in order
+    expect(prepared.slice(from).flat()).toEqual(recognised.slice(-12));
+  });
+
+  it("a batch whose preparation fails is recognised one template at a time, and none is lost", async () => {
+    await ingest.idle();
+    const fallbacks = ingest.metrics.recognition.fallbacks;
+    const all: Promise<unknown>[] = [];
+    for (let i = 0; i < 3; i++) all.push(publish(0, i === 1 ? "unprepared" : `plain-${i}`));
+    await Promise.all(all);
+    await expect.poll(() => recognised.at(-1), { timeout: 10_000 }).toBe("node-a/plain-2");
+    await ingest.idle();
+    expect(recognised.slice(-3)).toEqual(["node-a/plain-0", "node-a/unprepared", "node-a/plain-2"]);
+    expect(ingest.metrics.recognition.fallbacks).toBe(fallbacks + 1);
+    expect(mismatched).toEqual([]);
   });
 });
 

@@ -38,7 +38,7 @@ export interface Rejection {
   nodeId?: string;
 }
 
-export interface IngestOptions {
+export interface IngestOptions<P = unknown> {
   /** the embedded broker itself (`aedesSource`), or the orchestrator's client of an external one (`clientSource`) */
   source: MessageSource;
   deps: OpenTemplateDeps;
@@ -55,7 +55,13 @@ export interface IngestOptions {
    * whose recognition failed (the others' happened); a rejection means none of the batch was recognised, and each
    * of its templates is then retried as a batch of one. One of `onAccepted` and `onAcceptedBatch` is required.
    */
-  onAcceptedBatch?(templates: readonly AcceptedTemplate[]): Promise<readonly BatchFailure[]>;
+  onAcceptedBatch?(templates: readonly AcceptedTemplate[], prepared?: P): Promise<readonly BatchFailure[]>;
+  /**
+   * the first stage of `onAcceptedBatch`, which must record and emit nothing (the gallery search): a batch's runs
+   * while the previous batch's `onAcceptedBatch` finishes, and its result is handed to the batch's own call. A
+   * rejection fails the batch as a whole (retried one by one, without it).
+   */
+  prepareBatch?(templates: readonly AcceptedTemplate[]): Promise<P>;
   /** most messages checked together (one node lookup and one replay statement per batch); default 512 */
   maxBatch?: number;
   /** most accepted templates recognised together; default 1024 */
@@ -84,10 +90,12 @@ interface Received {
  *
  * Accepted templates queue for recognition in arrival order (so each node's stay in order) and go to
  * `onAcceptedBatch` together, whatever accumulated while the previous recognition batch ran, while the next
- * messages are already being checked. A bad message is counted, logged without its payload and emitted as
+ * messages are already being checked. Three stages overlap: one batch finishes its recognition (main thread), the
+ * next one's `prepareBatch` runs (the gallery search, on the gallery thread), and the one after it is checked; each
+ * stage handles batches in arrival order. A bad message is counted, logged without its payload and emitted as
  * "rejection"; a failed recognition is counted and logged; neither ever stops the loop.
  */
-export async function startIngest(opts: IngestOptions): Promise<Ingest> {
+export async function startIngest<P>(opts: IngestOptions<P>): Promise<Ingest> {
   const log = opts.logger;
   const guard = new ReplayGuard(opts.deps.db);
   const metrics: IngestMetrics = {
@@ -135,7 +143,12 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
       failed(template, error);
     }
   };
-  const recogniseBatch = async (batch: AcceptedTemplate[]) => {
+  /** a batch taken from `ready`, its preparation under way */
+  interface Taken {
+    batch: AcceptedTemplate[];
+    prepared: Promise<P> | undefined;
+  }
+  const recogniseBatch = async ({ batch, prepared }: Taken) => {
     metrics.recognition.batches++;
     metrics.recognition.templates += batch.length;
     if (!onAcceptedBatch) {
@@ -144,7 +157,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     }
     let failures: readonly BatchFailure[];
     try {
-      failures = await onAcceptedBatch(batch);
+      failures = await onAcceptedBatch(batch, prepared && (await prepared));
     } catch (error) {
       // nothing of the batch was recognised: one by one, so that one bad template costs only itself
       metrics.recognition.fallbacks++;
@@ -163,11 +176,25 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     room?.();
     room = undefined;
   };
+  const take = (): Taken => {
+    const batch = ready.splice(0, maxRecognitionBatch);
+    makeRoom();
+    const { prepareBatch } = opts;
+    const prepared = onAcceptedBatch && prepareBatch ? Promise.resolve().then(() => prepareBatch(batch)) : undefined;
+    // a failed preparation is the batch's failure, handled when the batch's turn comes
+    prepared?.catch(() => {});
+    return { batch, prepared };
+  };
   const recognitionLoop = async () => {
-    while (ready.length > 0) {
-      const batch = ready.splice(0, maxRecognitionBatch);
-      makeRoom();
-      await recogniseBatch(batch);
+    let next: Taken | undefined;
+    while (next || ready.length > 0) {
+      const current = next ?? take();
+      next = undefined;
+      // once this batch's preparation (its gallery search) is done, the next batch's starts, to run while this one
+      // finishes; whatever arrives meanwhile joins the batch after it
+      await current.prepared?.catch(() => {});
+      if (ready.length > 0) next = take();
+      await recogniseBatch(current);
     }
   };
   const scheduleRecognition = () => {

@@ -17,11 +17,17 @@ import type { Db } from "../db/client.ts";
 import { consents, edgeErasures, erasedKeys, nodes, people, personKeys, templates } from "../db/schema.ts";
 import type { GalleryPort } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
+import type { PersonKeyCache } from "../recognition/key-cache.ts";
 import type { MasterKey } from "./keyring.ts";
 
 export interface ErasureDeps {
   db: Db;
   gallery: GalleryPort;
+  /**
+   * which people hold a data key, as the recognizer caches it: the erased person is dropped from it at once, so a
+   * batch searched before the erasure and recognised after it cannot name them (its key re-check asks the database)
+   */
+  personKeys: Pick<PersonKeyCache, "invalidate">;
   /** tags an erased person's key (erased_keys) so an old import cannot re-enrol them */
   masterKey: MasterKey;
   /** publishes a contract `command` to one node (QoS 1) */
@@ -85,6 +91,7 @@ export async function erasePerson(
     }
     return { scopes, templatesDestroyed: gone.length, keyDestroyed: keys.length > 0 };
   });
+  deps.personKeys.invalidate(personId);
   await deps.gallery.remove(personId);
 
   // edge galleries: every live node of every store the person was ever in scope for

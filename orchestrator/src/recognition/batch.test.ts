@@ -11,6 +11,7 @@ import { type Database, openDatabase } from "../db/client.ts";
 import { people, personKeys, stores, visitors, visits } from "../db/schema.ts";
 import { Gallery } from "../gallery/gallery.ts";
 import type { AcceptedTemplate } from "../ingest/open-template.ts";
+import { erasePerson } from "../privacy/erase.ts";
 import { MasterKey } from "../privacy/keyring.ts";
 import { ScreenHub } from "../signage/hub.ts";
 import { freshPostgres, randomEmbedding, requiredPostgresUrl, runPostgres } from "../testing/harness.ts";
@@ -54,6 +55,7 @@ function suite(label: string, databaseUrl: () => string | undefined) {
     let dataDir: string;
     let drop: (() => Promise<void>) | undefined;
     let stopKeys: (() => Promise<void>) | undefined;
+    let keyCache: PersonKeyCache;
     let recognizeBatch: ReturnType<typeof createBatchRecognizer>;
     let recognize: ReturnType<typeof createRecognizer>;
     let visitLog: VisitLog;
@@ -89,6 +91,7 @@ function suite(label: string, databaseUrl: () => string | undefined) {
       visitLog = await VisitLog.load(db, 10 * 60_000, logger);
       const keys = await PersonKeyCache.start({ db, logger });
       stopKeys = keys.stop;
+      keyCache = keys.cache;
       const deps = {
         db,
         gallery,
@@ -164,6 +167,32 @@ function suite(label: string, databaseUrl: () => string | undefined) {
       expect(outcomes.map((o) => recognitionOf(o).personId)).toEqual(["ann", null, "ann", null]);
       expect(gallery.size.people).toBe(1);
       gallery.remove("ann");
+    });
+
+    it("a person erased between a batch's search and its finish is not named (the search ran ahead)", async () => {
+      const cleo = randomEmbedding(128);
+      gallery.add({ personId: "cleo", displayName: "Cleo", consents: [{ scope: "all-stores", expiresAt: null }] }, [
+        cleo,
+      ]);
+      await database.db.insert(people).values([{ id: "cleo", displayName: "Cleo" }]);
+      const wrapped = masterKey.newDataKey("cleo").wrapped;
+      await database.db
+        .insert(personKeys)
+        .values({ personId: "cleo", wrappedKey: wrapped.ciphertext, iv: wrapped.iv, masterKeyId: wrapped.masterKeyId });
+      // recognised once, so her key is cached as held
+      expect(recognitionOf((await recognizeBatch([accepted("mayfair", again(cleo))]))[0]).personId).toBe("cleo");
+
+      const batch = [accepted("mayfair", again(cleo)), accepted("mayfair", again(cleo))];
+      const searched = await recognizeBatch.search(batch);
+      expect(searched.found.map((m) => (m.kind === "member" ? m.personId : null))).toEqual(["cleo", "cleo"]);
+      await erasePerson(
+        { db: database.db, gallery, personKeys: keyCache, masterKey, sendCommand: async () => {}, logger },
+        "cleo",
+        { mode: "erase", actor: "test" },
+      );
+      const outcomes = await recognizeBatch.finish(batch, searched);
+      expect(outcomes.map((o) => recognitionOf(o).personId)).toEqual([null, null]);
+      expect(gallery.size.people).toBe(0);
     });
 
     it("a refused write of a batch's new visitors emits nothing and records no visit; one by one, the rest go through", async () => {

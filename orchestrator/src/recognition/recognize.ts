@@ -66,44 +66,75 @@ export function createRecognizer(deps: RecognizeDeps): (t: AcceptedTemplate) => 
   };
 }
 
+/** What a batch's search found (`BatchRecognizer.search`), handed to its `finish`. */
+export interface BatchSearch {
+  /** when the batch is recognised: consents, visit windows and promotions go by it */
+  now: Date;
+  policies: Map<string, StorePolicy>;
+  /** each template's best match in the gallery, before the key re-check */
+  found: Match[];
+}
+
 /**
  * Match → visit → promotion → "recognition" event for a batch of accepted templates, in their order, with the same
- * per-template semantics as one at a time. First what may fail for the batch as a whole and must happen before
- * anything is emitted: store policies, one gallery search for every probe, the key re-check of matched members,
- * suppressions, and the batch's pseudonymous visitors (their new templates written in one transaction). If any of
- * that throws, the call rejects having emitted nothing and recorded no visit, and the caller may retry the
- * templates one by one. Then, template by template in order: visit dedupe, the visit write (shared by the batch),
- * promotion, log line and event; a failure there costs that template only (its outcome is the error).
+ * per-template semantics as one at a time. Called as a function it does both stages; the ingest calls them apart, so
+ * that the next batch's search runs (on the gallery thread) while this batch finishes (on the main thread).
  */
-export function createBatchRecognizer(
-  deps: RecognizeDeps,
-): (templates: readonly AcceptedTemplate[]) => Promise<BatchOutcome[]> {
-  return async (templates) => {
+export interface BatchRecognizer {
+  (templates: readonly AcceptedTemplate[]): Promise<BatchOutcome[]>;
+  /**
+   * The stores' policies and one gallery search for every probe. It records and emits nothing, so it may run ahead
+   * of the previous batch's `finish`; whoever is erased meanwhile is caught by `finish`'s key re-check.
+   */
+  search(templates: readonly AcceptedTemplate[]): Promise<BatchSearch>;
+  /**
+   * The rest, after the previous batch's `finish`. First what may fail for the batch as a whole and must happen
+   * before anything is emitted: the key re-check of matched members (searching again for those whose person has
+   * been erased), suppressions, and the batch's pseudonymous visitors (their new templates written in one
+   * transaction). If any of that throws, the call rejects having emitted nothing and recorded no visit, and the
+   * caller may retry the templates one by one. Then, template by template in order: visit dedupe, the visit write
+   * (shared by the batch), promotion, log line and event; a failure there costs that template only (its outcome is
+   * the error).
+   */
+  finish(templates: readonly AcceptedTemplate[], searched: BatchSearch): Promise<BatchOutcome[]>;
+}
+
+export function createBatchRecognizer(deps: RecognizeDeps): BatchRecognizer {
+  const match = async (templates: readonly AcceptedTemplate[], at: readonly number[], now: Date) => {
+    if (at.length === 0) return [];
+    return deps.gallery.matchMany(
+      at.map((i) => {
+        const t = templates[i] as AcceptedTemplate;
+        return { probe: t.embedding, storeId: t.node.storeId };
+      }),
+      now,
+    );
+  };
+  const search = async (templates: readonly AcceptedTemplate[]): Promise<BatchSearch> => {
     const now = new Date();
     const policies = new Map<string, StorePolicy>();
     for (const { node } of templates)
       if (!policies.has(node.storeId)) policies.set(node.storeId, await deps.visitors.policy(node.storeId));
-    const policyOf = (t: AcceptedTemplate) => policies.get(t.node.storeId) as StorePolicy;
-
     // a count-only store identifies nobody, even from a node that has not yet converged on that mode
     const found: Match[] = templates.map(() => ({ kind: "unknown", score: 0 }));
-    const rematch = async (at: readonly number[]) => {
-      if (at.length === 0) return;
-      const matches = await deps.gallery.matchMany(
-        at.map((i) => {
-          const t = templates[i] as AcceptedTemplate;
-          return { probe: t.embedding, storeId: t.node.storeId };
-        }),
-        now,
-      );
-      at.forEach((i, j) => {
-        found[i] = matches[j] as Match;
-      });
-    };
-    await rematch(templates.flatMap((t, i) => (policyOf(t).privacyMode === "count-only" ? [] : [i])));
+    const at = templates.flatMap((t, i) =>
+      (policies.get(t.node.storeId) as StorePolicy).privacyMode === "count-only" ? [] : [i],
+    );
+    const matches = await match(templates, at, now);
+    at.forEach((i, j) => {
+      found[i] = matches[j] as Match;
+    });
+    return { now, policies, found };
+  };
+  const finish = async (
+    templates: readonly AcceptedTemplate[],
+    { now, policies, found: searched }: BatchSearch,
+  ): Promise<BatchOutcome[]> => {
+    const found = [...searched];
+    const policyOf = (t: AcceptedTemplate) => policies.get(t.node.storeId) as StorePolicy;
     // the data key is the source of truth: another instance may have crypto-shredded this person since our index
-    // was built, so a member match holds only while their key row does (cached, dropped on the deletion's
-    // notification)
+    // was built (or this one since the search), so a member match holds only while their key row does (cached,
+    // dropped on the deletion's notification)
     const holdsKey = new Set<string>();
     for (let tries = 0; tries < 3; tries++) {
       const unchecked = new Set(
@@ -117,7 +148,11 @@ export function createBatchRecognizer(
       }
       if (gone.size === 0) break;
       for (const personId of gone) await deps.gallery.remove(personId);
-      await rematch(found.flatMap((m, i) => (m.kind === "member" && gone.has(m.personId) ? [i] : [])));
+      const at = found.flatMap((m, i) => (m.kind === "member" && gone.has(m.personId) ? [i] : []));
+      const matches = await match(templates, at, now);
+      at.forEach((i, j) => {
+        found[i] = matches[j] as Match;
+      });
     }
 
     const contested = templates.map((t, i) => {
@@ -169,6 +204,8 @@ export function createBatchRecognizer(
     }
     return outcomes;
   };
+  const recognise = async (templates: readonly AcceptedTemplate[]) => finish(templates, await search(templates));
+  return Object.assign(recognise, { search, finish });
 }
 
 interface VisitStep {
