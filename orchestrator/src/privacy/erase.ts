@@ -8,13 +8,23 @@ import {
   parseTopic,
   topicFor,
 } from "@glance/shared";
-import { and, eq, inArray, isNull } from "drizzle-orm";
+import { and, eq, inArray, isNull, or, sql } from "drizzle-orm";
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import { appendAudit } from "../audit/log.ts";
 import { matchesFilter } from "../broker/source.ts";
 import type { Db } from "../db/client.ts";
-import { consents, edgeErasures, erasedKeys, nodes, people, personKeys, templates } from "../db/schema.ts";
+import {
+  consents,
+  edgeErasures,
+  erasedKeys,
+  nodes,
+  people,
+  personKeys,
+  plays,
+  templates,
+  visits,
+} from "../db/schema.ts";
 import type { GalleryPort } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
 import type { PersonKeyCache } from "../recognition/key-cache.ts";
@@ -50,9 +60,10 @@ export interface Erasure {
  * Crypto-shred: the person's wrapped data key and their template rows are deleted in one transaction, so from then
  * on no copy of those ciphertexts (replicas, dumps, backups) can be opened; the in-memory index entry is dropped;
  * every node in the consent scope is sent an `erase-member` command whose ack is recorded when it arrives; an audit
- * entry records it all. `withdraw` keeps the person row and marks the consents withdrawn; `erase` deletes the person
- * (consents cascade; visits and plays keep their counts without the person) and keeps only a keyed hash of their
- * person key, so the same key enrols again only with a consent given after the erasure.
+ * entry records it all. Either way the person's visits and plays are de-identified: they keep their counts, not the
+ * person's id or anything linking them to each other. `withdraw` keeps the person row and marks the consents
+ * withdrawn; `erase` deletes the person (consents cascade) and keeps only a keyed hash of their person key, so the
+ * same key enrols again only with a consent given after the erasure.
  */
 export async function erasePerson(
   deps: ErasureDeps,
@@ -74,6 +85,17 @@ export async function erasePerson(
       .where(eq(personKeys.personId, personId))
       .returning({ id: personKeys.personId });
     const gone = await tx.delete(templates).where(eq(templates.personId, personId)).returning({ id: templates.id });
+    // visits and plays keep their counts, not whose they were: without the person id and the subject they were
+    // deduplicated on, no row links one of the person's visits to another
+    const subject = `person:${personId}`;
+    await tx
+      .update(visits)
+      .set({ personId: null, subject: sql`'erased:' || ${visits.id}` })
+      .where(or(eq(visits.personId, personId), eq(visits.subject, subject)));
+    await tx
+      .update(plays)
+      .set({ personId: null, subject: sql`'erased:' || ${plays.id}` })
+      .where(or(eq(plays.personId, personId), eq(plays.subject, subject)));
     if (opts.mode === "erase") {
       await tx.delete(people).where(eq(people.id, personId));
       if (person.externalKey) {

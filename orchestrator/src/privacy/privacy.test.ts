@@ -18,7 +18,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyAudit } from "../audit/log.ts";
 import { type Db, openDatabase } from "../db/client.ts";
-import { auditLog, consents, people, templates } from "../db/schema.ts";
+import { auditLog, consents, people, templates, visits } from "../db/schema.ts";
 import type { Recognition } from "../index.ts";
 import {
   connectNode,
@@ -365,6 +365,40 @@ for (const backend of backends) {
       expect(row?.consents[0]?.withdrawnAt).not.toBeNull();
       const match = await probe(roseProbe);
       expect(match.personId).not.toBe(rose.personId);
+    }, 60_000);
+
+    it("erasure and consent withdrawal de-identify the person's visits: counted still, named and linked no more", async () => {
+      const alex = await enrol(h, "Alex Lacamoire", ["enroll/alex_lacamoire/1.jpg"]);
+      const lin = await enrol(h, "Lin-Manuel Miranda", ["enroll/lin_manuel_miranda/1.png"]);
+      const alexFace = await embed("enroll/alex_lacamoire/1.jpg");
+      const linFace = await embed("enroll/lin_manuel_miranda/1.png");
+      // two visits each: an hour apart, outside the dedupe window
+      for (const ts of [Date.now() - 3600_000, Date.now()]) {
+        expect((await probe(alexFace, ts)).personId).toBe(alex.personId);
+        expect((await probe(linFace, ts)).personId).toBe(lin.personId);
+      }
+      const ids = [alex.personId, lin.personId];
+      const theirs = (rows: { personId: string | null; subject: string | null }[]) =>
+        rows.filter((r) => ids.some((id) => r.personId === id || r.subject?.includes(id)));
+      const read = () =>
+        withStoppedDb(h, (db) => db.select({ personId: visits.personId, subject: visits.subject }).from(visits));
+      const before = await read();
+      await connect();
+      expect(theirs(before)).toHaveLength(4);
+
+      expect((await h.api(`/api/people/${alex.personId}`, { method: "DELETE" })).status).toBe(204);
+      await expectJson(
+        await h.api(`/api/people/${lin.personId}/withdraw-consent`, { method: "POST", json: { reason: "test" } }),
+        200,
+      );
+      const after = await read();
+      await connect();
+      expect(theirs(after)).toEqual([]);
+      // the same number of visits, four of them now anonymous and each on its own
+      expect(after).toHaveLength(before.length);
+      const erased = after.filter((r) => r.subject?.startsWith("erased:"));
+      expect(erased.length).toBeGreaterThanOrEqual(4);
+      expect(new Set(erased.map((r) => r.subject)).size).toBe(erased.length);
     }, 60_000);
 
     it("an expired consent never matches, live or after a restart", async () => {
