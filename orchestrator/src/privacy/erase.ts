@@ -1,5 +1,6 @@
 import {
   type Command,
+  decodeEmbedding,
   decodeMessage,
   encodeMessage,
   filterFor,
@@ -23,12 +24,15 @@ import {
   personKeys,
   plays,
   templates,
+  visitorKeys,
+  visitors,
   visits,
 } from "../db/schema.ts";
 import type { GalleryPort } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
 import type { PersonKeyCache } from "../recognition/key-cache.ts";
-import type { MasterKey } from "./keyring.ts";
+import type { Visitors } from "../visitors/visitors.ts";
+import { type MasterKey, openTemplate } from "./keyring.ts";
 
 export interface ErasureDeps {
   db: Db;
@@ -38,6 +42,11 @@ export interface ErasureDeps {
    * batch searched before the erasure and recognised after it cannot name them (its key re-check asks the database)
    */
   personKeys: Pick<PersonKeyCache, "invalidate">;
+  /**
+   * the pseudonymous visitor templates: those that match the person's own templates (left before they enrolled, in
+   * a store in "visitor" mode) are shredded with them
+   */
+  visitors: Pick<Visitors, "space" | "lookalikes" | "forget">;
   /** tags an erased person's key (erased_keys) so an old import cannot re-enrol them */
   masterKey: MasterKey;
   /** publishes a contract `command` to one node (QoS 1) */
@@ -51,6 +60,8 @@ export interface Erasure {
   mode: "erase" | "withdraw";
   templatesDestroyed: number;
   keyDestroyed: boolean;
+  /** pseudonymous visitor templates of the same face, shredded with the person's own */
+  visitorTemplatesDestroyed: number;
   /** nodes told to drop the person from their edge gallery; acks arrive later (GET /api/people/:id/erasure) */
   edgeCommands: { commandId: string; nodeId: string }[];
   auditSeq: number;
@@ -71,7 +82,7 @@ export async function erasePerson(
   opts: { mode: "erase" | "withdraw"; actor: string; reason?: string | undefined; now?: Date },
 ): Promise<Erasure> {
   const now = opts.now ?? new Date();
-  const { scopes, templatesDestroyed, keyDestroyed } = await deps.db.transaction(async (tx) => {
+  const { scopes, templatesDestroyed, keyDestroyed, lookalikes } = await deps.db.transaction(async (tx) => {
     const [person] = await tx
       .select({ id: people.id, externalKey: people.externalKey })
       .from(people)
@@ -80,6 +91,22 @@ export async function erasePerson(
     const scopes = (
       await tx.select({ scope: consents.scope }).from(consents).where(eq(consents.personId, personId))
     ).map((c) => c.scope);
+    // the person's own templates, opened one last time: which pseudonymous visitor templates are the same face
+    const own = await tx
+      .select({ template: templates, key: personKeys })
+      .from(templates)
+      .innerJoin(personKeys, eq(personKeys.personId, templates.personId))
+      .where(and(eq(templates.personId, personId), eq(templates.space, deps.visitors.space)));
+    const faces = own.flatMap(({ template: t, key }) =>
+      t.ciphertext && t.iv
+        ? [decodeEmbedding(openTemplate(deps.masterKey.unwrap(key), { ...t, ciphertext: t.ciphertext, iv: t.iv }))]
+        : [],
+    );
+    const lookalikes = deps.visitors.lookalikes(faces);
+    if (lookalikes.length > 0) {
+      await tx.delete(visitorKeys).where(inArray(visitorKeys.visitorId, lookalikes));
+      await tx.delete(visitors).where(inArray(visitors.id, lookalikes));
+    }
     const keys = await tx
       .delete(personKeys)
       .where(eq(personKeys.personId, personId))
@@ -111,9 +138,10 @@ export async function erasePerson(
         .set({ withdrawnAt: now })
         .where(and(eq(consents.personId, personId), isNull(consents.withdrawnAt)));
     }
-    return { scopes, templatesDestroyed: gone.length, keyDestroyed: keys.length > 0 };
+    return { scopes, templatesDestroyed: gone.length, keyDestroyed: keys.length > 0, lookalikes };
   });
   deps.personKeys.invalidate(personId);
+  deps.visitors.forget(lookalikes);
   await deps.gallery.remove(personId);
 
   // edge galleries: every live node of every store the person was ever in scope for
@@ -150,6 +178,7 @@ export async function erasePerson(
       details: {
         templatesDestroyed,
         keyDestroyed,
+        visitorTemplatesDestroyed: lookalikes.length,
         edgeNodes: edgeCommands.map((c) => c.nodeId),
         ...(opts.reason ? { reason: opts.reason } : {}),
       },
@@ -160,7 +189,15 @@ export async function erasePerson(
     { personId, mode: opts.mode, templatesDestroyed, edgeNodes: edgeCommands.length },
     "person crypto-shredded",
   );
-  return { personId, mode: opts.mode, templatesDestroyed, keyDestroyed, edgeCommands, auditSeq: seq };
+  return {
+    personId,
+    mode: opts.mode,
+    templatesDestroyed,
+    keyDestroyed,
+    visitorTemplatesDestroyed: lookalikes.length,
+    edgeCommands,
+    auditSeq: seq,
+  };
 }
 
 /** Records nodes' acks of erase-member commands (contract `ack`), whenever they arrive. */

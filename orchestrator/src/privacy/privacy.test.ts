@@ -18,7 +18,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyAudit } from "../audit/log.ts";
 import { type Db, openDatabase } from "../db/client.ts";
-import { auditLog, consents, people, templates, visits } from "../db/schema.ts";
+import { auditLog, consents, people, templates, visitors, visits } from "../db/schema.ts";
 import type { Recognition } from "../index.ts";
 import {
   connectNode,
@@ -399,6 +399,31 @@ for (const backend of backends) {
       const erased = after.filter((r) => r.subject?.startsWith("erased:"));
       expect(erased.length).toBeGreaterThanOrEqual(4);
       expect(new Set(erased.map((r) => r.subject)).size).toBe(erased.length);
+    }, 60_000);
+
+    it("erasure also shreds the pseudonymous visitor template a person left before enrolling", async () => {
+      // Lin's consent was withdrawn above: seen now, Lin is a pseudonymous visitor of this store
+      const linFace = await embed("enroll/lin_manuel_miranda/1.png");
+      const before = await probe(linFace);
+      expect(before.visitor).toBe("unknown");
+      const visitorId = before.pseudonym?.visitorId as string;
+      expect(visitorId).toBeTruthy();
+      // then enrols again, and asks to be erased
+      const lin = await enrol(h, "Lin-Manuel Miranda again", ["enroll/lin_manuel_miranda/1.png"]);
+      expect((await probe(linFace, Date.now() + 1)).personId).toBe(lin.personId);
+      expect((await h.api(`/api/people/${lin.personId}`, { method: "DELETE" })).status).toBe(204);
+      const audit = await expectJson<{ action: string; details: { visitorTemplatesDestroyed?: number } }[]>(
+        await h.api("/api/audit?limit=5"),
+        200,
+      );
+      expect(audit.find((a) => a.action === "person.erase")?.details.visitorTemplatesDestroyed).toBe(1);
+      // the face is a stranger again (a new visitor, first time), and no row of that visitor is left
+      const after = await probe(linFace, Date.now() + 2);
+      expect(after.pseudonym?.visitorId).not.toBe(visitorId);
+      expect(after.pseudonym?.status).toBe("first-time");
+      const rows = await withStoppedDb(h, (db) => db.select({ id: visitors.id }).from(visitors));
+      await connect();
+      expect(rows.map((r) => r.id)).not.toContain(visitorId);
     }, 60_000);
 
     it("an expired consent never matches, live or after a restart", async () => {

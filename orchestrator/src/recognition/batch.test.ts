@@ -186,7 +186,15 @@ function suite(label: string, databaseUrl: () => string | undefined) {
       const searched = await recognizeBatch.search(batch);
       expect(searched.found.map((m) => (m.kind === "member" ? m.personId : null))).toEqual(["cleo", "cleo"]);
       await erasePerson(
-        { db: database.db, gallery, personKeys: keyCache, masterKey, sendCommand: async () => {}, logger },
+        {
+          db: database.db,
+          gallery,
+          personKeys: keyCache,
+          visitors: visitorView,
+          masterKey,
+          sendCommand: async () => {},
+          logger,
+        },
         "cleo",
         { mode: "erase", actor: "test" },
       );

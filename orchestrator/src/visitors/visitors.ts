@@ -314,6 +314,31 @@ export class Visitors {
     return hits;
   }
 
+  /**
+   * Every visitor, in any store and expired or not, whose template matches one of `probes` at the threshold: the
+   * pseudonymous templates a person left before they enrolled, which an erasure of that person shreds too.
+   */
+  lookalikes(probes: readonly Float32Array[]): string[] {
+    const found = new Set<string>();
+    for (const store of this.byStore.values()) {
+      const index = store.index;
+      if (!index || index.size === 0) continue;
+      for (const probe of probes) {
+        if (probe.length !== index.dim) continue;
+        // nearest first: widen while every hit so far is at or above the threshold
+        for (let k = Math.min(index.size, 8); ; k = Math.min(index.size, k * 4)) {
+          const hits = index.search(probe, k);
+          for (const { key, score } of hits) {
+            const entry = store.entries.get(key);
+            if (score >= this.threshold && entry) found.add(entry.id);
+          }
+          if (hits.length < k || k >= index.size || (hits.at(-1)?.score ?? 0) < this.threshold) break;
+        }
+      }
+    }
+    return [...found];
+  }
+
   /** Drops visitors from the in-memory view (retention expired them, or the store left "visitor" mode). */
   forget(ids: Iterable<string>): void {
     for (const id of ids) {
