@@ -1,6 +1,5 @@
 import {
   type Command,
-  decodeEmbedding,
   decodeMessage,
   encodeMessage,
   filterFor,
@@ -24,15 +23,14 @@ import {
   personKeys,
   plays,
   templates,
-  visitorKeys,
-  visitors,
   visits,
 } from "../db/schema.ts";
 import type { GalleryPort } from "../gallery/gallery.ts";
 import { newId } from "../http/ids.ts";
 import type { PersonKeyCache } from "../recognition/key-cache.ts";
-import type { Visitors } from "../visitors/visitors.ts";
-import { type MasterKey, openTemplate } from "./keyring.ts";
+import { shredVisitors, type Visitors } from "../visitors/visitors.ts";
+import type { MasterKey } from "./keyring.ts";
+import { openPersonTemplates } from "./templates.ts";
 
 export interface ErasureDeps {
   db: Db;
@@ -92,21 +90,10 @@ export async function erasePerson(
       await tx.select({ scope: consents.scope }).from(consents).where(eq(consents.personId, personId))
     ).map((c) => c.scope);
     // the person's own templates, opened one last time: which pseudonymous visitor templates are the same face
-    const own = await tx
-      .select({ template: templates, key: personKeys })
-      .from(templates)
-      .innerJoin(personKeys, eq(personKeys.personId, templates.personId))
-      .where(and(eq(templates.personId, personId), eq(templates.space, deps.visitors.space)));
-    const faces = own.flatMap(({ template: t, key }) =>
-      t.ciphertext && t.iv
-        ? [decodeEmbedding(openTemplate(deps.masterKey.unwrap(key), { ...t, ciphertext: t.ciphertext, iv: t.iv }))]
-        : [],
+    const lookalikes = deps.visitors.lookalikes(
+      await openPersonTemplates(tx, deps.masterKey, personId, deps.visitors.space),
     );
-    const lookalikes = deps.visitors.lookalikes(faces);
-    if (lookalikes.length > 0) {
-      await tx.delete(visitorKeys).where(inArray(visitorKeys.visitorId, lookalikes));
-      await tx.delete(visitors).where(inArray(visitors.id, lookalikes));
-    }
+    await shredVisitors(tx, lookalikes);
     const keys = await tx
       .delete(personKeys)
       .where(eq(personKeys.personId, personId))

@@ -58,6 +58,34 @@ export async function storeSealedTemplates(
   return stored;
 }
 
+/** A stored template's embedding, opened with its person's data key. */
+function openEmbedding(
+  key: DataKey,
+  t: { id: string; space: string; ciphertext: Uint8Array | null; iv: Uint8Array | null },
+): Float32Array | undefined {
+  if (!t.ciphertext || !t.iv) return undefined;
+  return decodeEmbedding(openTemplate(key, { ...t, ciphertext: t.ciphertext, iv: t.iv }));
+}
+
+/**
+ * One person's templates in `space`, opened (their data key unwrapped once); none when the key is gone (shredded).
+ * Inside an erasure's transaction, the last time they are read.
+ */
+export async function openPersonTemplates(
+  db: Tx,
+  masterKey: MasterKey,
+  personId: string,
+  space: string,
+): Promise<Float32Array[]> {
+  const key = (await dataKeysOf(db, masterKey, [personId])).get(personId);
+  if (!key) return [];
+  const rows = await db
+    .select()
+    .from(templates)
+    .where(and(eq(templates.personId, personId), eq(templates.space, space)));
+  return rows.flatMap((t) => openEmbedding(key, t) ?? []);
+}
+
 async function dataKeysOf(db: Tx, masterKey: MasterKey, personIds: string[]): Promise<Map<string, DataKey>> {
   const keys = new Map<string, DataKey>();
   if (personIds.length === 0) return keys;
@@ -165,7 +193,7 @@ export async function loadPeople(
       keys.set(t.personId, key);
     }
     const list = embeddings.get(t.personId) ?? [];
-    list.push(decodeEmbedding(openTemplate(key, { ...t, ciphertext: t.ciphertext, iv: t.iv })));
+    list.push(openEmbedding(key, t) as Float32Array);
     embeddings.set(t.personId, list);
   }
   // only people with templates in this space: a member enrolled under another embedder is not part of it

@@ -100,15 +100,24 @@ export interface BatchRecognizer {
 }
 
 export function createBatchRecognizer(deps: RecognizeDeps): BatchRecognizer {
-  const match = async (templates: readonly AcceptedTemplate[], at: readonly number[], now: Date) => {
-    if (at.length === 0) return [];
-    return deps.gallery.matchMany(
+  /** One gallery search for the templates at `at`, each answer written to `found` at its place. */
+  const matchInto = async (
+    found: Match[],
+    templates: readonly AcceptedTemplate[],
+    at: readonly number[],
+    now: Date,
+  ) => {
+    if (at.length === 0) return;
+    const matches = await deps.gallery.matchMany(
       at.map((i) => {
         const t = templates[i] as AcceptedTemplate;
         return { probe: t.embedding, storeId: t.node.storeId };
       }),
       now,
     );
+    at.forEach((i, j) => {
+      found[i] = matches[j] as Match;
+    });
   };
   const search = async (templates: readonly AcceptedTemplate[]): Promise<BatchSearch> => {
     const now = new Date();
@@ -120,10 +129,7 @@ export function createBatchRecognizer(deps: RecognizeDeps): BatchRecognizer {
     const at = templates.flatMap((t, i) =>
       (policies.get(t.node.storeId) as StorePolicy).privacyMode === "count-only" ? [] : [i],
     );
-    const matches = await match(templates, at, now);
-    at.forEach((i, j) => {
-      found[i] = matches[j] as Match;
-    });
+    await matchInto(found, templates, at, now);
     return { now, policies, found };
   };
   const finish = async (
@@ -149,10 +155,7 @@ export function createBatchRecognizer(deps: RecognizeDeps): BatchRecognizer {
       if (gone.size === 0) break;
       for (const personId of gone) await deps.gallery.remove(personId);
       const at = found.flatMap((m, i) => (m.kind === "member" && gone.has(m.personId) ? [i] : []));
-      const matches = await match(templates, at, now);
-      at.forEach((i, j) => {
-        found[i] = matches[j] as Match;
-      });
+      await matchInto(found, templates, at, now);
     }
 
     const contested = templates.map((t, i) => {

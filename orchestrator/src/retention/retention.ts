@@ -1,8 +1,9 @@
-import { and, eq, inArray, isNull, like, lt, or } from "drizzle-orm";
+import { and, eq, isNull, like, lt, or } from "drizzle-orm";
 import type { Logger } from "pino";
 import { appendAudit } from "../audit/log.ts";
 import type { Db } from "../db/client.ts";
-import { plays, visitorKeys, visitors, visits } from "../db/schema.ts";
+import { plays, visitors, visits } from "../db/schema.ts";
+import { shredVisitors } from "../visitors/visitors.ts";
 
 export const DEFAULT_VISITOR_RETENTION_MS = 30 * 24 * 3600_000;
 export const DEFAULT_RETENTION_INTERVAL_MS = 3600_000;
@@ -30,10 +31,7 @@ export async function runRetention(db: Db, opts: { visitorRetentionMs: number; n
     const expired = (await tx.select({ id: visitors.id }).from(visitors).where(lt(visitors.expiresAt, now))).map(
       (r) => r.id,
     );
-    if (expired.length > 0) {
-      await tx.delete(visitorKeys).where(inArray(visitorKeys.visitorId, expired));
-      await tx.delete(visitors).where(inArray(visitors.id, expired));
-    }
+    await shredVisitors(tx, expired);
     const v = await tx
       .delete(visits)
       .where(and(eq(visits.kind, "unknown"), isNull(visits.personId), lt(visits.ts, cutoff)))

@@ -381,6 +381,17 @@ export class Visitors {
 }
 
 /**
+ * Crypto-shreds visitor templates inside the caller's transaction: each data key first, then the template, so the
+ * ciphertext in any backup is unreadable. Visits keep their first-time/returning label; their visitor id is emptied
+ * by the foreign key.
+ */
+export async function shredVisitors(tx: Pick<Db, "delete">, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await tx.delete(visitorKeys).where(inArray(visitorKeys.visitorId, [...ids]));
+  await tx.delete(visitors).where(inArray(visitors.id, [...ids]));
+}
+
+/**
  * Deletes a store's visitor templates and keys (its privacy mode no longer allows them). Visits keep their
  * first-time/returning label; their visitor id is emptied by the foreign key.
  */
@@ -389,9 +400,7 @@ export async function shredStoreVisitors(db: Db, storeId: string): Promise<numbe
     const ids = (await tx.select({ id: visitors.id }).from(visitors).where(eq(visitors.storeId, storeId))).map(
       (r) => r.id,
     );
-    if (ids.length === 0) return 0;
-    await tx.delete(visitorKeys).where(inArray(visitorKeys.visitorId, ids));
-    await tx.delete(visitors).where(inArray(visitors.id, ids));
+    await shredVisitors(tx, ids);
     return ids.length;
   });
 }
