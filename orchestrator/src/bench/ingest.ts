@@ -335,7 +335,7 @@ try {
     .map((q) => q.vector);
   const probes = [...members, ...strangers].sort(() => Math.random() - 0.5);
 
-  // the burst four times (first sight, again, again, again profiled) and the paced phase
+  // the burst `steady` + 2 times (first sight, the steady ones, again profiled) and the paced phase
   const bursts = steady + 2;
   const total = nodeCount * (bursts * burst + paced);
   const published = new SharedArrayBuffer(total * 8);
