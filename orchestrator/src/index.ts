@@ -373,6 +373,9 @@ export async function startOrchestrator(opts: OrchestratorOptions): Promise<Orch
     // visitors first seen through another instance on the same database
     const stopVisitorSync = visitors.startSync(10_000, (err) => log.warn({ err }, "visitor sync failed"));
     cleanups.push(async () => stopVisitorSync());
+    // and visitors another instance shredded (an erasure, a store leaving visitor mode), dropped here at once
+    if (opts.databaseUrl)
+      cleanups.push(await visitors.follow(opts.databaseUrl, (err) => log.warn({ err }, "visitor reconcile failed")));
     const recognitionLog = log.child({ component: "recognition" });
     const visitLog = await VisitLog.load(db, opts.visitDedupeMs ?? 10 * 60_000, recognitionLog);
     cleanups.push(() => visitLog.drain());

@@ -191,7 +191,7 @@ for (const backend of databaseBackends) {
           // instance A's own index and command path; B hears of the erasure from the database only
           gallery: { remove: () => {} } as unknown as Gallery,
           personKeys: { invalidate: () => {} },
-          visitors: { space: "none", lookalikes: () => [], forget: () => {} },
+          visitors: { space: "none", lookalikes: () => [], forget: () => {}, sync: async () => 0 },
           masterKey,
           sendCommand: async (nodeId) => {
             sent.push(nodeId);

@@ -44,7 +44,7 @@ export interface ErasureDeps {
    * the pseudonymous visitor templates: those that match the person's own templates (left before they enrolled, in
    * a store in "visitor" mode) are shredded with them
    */
-  visitors: Pick<Visitors, "space" | "lookalikes" | "forget">;
+  visitors: Pick<Visitors, "space" | "lookalikes" | "forget" | "sync">;
   /** tags an erased person's key (erased_keys) so an old import cannot re-enrol them */
   masterKey: MasterKey;
   /** publishes a contract `command` to one node (QoS 1) */
@@ -80,6 +80,8 @@ export async function erasePerson(
   opts: { mode: "erase" | "withdraw"; actor: string; reason?: string | undefined; now?: Date },
 ): Promise<Erasure> {
   const now = opts.now ?? new Date();
+  // visitors first seen through another instance in the last seconds are looked at too
+  await deps.visitors.sync();
   const { scopes, templatesDestroyed, keyDestroyed, lookalikes } = await deps.db.transaction(async (tx) => {
     const [person] = await tx
       .select({ id: people.id, externalKey: people.externalKey })

@@ -8,7 +8,7 @@ import { stores } from "../db/schema.ts";
 import { MasterKey } from "../privacy/keyring.ts";
 import { runRetention } from "../retention/retention.ts";
 import { freshPostgres, randomEmbedding, requiredPostgresUrl, runPostgres } from "../testing/harness.ts";
-import { Visitors } from "./visitors.ts";
+import { shredVisitors, Visitors } from "./visitors.ts";
 
 const SPACE = "test-space@1";
 const THRESHOLD = 0.6;
@@ -19,13 +19,15 @@ function suite(label: string, databaseUrl: () => string | undefined) {
     let database: Database;
     let dataDir: string;
     let drop: (() => Promise<void>) | undefined;
+    let url: string | undefined;
     const masterKey = new MasterKey(new Uint8Array(randomBytes(32)));
 
     beforeAll(async () => {
       dataDir = await mkdtemp(join(tmpdir(), "glance-visitors-"));
-      const url = databaseUrl();
-      const pg = url ? await freshPostgres(url) : undefined;
+      const server = databaseUrl();
+      const pg = server ? await freshPostgres(server) : undefined;
       drop = pg?.drop;
+      url = pg?.url;
       database = await openDatabase({ dataDir, databaseUrl: pg?.url });
       await database.db.insert(stores).values([
         { id: "soho", name: "Soho" },
@@ -75,6 +77,44 @@ function suite(label: string, databaseUrl: () => string | undefined) {
       expect(b.size).toBe(0);
       expect((await Visitors.load(database.db, masterKey, SPACE, THRESHOLD)).size).toBe(0);
     });
+
+    // only a shared Postgres announces deletions to other instances (PGlite is one process's own)
+    if (label === "Postgres")
+      it("a visitor shredded through one instance is dropped by the others: at once when heard, on resubscribing when missed", async () => {
+        const a = await Visitors.load(database.db, masterKey, SPACE, THRESHOLD);
+        const following = await Visitors.load(database.db, masterKey, SPACE, THRESHOLD);
+        const deaf = await Visitors.load(database.db, masterKey, SPACE, THRESHOLD);
+        const [one, two] = [randomEmbedding(128), randomEmbedding(128)];
+        const policy = await a.policy("soho");
+        const first = await a.recognise("soho", one, new Date(), policy);
+        const second = await a.recognise("soho", two, new Date(), policy);
+        for (const b of [following, deaf]) {
+          expect(await b.sync()).toBe(2);
+          expect(b.match("soho", one)?.entry.id).toBe(first.visitorId);
+        }
+        const stopFollowing = await following.follow(url as string, (error) => {
+          throw error;
+        });
+        try {
+          // as an erasure through `a` shreds a look-alike: key and row, in one transaction
+          await database.db.transaction((tx) => shredVisitors(tx, [first.visitorId]));
+          a.forget([first.visitorId]);
+          const until = Date.now() + 5_000;
+          while (following.match("soho", one) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+          expect(following.match("soho", one)).toBeUndefined();
+          expect(following.match("soho", two)?.entry.id).toBe(second.visitorId);
+          // a sync whose window still covers the visitor's creation does not bring it back
+          await following.sync();
+          expect(following.match("soho", one)).toBeUndefined();
+          // an instance that was not listening still matches it, until it (re)subscribes and reconciles
+          expect(deaf.match("soho", one)?.entry.id).toBe(first.visitorId);
+          expect(await deaf.reconcile()).toBe(1);
+          expect(deaf.match("soho", one)).toBeUndefined();
+          expect(deaf.match("soho", two)?.entry.id).toBe(second.visitorId);
+        } finally {
+          await stopFollowing();
+        }
+      });
   });
 }
 

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { decodeEmbedding, encodeEmbedding, type PrivacyMode } from "@glance/shared";
 import { and, eq, gt, inArray, isNotNull, lte, sql } from "drizzle-orm";
-import type { Db } from "../db/client.ts";
+import { type Db, listen } from "../db/client.ts";
 import { stores, visitorKeys, visitors, visits } from "../db/schema.ts";
 import { ExactIndex } from "../gallery/index-exact.ts";
 import { type MasterKey, openTemplate, sealTemplate } from "../privacy/keyring.ts";
@@ -23,6 +23,8 @@ export const DEFAULT_VISITOR_RETENTION_DAYS = 30;
 const DAY_MS = 24 * 3600_000;
 /** rows committed late (a long transaction) are still picked up by the next sync */
 const SYNC_OVERLAP_MS = 60_000;
+/** Channel of the visitor_keys delete trigger (migration 0013). */
+export const VISITOR_DELETED = "glance_visitor_deleted";
 
 const keyOwner = (visitorId: string) => `visitor:${visitorId}`;
 /** AAD binds the template to its store and space as well as its visitor */
@@ -83,6 +85,11 @@ export class Visitors {
   private readonly byId = new Map<string, { storeId: string; entry: VisitorEntry }>();
   private readonly policies = new Map<string, { policy: StorePolicy; loadedAt: number }>();
   private syncedTo = Date.now();
+  /**
+   * visitors another instance deleted, with when it was heard: a sync whose read overlapped the deletion must not
+   * put them back (its rows may predate the delete); kept twice the sync overlap
+   */
+  private readonly shredded = new Map<string, number>();
 
   constructor(
     private readonly db: Db,
@@ -154,10 +161,11 @@ export class Visitors {
       .from(visitors)
       .innerJoin(visitorKeys, eq(visitorKeys.visitorId, visitors.id))
       .where(and(eq(visitors.space, this.space), gt(visitors.createdAt, since), gt(visitors.expiresAt, now)));
+    for (const [id, at] of this.shredded) if (at < now.getTime() - 2 * SYNC_OVERLAP_MS) this.shredded.delete(id);
     let added = 0;
     for (const { visitor: row, key } of rows) {
       const policy = this.policies.get(row.storeId)?.policy;
-      if (this.byId.has(row.id) || (policy && policy.privacyMode !== "visitor")) continue;
+      if (this.byId.has(row.id) || this.shredded.has(row.id) || (policy && policy.privacyMode !== "visitor")) continue;
       this.put(row.storeId, this.open(row, key, 1));
       added++;
     }
@@ -178,6 +186,43 @@ export class Visitors {
     }, intervalMs);
     timer.unref();
     return () => clearInterval(timer);
+  }
+
+  /**
+   * Follows deletions made through any instance sharing the Postgres at `databaseUrl`: each deleted visitor key is
+   * announced (migration 0013) and the template dropped here at once, so a visitor shredded elsewhere (an erasure's
+   * look-alikes, a store leaving visitor mode) is not matched here until a restart. On every (re)subscription the
+   * view is reconciled with the database instead, since what was announced while the connection was down was
+   * missed. Returns the stop function.
+   */
+  follow(databaseUrl: string, onError: (error: unknown) => void): Promise<() => Promise<void>> {
+    return listen(
+      databaseUrl,
+      VISITOR_DELETED,
+      (id) => {
+        this.shredded.set(id, Date.now());
+        this.forget([id]);
+      },
+      () => {
+        this.reconcile().catch(onError);
+      },
+    );
+  }
+
+  /** Forgets the visitors held here whose row is gone from the database; returns how many. */
+  async reconcile(): Promise<number> {
+    const held = [...this.byId.keys()];
+    const live = new Set<string>();
+    for (let i = 0; i < held.length; i += 5000) {
+      const rows = await this.db
+        .select({ id: visitors.id })
+        .from(visitors)
+        .where(inArray(visitors.id, held.slice(i, i + 5000)));
+      for (const r of rows) live.add(r.id);
+    }
+    const gone = held.filter((id) => !live.has(id));
+    this.forget(gone);
+    return gone.length;
   }
 
   private open(row: typeof visitors.$inferSelect, key: typeof visitorKeys.$inferSelect, visits: number): VisitorEntry {
