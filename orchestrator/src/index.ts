@@ -9,6 +9,7 @@ import type { Aedes } from "aedes";
 import { and, eq, isNull } from "drizzle-orm";
 import mqtt from "mqtt";
 import { type Logger, pino } from "pino";
+import { appendAudit } from "./audit/log.ts";
 import {
   hashSecret,
   loadOrCreateSealingKey,
@@ -17,6 +18,7 @@ import {
   secretMatches,
   writeAdminTokenFile,
 } from "./auth/secrets.ts";
+import { BOOTSTRAP_LABEL } from "./auth/token-lifetime.ts";
 import { ORCHESTRATOR_USERNAME, startBroker } from "./broker/broker.ts";
 import { aedesSource, clientSource } from "./broker/source.ts";
 import { type Db, openDatabase } from "./db/client.ts";
@@ -147,18 +149,46 @@ export interface Orchestrator {
 
 const DESIRED_DEFAULTS = { templateIntervalMs: 5000, minFaceSizePx: 40 } as const;
 
-/** The admin token survives restarts through its file; a fresh database (e.g. a new Postgres) gets its hash again. */
+/**
+ * The admin token survives restarts through its file; a fresh database (e.g. a new Postgres) gets its hash again.
+ * Without the file a new token is made, and every earlier bootstrap token still live in the database is revoked in
+ * the same transaction (audited): deleting the file and restarting is how the one token that never expires is
+ * rotated. The file is written after the commit, so a failed write leaves no live token unknown to the operator
+ * (the next start rotates again).
+ */
 async function ensureAdminToken(db: Db, dataDir: string, log: Logger): Promise<string> {
-  let token = await readAdminTokenFile(dataDir);
-  if (!token) {
-    token = newSecret("gl_");
-    await writeAdminTokenFile(dataDir, token);
-    log.info({ file: `${dataDir}/admin-token` }, "admin token created");
+  const existing = await readAdminTokenFile(dataDir);
+  if (existing) {
+    const hash = hashSecret(existing);
+    const known = await db.select({ id: apiTokens.id }).from(apiTokens).where(eq(apiTokens.tokenHash, hash));
+    if (known.length === 0)
+      await db.insert(apiTokens).values({ id: newId(), tokenHash: hash, role: "hq-admin", label: BOOTSTRAP_LABEL });
+    return existing;
   }
-  const hash = hashSecret(token);
-  const existing = await db.select({ id: apiTokens.id }).from(apiTokens).where(eq(apiTokens.tokenHash, hash));
-  if (existing.length === 0) {
-    await db.insert(apiTokens).values({ id: newId(), tokenHash: hash, role: "hq-admin", label: "bootstrap admin" });
+  const token = newSecret("gl_");
+  const id = newId();
+  const revoked = await db.transaction(async (tx) => {
+    const gone = await tx
+      .update(apiTokens)
+      .set({ revokedAt: new Date() })
+      .where(and(eq(apiTokens.label, BOOTSTRAP_LABEL), eq(apiTokens.role, "hq-admin"), isNull(apiTokens.revokedAt)))
+      .returning({ id: apiTokens.id });
+    await tx.insert(apiTokens).values({ id, tokenHash: hashSecret(token), role: "hq-admin", label: BOOTSTRAP_LABEL });
+    return gone.map((r) => r.id);
+  });
+  await writeAdminTokenFile(dataDir, token);
+  if (revoked.length === 0) log.info({ file: `${dataDir}/admin-token` }, "admin token created");
+  else {
+    log.warn(
+      { file: `${dataDir}/admin-token`, revoked },
+      "admin token file was missing: a new admin token was made and the earlier one revoked",
+    );
+    await appendAudit(db, {
+      actor: "system:admin-token",
+      action: "admin-token.rotate",
+      subject: id,
+      details: { revokedTokenIds: revoked },
+    });
   }
   return token;
 }

@@ -22,6 +22,12 @@ export const defaultTokenLifetimeDays: Readonly<Record<Role, number>> = {
   "signage-screen": 365,
 };
 
+/**
+ * The label of the bootstrap admin token's row (the token in dataDir/admin-token, which never expires): the API
+ * refuses it for tokens it issues, so it marks that token alone (migration 0014 relies on it).
+ */
+export const BOOTSTRAP_LABEL = "bootstrap admin";
+
 /** No token outlives a year: the longest default, and the longest HQ may ask for. */
 export const maxTokenLifetimeDays = 365;
 

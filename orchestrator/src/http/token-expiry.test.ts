@@ -1,3 +1,5 @@
+import { readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { defaultTokenLifetimeDays, maxTokenLifetimeDays } from "../auth/token-lifetime.ts";
 import type { Role } from "../db/schema.ts";
@@ -124,6 +126,41 @@ for (const backend of databaseBackends) {
       clockAt(Date.now() + 10 * 365 * DAY_MS);
       expect((await h.api("/api/nodes")).status).toBe(200);
     }, 60_000);
+
+    it("deleting the admin token file and restarting rotates it: the old token is refused, the rotation audited", async () => {
+      const old = h.orch.adminToken;
+      await h.restart();
+      // with the file in place a restart keeps the token
+      expect(h.orch.adminToken).toBe(old);
+      await rm(join(h.dataDir, "admin-token"));
+      await h.restart();
+      const fresh = h.orch.adminToken;
+      expect(fresh).not.toBe(old);
+      expect((await readFile(join(h.dataDir, "admin-token"), "utf8")).trim()).toBe(fresh);
+      expect((await h.api("/api/nodes", { token: old })).status).toBe(401);
+      expect((await h.api("/api/nodes", { token: fresh })).status).toBe(200);
+      const listed = await expectJson<{ id: string; label: string; revokedAt: string | null; expiresAt: null }[]>(
+        await h.api("/api/tokens"),
+        200,
+      );
+      const bootstrap = listed.filter((t) => t.label === "bootstrap admin");
+      expect(bootstrap.map((t) => t.revokedAt === null)).toEqual([false, true]);
+      const audit = await expectJson<{ action: string; subject: string; details: { revokedTokenIds: string[] } }[]>(
+        await h.api("/api/audit?limit=5"),
+        200,
+      );
+      const rotation = audit.find((e) => e.action === "admin-token.rotate");
+      expect(rotation?.subject).toBe(bootstrap[1]?.id);
+      expect(rotation?.details.revokedTokenIds).toEqual([bootstrap[0]?.id]);
+    }, 60_000);
+
+    it("the bootstrap admin token's label is refused for issued tokens, in any case", async () => {
+      for (const label of ["bootstrap admin", " Bootstrap Admin "]) {
+        const res = await h.api("/api/tokens", { method: "POST", json: { role: "hq-admin", label } });
+        const body = await expectJson<{ code: string; details: { issues: string[] } }>(res, 400);
+        expect(body.details.issues.join(" ")).toMatch(/label/);
+      }
+    });
 
     it("a screen whose token expires is cut off: its open event stream ends, and it cannot reconnect", async () => {
       const screen = await createScreen(h, store);

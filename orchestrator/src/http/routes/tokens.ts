@@ -3,7 +3,7 @@ import { and, eq, isNull } from "drizzle-orm";
 import { Hono } from "hono";
 import { z } from "zod";
 import { hashSecret, newSecret } from "../../auth/secrets.ts";
-import { maxTokenLifetimeDays, tokenExpiresAt } from "../../auth/token-lifetime.ts";
+import { BOOTSTRAP_LABEL, maxTokenLifetimeDays, tokenExpiresAt } from "../../auth/token-lifetime.ts";
 import { apiTokens, roles, screens, stores } from "../../db/schema.ts";
 import type { Services } from "../../services.ts";
 import { type Env, requireRole } from "../auth.ts";
@@ -13,7 +13,14 @@ import { valid } from "../validate.ts";
 export const CreateToken = z
   .object({
     role: z.enum(roles),
-    label: z.string().trim().min(1).max(200),
+    label: z
+      .string()
+      .trim()
+      .min(1)
+      .max(200)
+      .refine((label) => label.toLowerCase() !== BOOTSTRAP_LABEL, {
+        message: `"${BOOTSTRAP_LABEL}" names the token in the orchestrator's data directory; choose another label`,
+      }),
     storeId: z.string().optional(),
     screenId: z.string().optional(),
     expiresInDays: z
