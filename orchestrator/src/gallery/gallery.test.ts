@@ -146,7 +146,7 @@ describe("gallery matching through the ANN graph (large galleries)", () => {
         if (e.kind === "member") {
           members++;
           // a graph node is the mean of a person's templates, so a weak match through one template (a stranger just
-          // above the threshold) can rank outside the 16 people re-scored. Such a miss is "unknown", never another
+          // above the threshold) can rank outside the 8 people re-scored. Such a miss is "unknown", never another
           // member, and only of a weak match
           if (a.kind === "unknown") {
             missed++;

@@ -19,7 +19,8 @@ export interface AnnOptions {
   /**
    * candidate list while searching (ef); default 128 for a projected graph, 256 for a whole one: the smallest
    * breadths at which bench:match held recall@1 ≥ 0.99 where it was measured (2026-11-25, one node per person,
-   * 4 templates each, i8). Projected (LFW-spectrum identities, PCA 64): 1M × 512 0.997 at 1.51 ms p50 / 1.55 CPU-ms (1000 probes, load 1.75),
+   * 4 templates each, i8). Projected (LFW-spectrum identities, PCA 64): 1M × 512 0.997 at 1.51 ms p50 / 1.55 CPU-ms (1000 probes, load 1.75;
+   * 0.432 ms / 0.457 CPU-ms with 8 people re-scored instead of 16, 2026-11-26),
    * 100k 1.000. Whole: 100k × 512 isotropic 0.997 (ef 128: 0.958), 100k × 128 isotropic 1.000 / LFW-spectrum 0.999;
    * 1M × 512 isotropic only 0.660 (0.846 at ef 512): not met there. It was 512 before. orchestrator/README "Scale".
    * Given here it is fixed; otherwise SpaceIndex measures the graph's recall and sets `ef` (see its graphTuning)

@@ -332,7 +332,7 @@ export class SpaceIndex {
    * made and whenever the gallery has grown by half since). Probes come from the gallery itself: a sampled
    * person's template turned, in a random direction orthogonal to it, to cosine `similarity` with it. The truth
    * for each is the exact top-1 person over every template in the f32 store (not assumed to be the sampled
-   * person); the graph's answer is the one `search` gives (16 nodes, re-scored exactly). The smallest breadth on
+   * person); the graph's answer is the one `search` gives (8 nodes, re-scored exactly). The smallest breadth on
    * the ladder whose recall@1 reaches the target is kept; if none does, the largest, with one warning. The same
    * probes for the same seed, so the same graph gets the same breadth. An explicit breadth is kept as it is (at once).
    *
@@ -646,9 +646,18 @@ export class SpaceIndex {
     return this.widen(probe, opts, this.firstBreadth(want));
   }
 
-  /** Neighbours asked for first: a person holds a few templates, so enough to see `want` people. */
+  /**
+   * Neighbours asked for first: templates of the store (a person holds a few, so enough to see `want` people), or
+   * people from the graph, each re-scored by all their templates. Re-scoring was a third of the gallery thread's time
+   * (its CPU profile in bench:ingest, isotropic 100k × 128), so 8 people are re-scored, not 16. Measured on 3,000
+   * fresh probes of 25k people × 4 (isotropic and LFW-spectrum, ef 24–48, a threshold half of them pass): the same
+   * decision (person, or unknown) as with 16 for every probe, recall@1 equal (isotropic) or 1–2 probes lower
+   * (LFW-spectrum), at 28–36 % less wall time per probe. A runner-up outside the 8 can only widen a margin. The graph
+   * tuning measures recall with the same 8, so where they cost recall it widens the search instead.
+   */
   private firstBreadth(want: number): number {
-    return Math.min(this.store?.size ?? 0, Math.max(16, want * 8));
+    const size = this.store?.size ?? 0;
+    return Math.min(size, this.graph ? Math.max(8, want * 4) : Math.max(16, want * 8));
   }
 
   /** `search` from `k` neighbours on, widening while consent filtered people out and candidates could still count */
