@@ -153,8 +153,8 @@ const DESIRED_DEFAULTS = { templateIntervalMs: 5000, minFaceSizePx: 40 } as cons
  * The admin token survives restarts through its file; a fresh database (e.g. a new Postgres) gets its hash again.
  * Without the file a new token is made, and every earlier bootstrap token still live in the database is revoked in
  * the same transaction (audited): deleting the file and restarting is how the one token that never expires is
- * rotated. The file is written after the commit, so a failed write leaves no live token unknown to the operator
- * (the next start rotates again).
+ * rotated. The file is written after the commit: should the write fail, the new token is held by nobody and the
+ * next start, finding no file again, revokes it as it rotates.
  */
 async function ensureAdminToken(db: Db, dataDir: string, log: Logger): Promise<string> {
   const existing = await readAdminTokenFile(dataDir);
