@@ -508,9 +508,9 @@ for (const backend of backends) {
       expect((await h.api(`/api/visits/${unknownVisit?.id}/not-this-person`, { method: "POST" })).status).toBe(409);
     }, 60_000);
 
-    it.skipIf(backend.name !== "Postgres")(
-      "an erasure made by another instance on the same Postgres is honoured at once",
-      async () => {
+    // only a shared Postgres has another instance to erase through (PGlite is one process's own)
+    if (backend.name === "Postgres")
+      it("an erasure made by another instance on the same Postgres is honoured at once", async () => {
         const barackProbe = await embed("enroll/barack_obama/2.jpg");
         const before = await probe(barackProbe);
         expect(before.visitor).toBe("member");
@@ -520,9 +520,7 @@ for (const backend of backends) {
         await other`delete from templates where person_id = ${before.personId as string}`;
         await other.end();
         expect((await probe(barackProbe)).visitor).toBe("unknown");
-      },
-      60_000,
-    );
+      }, 60_000);
 
     it("the audit chain records who did what, verifies, and reports the first edited or deleted entry", async () => {
       const actions = (await expectJson<{ action: string }[]>(await h.api("/api/audit?limit=1000"), 200)).map(
