@@ -17,7 +17,7 @@ async function appendMany(database: Database, n: number, actor = "test") {
 }
 
 for (const backend of databaseBackends) {
-  describe.skipIf(!backend.enabled)(`audit chain anchors on ${backend.name}`, () => {
+  describe(`audit chain anchors on ${backend.name}`, () => {
     let dataDir: string;
     let pg: { url: string; drop(): Promise<void> } | undefined;
     let database: Database;
@@ -93,23 +93,26 @@ for (const backend of databaseBackends) {
   });
 }
 
-describe.skipIf(!databaseBackends[1]?.enabled)("audit appends from two instances on one Postgres", () => {
-  it("interleave into one unbroken chain", async () => {
-    const pg = await freshPostgres(databaseBackends[1]?.url() as string);
-    const dataDir = await mkdtemp(join(tmpdir(), "glance-audit-two-"));
-    const a = await openDatabase({ dataDir, databaseUrl: pg.url });
-    const b = await openDatabase({ dataDir, databaseUrl: pg.url });
-    try {
-      await Promise.all([
-        ...Array.from({ length: 40 }, (_, i) => appendAudit(a.db, { actor: "a", action: "x", details: { i } })),
-        ...Array.from({ length: 40 }, (_, i) => appendAudit(b.db, { actor: "b", action: "x", details: { i } })),
-      ]);
-      expect(await verifyAudit(a.db)).toMatchObject({ ok: true, rows: 80 });
-    } finally {
-      await a.close();
-      await b.close();
-      await pg.drop();
-      await rm(dataDir, { recursive: true, force: true });
-    }
-  }, 60_000);
-});
+// only where a Postgres server is there: two instances cannot share a PGlite
+const server = databaseBackends.find((b) => b.name === "Postgres");
+if (server)
+  describe("audit appends from two instances on one Postgres", () => {
+    it("interleave into one unbroken chain", async () => {
+      const pg = await freshPostgres(server.url() as string);
+      const dataDir = await mkdtemp(join(tmpdir(), "glance-audit-two-"));
+      const a = await openDatabase({ dataDir, databaseUrl: pg.url });
+      const b = await openDatabase({ dataDir, databaseUrl: pg.url });
+      try {
+        await Promise.all([
+          ...Array.from({ length: 40 }, (_, i) => appendAudit(a.db, { actor: "a", action: "x", details: { i } })),
+          ...Array.from({ length: 40 }, (_, i) => appendAudit(b.db, { actor: "b", action: "x", details: { i } })),
+        ]);
+        expect(await verifyAudit(a.db)).toMatchObject({ ok: true, rows: 80 });
+      } finally {
+        await a.close();
+        await b.close();
+        await pg.drop();
+        await rm(dataDir, { recursive: true, force: true });
+      }
+    }, 60_000);
+  });

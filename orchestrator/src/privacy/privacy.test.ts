@@ -155,7 +155,7 @@ function readableFor(
 const backends = databaseBackends;
 
 for (const backend of backends) {
-  describe.skipIf(!backend.enabled)(`privacy on ${backend.name}`, () => {
+  describe(`privacy on ${backend.name}`, () => {
     let h: Harness;
     let storeId: string;
     let node: TestNode;

@@ -47,12 +47,13 @@ export function requiredPostgresUrl(): string {
 }
 
 /**
- * The databases a suite runs on: `for (const backend of databaseBackends) describe.skipIf(!backend.enabled)(...)`,
- * starting its harness with `startHarness({ databaseUrl: backend.url() })`.
+ * The databases a suite runs on: `for (const backend of databaseBackends) describe(...)`, starting its harness with
+ * `startHarness({ databaseUrl: backend.url() })`. PGlite always; Postgres when `runPostgres` (a suite for a server
+ * that is not there is not defined, rather than defined and skipped).
  */
-export const databaseBackends: readonly { name: string; enabled: boolean; url(): string | undefined }[] = [
-  { name: "PGlite", enabled: true, url: () => undefined },
-  { name: "Postgres", enabled: runPostgres, url: () => postgresUrl ?? requiredPostgresUrl() },
+export const databaseBackends: readonly { name: string; url(): string | undefined }[] = [
+  { name: "PGlite", url: () => undefined },
+  ...(runPostgres ? [{ name: "Postgres", url: () => postgresUrl ?? requiredPostgresUrl() }] : []),
 ];
 
 /** A throwaway database on the Postgres server at `url`, dropped by `drop()`. */
